@@ -1,0 +1,257 @@
+//! Message delivery events from email/SMS providers (seed 004).
+//!
+//! Providers post one event or a JSON array of events to
+//! `/webhooks/providers/{provider}`, signed with Standard Webhooks. Each event
+//! becomes one envelope on `providers.<provider>.<event_type>`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::envelope::{EventData, SchemaId};
+use crate::str_enum;
+use crate::timestamp::Timestamp;
+use crate::validation::{
+    Object, ValidationErrors, array_of, free_object, identifier, kind_of,
+    parse_object, read_object, string, timestamp, variant,
+};
+
+str_enum! {
+    /// A recipient's delivery status. `sent < delivered < opened < clicked`
+    /// move forward only; `bounced`, `complained` and `failed` are terminal.
+    pub enum DeliveryStatus {
+        Sent = "sent",
+        Delivered = "delivered",
+        Opened = "opened",
+        Clicked = "clicked",
+        Bounced = "bounced",
+        Complained = "complained",
+        Failed = "failed",
+    }
+}
+
+/// Most events one request may carry.
+pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
+
+/// A provider name: 1–32 characters of `a–z 0–9 _ -`, starting with a letter
+/// or digit (a subject token and a bounded label value).
+pub fn is_valid_provider_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// One delivery event as a provider posts it.
+///
+/// Example: `{"event_type": "delivered", "message_id": "msg_8f2c",
+/// "timestamp": "2025-03-01T09:00:02Z", "recipient": "ana@example.com"}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeliveryWebhookEvent {
+    pub event_type: DeliveryStatus,
+    /// The provider's id of the message this event is about.
+    pub message_id: String,
+    /// When the provider observed it.
+    pub timestamp: Timestamp,
+    /// Address or number the message went to, when the provider includes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    /// Campaign the message belongs to, when the provider knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+    /// Bounce, complaint or failure reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The link, for `clicked`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Anything else the provider sent, kept as is (at most 64 keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+impl DeliveryWebhookEvent {
+    fn read(o: &mut Object<'_>) -> Option<Self> {
+        let event_type = o.required("event_type", variant);
+        let message_id = o.required("message_id", identifier(256));
+        let timestamp = o.required("timestamp", timestamp);
+        let recipient = o.optional("recipient", string(1, 320));
+        let campaign_id = o.optional("campaign_id", identifier(256));
+        let reason = o.optional("reason", string(1, 2048));
+        let url = o.optional("url", string(1, 4096));
+        let metadata = o.optional("metadata", free_object(64));
+        Some(Self {
+            event_type: event_type?,
+            message_id: message_id?,
+            timestamp: timestamp?,
+            recipient: recipient?,
+            campaign_id: campaign_id?,
+            reason: reason?,
+            url: url?,
+            metadata: metadata?,
+        })
+    }
+}
+
+/// Body of `POST /webhooks/providers/{provider}`: one event or an array.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum DeliveryWebhookBody {
+    One(DeliveryWebhookEvent),
+    Many(#[schemars(length(min = 1, max = 1000))] Vec<DeliveryWebhookEvent>),
+}
+
+impl DeliveryWebhookBody {
+    pub const SCHEMA: SchemaId = SchemaId::new("delivery.webhook", 1);
+
+    /// Reads the body, reporting every invalid field of every event
+    /// (`[3].message_id`).
+    pub fn parse(value: &Value) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let body = match value {
+            Value::Array(_) => array_of(
+                value,
+                "",
+                &mut errors,
+                1,
+                MAX_EVENTS_PER_REQUEST,
+                |value, path, errors| read_object(value, path, errors, DeliveryWebhookEvent::read),
+            )
+            .map(Self::Many),
+            Value::Object(_) => {
+                read_object(value, "", &mut errors, DeliveryWebhookEvent::read).map(Self::One)
+            }
+            other => {
+                errors.push(
+                    "",
+                    format!("must be an event object or an array of events, not {}", kind_of(other)),
+                );
+                None
+            }
+        };
+        errors.finish(body)
+    }
+
+    pub fn into_events(self) -> Vec<DeliveryWebhookEvent> {
+        match self {
+            Self::One(event) => vec![event],
+            Self::Many(events) => events,
+        }
+    }
+}
+
+/// Payload of `providers.<provider>.<event_type>`: the event and its provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeliveryEvent {
+    /// The provider the event came from (from the route).
+    pub provider: String,
+    #[serde(flatten)]
+    pub delivery: DeliveryWebhookEvent,
+}
+
+impl EventData for DeliveryEvent {
+    const SCHEMA: SchemaId = SchemaId::new("delivery.event", 1);
+
+    fn parse(value: &Value) -> Result<Self, ValidationErrors> {
+        parse_object(value, |o| {
+            let provider = o.required("provider", |v| {
+                let name = string(1, 32)(v)?;
+                if !is_valid_provider_name(&name) {
+                    return Err(format!("{name:?} is not a valid provider name"));
+                }
+                Ok(name)
+            });
+            let delivery = DeliveryWebhookEvent::read(o);
+            Some(Self {
+                provider: provider?,
+                delivery: delivery?,
+            })
+        })
+    }
+
+    fn event_type(&self) -> &'static str {
+        match self.delivery.event_type {
+            DeliveryStatus::Sent => "delivery.sent",
+            DeliveryStatus::Delivered => "delivery.delivered",
+            DeliveryStatus::Opened => "delivery.opened",
+            DeliveryStatus::Clicked => "delivery.clicked",
+            DeliveryStatus::Bounced => "delivery.bounced",
+            DeliveryStatus::Complained => "delivery.complained",
+            DeliveryStatus::Failed => "delivery.failed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event() -> Value {
+        json!({"event_type": "delivered", "message_id": "msg_1", "timestamp": "2025-03-01T09:00:02Z"})
+    }
+
+    #[test]
+    fn a_single_event_and_an_array_both_parse() {
+        assert_eq!(
+            DeliveryWebhookBody::parse(&event())
+                .unwrap()
+                .into_events()
+                .len(),
+            1
+        );
+        let many = json!([event(), event(), event()]);
+        assert_eq!(
+            DeliveryWebhookBody::parse(&many)
+                .unwrap()
+                .into_events()
+                .len(),
+            3
+        );
+    }
+
+    #[test]
+    fn errors_in_an_array_name_the_element() {
+        let mut bad = event();
+        bad["event_type"] = json!("exploded");
+        let errors = DeliveryWebhookBody::parse(&json!([event(), bad, {"message_id": 5}])).unwrap_err();
+        let fields: Vec<_> = errors.errors().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "[1].event_type",
+                "[2].event_type",
+                "[2].message_id",
+                "[2].timestamp"
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_and_oversized_arrays_are_refused() {
+        assert!(DeliveryWebhookBody::parse(&json!([])).is_err());
+        let many = Value::Array(vec![event(); MAX_EVENTS_PER_REQUEST + 1]);
+        assert!(DeliveryWebhookBody::parse(&many).is_err());
+    }
+
+    #[test]
+    fn provider_names_are_slugs() {
+        assert!(is_valid_provider_name("sendgrid"));
+        assert!(is_valid_provider_name("aws-ses_2"));
+        for bad in ["", "-x", "Send", "a.b", &"x".repeat(33)] {
+            assert!(!is_valid_provider_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_envelope_payload_flattens_the_event() {
+        let payload = DeliveryEvent {
+            provider: "sendgrid".into(),
+            delivery: serde_json::from_value(event()).unwrap(),
+        };
+        let json = serde_json::to_value(&payload).unwrap();
+        assert_eq!(json["provider"], "sendgrid");
+        assert_eq!(json["message_id"], "msg_1");
+        assert_eq!(DeliveryEvent::parse(&json).unwrap(), payload);
+    }
+}

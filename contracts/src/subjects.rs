@@ -1,0 +1,77 @@
+//! Every NATS subject the mesh publishes to, named once.
+//!
+//! The streams in `nats/streams/` capture these subjects; a test there checks
+//! that each one lands in exactly one stream.
+
+use crate::buddy::BuddyEventType;
+use crate::ci::{CiPlatform, PipelineEventType};
+use crate::delivery::DeliveryStatus;
+use crate::validation::StrEnum as _;
+
+/// Sweep requests accepted by `POST /api/pipelines/trigger`.
+pub const SWEEP_TRIGGER: &str = "sweeps.trigger";
+/// Trading API completion callbacks.
+pub const SWEEP_CALLBACK: &str = "sweeps.callback";
+/// Prefix of the dead-letter subjects: `dlq.<original subject>`.
+pub const DEAD_LETTER_PREFIX: &str = "dlq";
+
+/// `buddy.match.created`: a buddy event's subject is its type.
+pub fn buddy(event_type: BuddyEventType) -> &'static str {
+    event_type.as_str()
+}
+
+/// `ci.pipeline.github.failed`.
+pub fn ci_pipeline(platform: CiPlatform, event: PipelineEventType) -> String {
+    format!("ci.pipeline.{platform}.{}", event.short_name())
+}
+
+/// `providers.sendgrid.delivered`; `provider` must be a valid provider name.
+pub fn provider_delivery(provider: &str, status: DeliveryStatus) -> String {
+    format!("providers.{provider}.{status}")
+}
+
+/// `dlq.<original>`: where a message that can never be processed is kept.
+pub fn dead_letter(original: &str) -> String {
+    format!("{DEAD_LETTER_PREFIX}.{original}")
+}
+
+/// One example of every subject family, for checks against the stream
+/// definitions.
+pub fn examples() -> Vec<String> {
+    let mut subjects = vec![SWEEP_TRIGGER.to_owned(), SWEEP_CALLBACK.to_owned()];
+    subjects.extend(
+        BuddyEventType::VARIANTS
+            .iter()
+            .map(|(_, t)| buddy(*t).to_owned()),
+    );
+    for (_, platform) in CiPlatform::VARIANTS {
+        for (_, event) in PipelineEventType::VARIANTS {
+            subjects.push(ci_pipeline(*platform, *event));
+        }
+    }
+    subjects.extend(
+        DeliveryStatus::VARIANTS
+            .iter()
+            .map(|(_, s)| provider_delivery("sendgrid", *s)),
+    );
+    subjects.push(dead_letter(SWEEP_TRIGGER));
+    subjects
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_built_from_wire_names() {
+        assert_eq!(
+            ci_pipeline(CiPlatform::Circleci, PipelineEventType::Failed),
+            "ci.pipeline.circleci.failed"
+        );
+        assert_eq!(
+            provider_delivery("ses", DeliveryStatus::Bounced),
+            "providers.ses.bounced"
+        );
+        assert_eq!(dead_letter("sweeps.callback"), "dlq.sweeps.callback");
+    }
+}

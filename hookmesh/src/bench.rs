@@ -1,0 +1,494 @@
+//! `hookmesh bench gateway`: how close the gateway comes to the broker.
+//!
+//! One run, one machine, one broker: raw JetStream publish-and-ack of the
+//! webhook body by `--concurrency` publishers (the baseline, measured before
+//! and after), then signed provider webhooks of the same body through a child
+//! `hookmesh gateway` process over as many keep-alive HTTP connections. The
+//! figure of merit is the ratio of the two rates; latencies are taken per
+//! request, resident memory and CPU time from `/proc`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hookmesh_gateway::verify::{StandardWebhooksKeys, random_bytes};
+use hookmesh_nats::server::{self, EmbeddedNats, EmbeddedOptions};
+use hookmesh_nats::{STREAMS, ensure_streams};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::AnyError;
+use crate::cli::{BenchArgs, BenchTarget, CommonArgs, GatewayBenchArgs};
+
+const PROVIDER: &str = "bench";
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+pub async fn run(args: BenchArgs, common: CommonArgs) -> Result<(), AnyError> {
+    match args.target {
+        BenchTarget::Gateway(args) => gateway(args, common).await,
+    }
+}
+
+/// A scratch directory removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!("hookmesh-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The results of one measured phase.
+#[derive(Debug, Serialize)]
+struct Phase {
+    name: &'static str,
+    completed: u64,
+    errors: u64,
+    seconds: f64,
+    rate_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Phase {
+    fn new(name: &'static str, mut latencies_us: Vec<u32>, errors: u64, seconds: f64) -> Self {
+        latencies_us.sort_unstable();
+        let percentile = |p: f64| {
+            latencies_us
+                .get(((latencies_us.len() as f64 * p) as usize).min(latencies_us.len().saturating_sub(1)))
+                .map_or(0.0, |&us| f64::from(us) / 1000.0)
+        };
+        Self {
+            name,
+            completed: latencies_us.len() as u64,
+            errors,
+            seconds,
+            rate_per_second: latencies_us.len() as f64 / seconds,
+            p50_ms: percentile(0.50),
+            p99_ms: percentile(0.99),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    payload_bytes: usize,
+    concurrency: usize,
+    phases: Vec<Phase>,
+    /// Gateway accepts per second ÷ the mean raw publish rate.
+    ratio: f64,
+    gateway_rss_idle_mib: f64,
+    gateway_rss_peak_mib: f64,
+    gateway_cpu_us_per_request: f64,
+    broker_cpu_us_per_message_raw: Option<f64>,
+    broker_cpu_us_per_message_gateway: Option<f64>,
+}
+
+/// A delivery event of exactly `size` bytes (padded in `metadata.note`).
+fn webhook_body(size: usize) -> Vec<u8> {
+    let event = |note: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "event_type": "delivered",
+            "message_id": "msg_5f0c9a7e2b1d4c3a",
+            "timestamp": "2025-03-01T09:00:02Z",
+            "recipient": "ana.souza@example.com",
+            "campaign_id": "spring-launch-2025",
+            "metadata": {"note": note}
+        }))
+        .expect("JSON")
+    };
+    let base = event("").len();
+    event(&"x".repeat(size.saturating_sub(base)))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Resident memory of `pid` in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// CPU time (user + system) consumed by `pid` so far, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Runs `worker` on `concurrency` tasks for warm-up plus measurement;
+/// each call returns whether it succeeded. Latencies count only after warm-up.
+async fn drive<F, Fut>(
+    name: &'static str,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    make_worker: F,
+) -> Phase
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Box<dyn FnMut(u64) -> futures_util::future::BoxFuture<'static, bool> + Send>>,
+{
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(concurrency);
+    for index in 0..concurrency {
+        let mut call = make_worker(index).await;
+        let (measuring, stop, errors) = (measuring.clone(), stop.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(1 << 16);
+            let mut sequence = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let ok = call(sequence).await;
+                sequence += 1;
+                if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                    if ok {
+                        latencies.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(warmup).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let seconds = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap_or_default());
+    }
+    Phase::new(name, latencies, errors.load(Ordering::Relaxed), seconds)
+}
+
+async fn raw_phase(
+    name: &'static str,
+    js: &jetstream::Context,
+    body: &Bytes,
+    args: &GatewayBenchArgs,
+) -> Phase {
+    let run = hookmesh_gateway::verify::hex_encode(&random_bytes::<4>());
+    drive(
+        name,
+        args.concurrency,
+        Duration::from_secs(args.warmup_secs),
+        Duration::from_secs(args.duration_secs),
+        |index| {
+            let (js, body, run) = (js.clone(), body.clone(), run.clone());
+            async move {
+                Box::new(move |sequence: u64| {
+                    let (js, body) = (js.clone(), body.clone());
+                    let id = format!("raw-{run}-{index}-{sequence}");
+                    Box::pin(async move {
+                        let message = PublishMessage::build().payload(body).message_id(id);
+                        match js.send_publish("providers.bench.delivered", message).await {
+                            Ok(ack) => ack.await.is_ok(),
+                            Err(_) => false,
+                        }
+                    }) as futures_util::future::BoxFuture<'static, bool>
+                }) as Box<dyn FnMut(u64) -> futures_util::future::BoxFuture<'static, bool> + Send>
+            }
+        },
+    )
+    .await
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn http_connection(address: &str) -> Result<Sender, AnyError> {
+    let stream = TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+async fn http_phase(address: &str, body: &Bytes, args: &GatewayBenchArgs) -> Phase {
+    let keys = StandardWebhooksKeys::parse(SECRET).expect("the bench secret parses");
+    let run = hookmesh_gateway::verify::hex_encode(&random_bytes::<4>());
+    drive(
+        "gateway (HTTP 202)",
+        args.concurrency,
+        Duration::from_secs(args.warmup_secs),
+        Duration::from_secs(args.duration_secs),
+        |index| {
+            let (keys, body, run, address) = (keys.clone(), body.clone(), run.clone(), address.to_owned());
+            async move {
+                let sender = Arc::new(tokio::sync::Mutex::new(http_connection(&address).await.ok()));
+                Box::new(move |sequence: u64| {
+                    let (keys, body, sender, address) = (keys.clone(), body.clone(), sender.clone(), address.clone());
+                    let id = format!("msg_{run}_{index}_{sequence}");
+                    Box::pin(async move {
+                        let mut sender = sender.lock().await;
+                        if sender.is_none() {
+                            *sender = http_connection(&address).await.ok();
+                        }
+                        let Some(connection) = sender.as_mut() else {
+                            return false;
+                        };
+                        let timestamp = unix_now();
+                        let request = hyper::Request::post(format!("/webhooks/providers/{PROVIDER}"))
+                            .header("host", address.as_str())
+                            .header("content-type", "application/json")
+                            .header("webhook-id", id.as_str())
+                            .header("webhook-timestamp", timestamp.to_string())
+                            .header("webhook-signature", keys.sign(&id, timestamp, &body))
+                            .body(Full::new(body))
+                            .expect("a valid request");
+                        let ok = match connection.send_request(request).await {
+                            Ok(response) => {
+                                let accepted = response.status() == hyper::StatusCode::ACCEPTED;
+                                accepted && response.into_body().collect().await.is_ok()
+                            }
+                            Err(_) => false,
+                        };
+                        if !ok {
+                            *sender = None;
+                        }
+                        ok
+                    }) as futures_util::future::BoxFuture<'static, bool>
+                }) as Box<dyn FnMut(u64) -> futures_util::future::BoxFuture<'static, bool> + Send>
+            }
+        },
+    )
+    .await
+}
+
+fn free_port() -> Result<u16, AnyError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn spawn_gateway(nats_url: &str, address: &str) -> Result<Child, AnyError> {
+    let mut command = Command::new(std::env::current_exe()?);
+    for (variable, _) in std::env::vars() {
+        if variable.starts_with("HOOKMESH_") || variable == "NATS_URL" {
+            command.env_remove(variable);
+        }
+    }
+    Ok(command
+        .arg("gateway")
+        .env("NATS_URL", nats_url)
+        .env("HOOKMESH_HTTP_ADDR", address)
+        .env("HOOKMESH_SECRET_PROVIDERS", SECRET)
+        .env("HOOKMESH_PROVIDERS", PROVIDER)
+        .env("HOOKMESH_RATE_LIMITS", "providers=0")
+        .env("HOOKMESH_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+async fn wait_ready(address: &str, child: &mut Child) -> Result<(), AnyError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("the gateway exited during start-up ({status})").into());
+        }
+        if let Ok(mut sender) = http_connection(address).await {
+            let request = hyper::Request::get("/readyz")
+                .header("host", address)
+                .body(Full::new(Bytes::new()))?;
+            if let Ok(response) = sender.send_request(request).await
+                && response.status() == hyper::StatusCode::OK
+            {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("the gateway did not become ready within 30 s".into())
+}
+
+async fn gateway(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyError> {
+    let scratch = ScratchDir::new()?;
+    let broker = match &common.nats_url {
+        Some(_) => None,
+        None => {
+            let binary = server::find()?;
+            let options = EmbeddedOptions {
+                dir: scratch.0.join("nats"),
+                port: None,
+            };
+            Some(EmbeddedNats::start(&binary, &options).await?)
+        }
+    };
+    let nats_url = broker
+        .as_ref()
+        .map(|b| b.url().to_owned())
+        .or(common.nats_url.clone())
+        .expect("a broker URL");
+    let broker_pid = broker.as_ref().and_then(|b| broker_pid(b.dir()));
+    let connection = hookmesh_nats::connect(&nats_url, "hookmesh-bench").await?;
+    let js = jetstream::new(connection.client.clone());
+    ensure_streams(&js, STREAMS, common.stream_replicas).await?;
+    let body = Bytes::from(webhook_body(args.payload_bytes));
+    eprintln!(
+        "hookmesh bench gateway: {} B signed webhooks, {} connections, {} s per phase (+{} s warm-up)",
+        body.len(),
+        args.concurrency,
+        args.duration_secs,
+        args.warmup_secs
+    );
+
+    let broker_cpu_before = broker_pid.and_then(cpu_seconds);
+    let raw_before = raw_phase("raw JetStream (before)", &js, &body, &args).await;
+    let broker_cpu_raw = broker_pid.and_then(cpu_seconds);
+
+    let address = format!("127.0.0.1:{}", free_port()?);
+    let mut child = spawn_gateway(&nats_url, &address).await?;
+    wait_ready(&address, &mut child).await?;
+    let pid = child.id().ok_or("the gateway has no pid")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle = rss_mib(pid);
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        tokio::spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                peak.fetch_max((rss_mib(pid) * 1024.0) as u64, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let gateway_cpu_before = cpu_seconds(pid);
+    let broker_cpu_http_before = broker_pid.and_then(cpu_seconds);
+    let through_gateway = http_phase(&address, &body, &args).await;
+    let gateway_cpu = cpu_seconds(pid).zip(gateway_cpu_before).map(|(a, b)| a - b);
+    let broker_cpu_http = broker_pid
+        .and_then(cpu_seconds)
+        .zip(broker_cpu_http_before)
+        .map(|(a, b)| a - b);
+    sampling.store(false, Ordering::Relaxed);
+    let _ = sampler.await;
+    let _ = child.kill().await;
+
+    let raw_after = raw_phase("raw JetStream (after)", &js, &body, &args).await;
+
+    let raw_rate = (raw_before.rate_per_second + raw_after.rate_per_second) / 2.0;
+    // Warm-up requests are counted in CPU time too, so CPU is per request of
+    // the whole phase, warm-up included.
+    let gateway_requests_incl_warmup = through_gateway.rate_per_second
+        * (args.duration_secs + args.warmup_secs) as f64;
+    let raw_messages_incl_warmup =
+        raw_before.rate_per_second * (args.duration_secs + args.warmup_secs) as f64;
+    let report = Report {
+        payload_bytes: body.len(),
+        concurrency: args.concurrency,
+        ratio: through_gateway.rate_per_second / raw_rate,
+        gateway_rss_idle_mib: rss_idle,
+        gateway_rss_peak_mib: peak.load(Ordering::Relaxed) as f64 / 1024.0,
+        gateway_cpu_us_per_request: gateway_cpu.map_or(0.0, |s| s * 1e6 / gateway_requests_incl_warmup),
+        broker_cpu_us_per_message_raw: broker_cpu_raw
+            .zip(broker_cpu_before)
+            .map(|(a, b)| (a - b) * 1e6 / raw_messages_incl_warmup),
+        broker_cpu_us_per_message_gateway: broker_cpu_http.map(|s| s * 1e6 / gateway_requests_incl_warmup),
+        phases: vec![raw_before, through_gateway, raw_after],
+    };
+    print_report(&report);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    drop(connection);
+    if let Some(broker) = broker {
+        broker.stop().await?;
+    }
+    drop(scratch);
+    Ok(())
+}
+
+fn broker_pid(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join("nats-server.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn print_report(report: &Report) {
+    println!(
+        "\n{:<26} {:>12} {:>9} {:>9} {:>8}",
+        "phase", "per second", "p50 ms", "p99 ms", "errors"
+    );
+    for phase in &report.phases {
+        println!(
+            "{:<26} {:>12.0} {:>9.2} {:>9.2} {:>8}",
+            phase.name, phase.rate_per_second, phase.p50_ms, phase.p99_ms, phase.errors
+        );
+    }
+    let gateway = &report.phases[1];
+    println!(
+        "\nratio gateway ÷ raw JetStream: {:.3}   (bar: at least 0.55)",
+        report.ratio
+    );
+    println!(
+        "gateway p99: {:.2} ms            (bar: at most 10 ms)",
+        gateway.p99_ms
+    );
+    println!(
+        "gateway resident memory: {:.1} MiB at rest, {:.1} MiB peak under load",
+        report.gateway_rss_idle_mib, report.gateway_rss_peak_mib
+    );
+    println!(
+        "CPU: gateway {:.1} µs per request; broker {} µs per raw publish, {} µs per gateway request",
+        report.gateway_cpu_us_per_request,
+        report
+            .broker_cpu_us_per_message_raw
+            .map_or("n/a".to_owned(), |v| format!("{v:.1}")),
+        report
+            .broker_cpu_us_per_message_gateway
+            .map_or("n/a".to_owned(), |v| format!("{v:.1}")),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_bodies_have_the_requested_size_and_are_valid_events() {
+        for size in [400, 600, 2048] {
+            let body = webhook_body(size);
+            assert_eq!(body.len(), size);
+            let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            hookmesh_contracts::delivery::DeliveryWebhookBody::parse(&value).unwrap();
+        }
+    }
+
+    #[test]
+    fn percentiles_come_from_sorted_latencies() {
+        let phase = Phase::new("x", (1..=100).rev().map(|ms| ms * 1000).collect(), 0, 1.0);
+        assert_eq!(phase.completed, 100);
+        assert_eq!(phase.p50_ms, 51.0);
+        assert_eq!(phase.p99_ms, 100.0);
+    }
+}

@@ -1,0 +1,48 @@
+//! `hookmesh`: every service of the mesh in one binary.
+//!
+//! `main` only parses the command line, starts logging and hands over to
+//! the command; each command module wires libraries together and owns its
+//! start-up and shutdown.
+
+mod bench;
+mod cli;
+mod gateway;
+mod local_secrets;
+mod shutdown;
+mod telemetry;
+mod up;
+
+use clap::Parser as _;
+
+/// Errors at the edge of the program: shown to the user, exit status 1.
+pub type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    if let Err(error) = telemetry::init(&cli.common.log, cli.common.log_format) {
+        eprintln!("hookmesh: error: HOOKMESH_LOG: {error}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("hookmesh: error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            cli::Command::Up(args) => up::run(args, cli.common).await,
+            cli::Command::Gateway(args) => gateway::run(args, cli.common).await,
+            cli::Command::Bench(args) => bench::run(args, cli.common).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "hookmesh stopped with an error.");
+            eprintln!("hookmesh: error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

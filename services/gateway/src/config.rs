@@ -1,0 +1,321 @@
+//! Gateway configuration: command-line flags that mirror environment
+//! variables ([`GatewayArgs`], shown by `hookmesh --help`), parsed once at
+//! start into typed values ([`GatewayConfig`]) so that a bad value stops the
+//! gateway with the variable's name instead of surfacing on first use.
+//!
+//! A route whose secret is unset refuses every request with 401: nothing is
+//! ever accepted unsigned by default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hookmesh_contracts::TenantId;
+use hookmesh_contracts::delivery::is_valid_provider_name;
+
+use crate::verify::{HmacKey, SecretToken, StandardWebhooksKeys};
+
+/// Providers accepted by default at `/webhooks/providers/{provider}`.
+pub const DEFAULT_PROVIDERS: &str = "sendgrid,mailgun,postmark,ses,sparkpost,twilio,generic";
+
+/// Rate-limited source families and their default requests per second.
+pub const DEFAULT_RATE_LIMITS: &[(&str, u32)] = &[
+    ("api", 50),
+    ("callback", 100),
+    ("buddy", 500),
+    ("github", 200),
+    ("gitlab", 200),
+    ("jenkins", 200),
+    ("circleci", 200),
+    ("providers", 100_000),
+];
+
+/// The gateway's flags; each mirrors an environment variable.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Gateway")]
+pub struct GatewayArgs {
+    /// Address the HTTP gateway listens on.
+    #[arg(long, env = "HOOKMESH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// API keys accepted on /api/*, as comma-separated tenant:key pairs; clients send
+    /// `Authorization: Bearer <key>` or `X-API-Key: <key>`. Unset: /api/* refuses every request.
+    #[arg(long, env = "HOOKMESH_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+
+    /// HMAC-SHA256 secret of POST /webhooks/buddy-events (X-Webhook-Signature). Unset: refuses all.
+    #[arg(long, env = "HOOKMESH_SECRET_BUDDY", hide_env_values = true)]
+    pub secret_buddy: Option<String>,
+
+    /// GitHub webhook secret (X-Hub-Signature-256) of /webhooks/ci/github. Unset: refuses all.
+    #[arg(long, env = "HOOKMESH_SECRET_GITHUB", hide_env_values = true)]
+    pub secret_github: Option<String>,
+
+    /// GitLab secret token (X-Gitlab-Token) of /webhooks/ci/gitlab. Unset (and no signing token):
+    /// refuses all.
+    #[arg(long, env = "HOOKMESH_SECRET_GITLAB", hide_env_values = true)]
+    pub secret_gitlab: Option<String>,
+
+    /// GitLab signing token (whsec_…); when set, Standard Webhooks signatures from GitLab are
+    /// verified too.
+    #[arg(long, env = "HOOKMESH_SECRET_GITLAB_SIGNING", hide_env_values = true)]
+    pub secret_gitlab_signing: Option<String>,
+
+    /// CircleCI webhook secret (circleci-signature) of /webhooks/ci/circleci. Unset: refuses all.
+    #[arg(long, env = "HOOKMESH_SECRET_CIRCLECI", hide_env_values = true)]
+    pub secret_circleci: Option<String>,
+
+    /// Password Jenkins must send as HTTP Basic credentials to /webhooks/ci/jenkins (set the
+    /// Notification plugin URL to https://jenkins:<secret>@host/webhooks/ci/jenkins). Unset:
+    /// refuses all.
+    #[arg(long, env = "HOOKMESH_SECRET_JENKINS", hide_env_values = true)]
+    pub secret_jenkins: Option<String>,
+
+    /// Standard Webhooks secret (whsec_…) of /webhooks/providers/{provider}; several,
+    /// comma-separated, during a rotation. Unset: refuses all.
+    #[arg(long, env = "HOOKMESH_SECRET_PROVIDERS", hide_env_values = true)]
+    pub secret_providers: Option<String>,
+
+    /// Secret that signs each sweep's callback URL (shared with the sweep-worker). Unset: the
+    /// sweep callback routes refuse all.
+    #[arg(long, env = "HOOKMESH_CALLBACK_SECRET", hide_env_values = true)]
+    pub callback_secret: Option<String>,
+
+    /// Provider names accepted at /webhooks/providers/{provider}, comma-separated.
+    #[arg(long, env = "HOOKMESH_PROVIDERS", default_value = DEFAULT_PROVIDERS)]
+    pub providers: String,
+
+    /// Largest accepted request body in bytes; larger ones are answered 413.
+    #[arg(long, env = "HOOKMESH_MAX_BODY_BYTES", default_value_t = 1_048_576)]
+    pub max_body_bytes: usize,
+
+    /// Largest distance, in seconds, between a signed delivery timestamp and the server's clock.
+    #[arg(long, env = "HOOKMESH_TIMESTAMP_TOLERANCE_SECS", default_value_t = 300)]
+    pub timestamp_tolerance_secs: u64,
+
+    /// Rate limits in requests per second, e.g. `buddy=100,providers=20000`; 0 turns one off.
+    /// Sources: api (per tenant), callback, buddy, github, gitlab, jenkins, circleci, providers
+    /// (per provider). Defaults: api=50 callback=100 buddy=500 github/gitlab/jenkins/circleci=200
+    /// providers=100000.
+    #[arg(long, env = "HOOKMESH_RATE_LIMITS", default_value = "")]
+    pub rate_limits: String,
+
+    /// How long to wait for JetStream to confirm a publish before answering 503, in milliseconds.
+    #[arg(long, env = "HOOKMESH_PUBLISH_TIMEOUT_MS", default_value_t = 5000)]
+    pub publish_timeout_ms: u64,
+}
+
+/// A configuration value that cannot be used, named by its variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+fn config_error(variable: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        reason: reason.into(),
+    }
+}
+
+/// Per-source secrets; `None` means the route refuses everything.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub buddy: Option<HmacKey>,
+    pub github: Option<HmacKey>,
+    pub gitlab: Option<SecretToken>,
+    pub gitlab_signing: Option<StandardWebhooksKeys>,
+    pub circleci: Option<HmacKey>,
+    pub jenkins: Option<SecretToken>,
+    pub providers: Option<StandardWebhooksKeys>,
+    pub callback: Option<HmacKey>,
+}
+
+/// The gateway's configuration, typed.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub api_keys: Vec<(TenantId, SecretToken)>,
+    pub secrets: Secrets,
+    pub providers: Vec<String>,
+    pub max_body_bytes: usize,
+    pub timestamp_tolerance_secs: u64,
+    /// Requests per second by source family (`api`, `buddy`, `providers`, …); 0 = unlimited.
+    pub rate_limits: BTreeMap<String, u32>,
+    pub publish_timeout: Duration,
+    /// Replicas of each stream the gateway ensures.
+    pub stream_replicas: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            api_keys: Vec::new(),
+            secrets: Secrets::default(),
+            providers: DEFAULT_PROVIDERS.split(',').map(str::to_owned).collect(),
+            max_body_bytes: 1_048_576,
+            timestamp_tolerance_secs: 300,
+            rate_limits: DEFAULT_RATE_LIMITS
+                .iter()
+                .map(|(source, rate)| ((*source).to_owned(), *rate))
+                .collect(),
+            publish_timeout: Duration::from_secs(5),
+            stream_replicas: 1,
+        }
+    }
+}
+
+/// `None` for unset or blank values.
+fn set(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+impl GatewayConfig {
+    /// Parses the flags; `stream_replicas` comes from the shared NATS settings.
+    pub fn from_args(args: &GatewayArgs, stream_replicas: usize) -> Result<Self, ConfigError> {
+        let hmac = |value: &Option<String>| set(value).map(|s| HmacKey::new(s.as_bytes()));
+        let token = |value: &Option<String>| set(value).map(|s| SecretToken::new(s.as_bytes()));
+        let standard = |variable, value: &Option<String>| {
+            set(value)
+                .map(StandardWebhooksKeys::parse)
+                .transpose()
+                .map_err(|reason| config_error(variable, reason))
+        };
+        let secrets = Secrets {
+            buddy: hmac(&args.secret_buddy),
+            github: hmac(&args.secret_github),
+            gitlab: token(&args.secret_gitlab),
+            gitlab_signing: standard(
+                "HOOKMESH_SECRET_GITLAB_SIGNING",
+                &args.secret_gitlab_signing,
+            )?,
+            circleci: hmac(&args.secret_circleci),
+            jenkins: token(&args.secret_jenkins),
+            providers: standard("HOOKMESH_SECRET_PROVIDERS", &args.secret_providers)?,
+            callback: hmac(&args.callback_secret),
+        };
+        if args.max_body_bytes == 0 {
+            return Err(config_error("HOOKMESH_MAX_BODY_BYTES", "must be positive"));
+        }
+        if args.publish_timeout_ms == 0 {
+            return Err(config_error("HOOKMESH_PUBLISH_TIMEOUT_MS", "must be positive"));
+        }
+        Ok(Self {
+            api_keys: parse_api_keys(set(&args.api_keys).unwrap_or(""))?,
+            secrets,
+            providers: parse_providers(&args.providers)?,
+            max_body_bytes: args.max_body_bytes,
+            timestamp_tolerance_secs: args.timestamp_tolerance_secs,
+            rate_limits: parse_rate_limits(&args.rate_limits)?,
+            publish_timeout: Duration::from_millis(args.publish_timeout_ms),
+            stream_replicas,
+        })
+    }
+}
+
+/// `tenant:key,tenant:key`.
+pub fn parse_api_keys(text: &str) -> Result<Vec<(TenantId, SecretToken)>, ConfigError> {
+    const VARIABLE: &str = "HOOKMESH_API_KEYS";
+    text.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .enumerate()
+        .map(|(i, entry)| {
+            let (tenant, key) = entry.split_once(':').ok_or_else(|| {
+                config_error(VARIABLE, format!("entry {} is not tenant:key", i + 1))
+            })?;
+            let tenant = TenantId::parse(tenant.trim())
+                .map_err(|reason| config_error(VARIABLE, format!("entry {}: tenant {reason}", i + 1)))?;
+            if key.trim().len() < 16 {
+                return Err(config_error(
+                    VARIABLE,
+                    format!("entry {} ({tenant}): keys must be at least 16 characters", i + 1),
+                ));
+            }
+            Ok((tenant, SecretToken::new(key.trim().as_bytes())))
+        })
+        .collect()
+}
+
+fn parse_providers(text: &str) -> Result<Vec<String>, ConfigError> {
+    let providers: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(bad) = providers.iter().find(|p| !is_valid_provider_name(p)) {
+        return Err(config_error(
+            "HOOKMESH_PROVIDERS",
+            format!("{bad:?} is not a provider name (1-32 of a-z, 0-9, '_', '-')"),
+        ));
+    }
+    Ok(providers)
+}
+
+/// The defaults, overridden by `source=rate` entries.
+pub fn parse_rate_limits(text: &str) -> Result<BTreeMap<String, u32>, ConfigError> {
+    const VARIABLE: &str = "HOOKMESH_RATE_LIMITS";
+    let mut limits: BTreeMap<String, u32> = DEFAULT_RATE_LIMITS
+        .iter()
+        .map(|(source, rate)| ((*source).to_owned(), *rate))
+        .collect();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (source, rate) = entry
+            .split_once('=')
+            .ok_or_else(|| config_error(VARIABLE, format!("{entry:?} is not source=rate")))?;
+        let source = source.trim();
+        if !limits.contains_key(source) {
+            let known: Vec<_> = DEFAULT_RATE_LIMITS.iter().map(|(s, _)| *s).collect();
+            return Err(config_error(
+                VARIABLE,
+                format!("unknown source {source:?} (known: {})", known.join(", ")),
+            ));
+        }
+        let rate = rate.trim().parse().map_err(|_| {
+            config_error(VARIABLE, format!("{entry:?}: the rate must be a whole number per second"))
+        })?;
+        limits.insert(source.to_owned(), rate);
+    }
+    Ok(limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_parse_into_tenants() {
+        let keys = parse_api_keys("acme:0123456789abcdef, globex:fedcba9876543210").unwrap();
+        let tenants: Vec<_> = keys.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(tenants, ["acme", "globex"]);
+        assert!(keys[0].1.matches(b"0123456789abcdef"));
+    }
+
+    #[test]
+    fn bad_api_keys_name_the_entry() {
+        assert_eq!(
+            parse_api_keys("acme").unwrap_err().reason,
+            "entry 1 is not tenant:key"
+        );
+        assert!(parse_api_keys("a.b:0123456789abcdef").is_err());
+        assert!(parse_api_keys("acme:short").unwrap_err().reason.contains("16"));
+    }
+
+    #[test]
+    fn rate_limits_override_the_defaults() {
+        let limits = parse_rate_limits("buddy=5, providers=0").unwrap();
+        assert_eq!(limits["buddy"], 5);
+        assert_eq!(limits["providers"], 0);
+        assert_eq!(limits["api"], 50);
+        assert!(parse_rate_limits("nope=1").unwrap_err().reason.contains("unknown source"));
+        assert!(parse_rate_limits("buddy=fast").is_err());
+    }
+
+    #[test]
+    fn provider_names_are_checked() {
+        assert_eq!(parse_providers("ses, sendgrid").unwrap(), ["ses", "sendgrid"]);
+        assert!(parse_providers("Send Grid").is_err());
+    }
+}

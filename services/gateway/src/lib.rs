@@ -1,0 +1,144 @@
+//! hookmesh's HTTP gateway: authenticate, verify, validate, normalise,
+//! publish to JetStream, answer — and nothing else (no database writes).
+//!
+//! - [`routes`](crate::router): the axum routes and the checks they share.
+//! - [`verify`]: each source's signature or credential scheme.
+//! - [`normalize`]: CI platform payloads → seed 001's pipeline event.
+//! - [`publish`]: JetStream publishing (202 only after the ack) and keeping
+//!   the streams in place.
+//! - [`error`]: every refusal, mapped to its HTTP status in one place.
+//! - [`config`], [`metrics`], [`ratelimit`], [`trace`].
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod normalize;
+pub mod publish;
+pub mod ratelimit;
+mod routes;
+pub mod trace;
+pub mod verify;
+
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hookmesh_nats::{Connection, EnsureError};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::{GatewayArgs, GatewayConfig};
+pub use metrics::GatewayMetrics;
+pub use publish::Publisher;
+
+use ratelimit::RateLimiter;
+
+/// How long start-up waits for the broker before serving anyway (answering
+/// 503 and becoming ready when the broker arrives).
+const STARTUP_BROKER_WAIT: Duration = Duration::from_secs(5);
+
+/// The gateway's shared state; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gateway(Arc<Inner>);
+
+/// What every request handler reads.
+#[derive(Debug)]
+pub struct Inner {
+    config: GatewayConfig,
+    publisher: Publisher,
+    metrics: GatewayMetrics,
+    limiter: RateLimiter,
+    /// Every metric of the process, for `/metrics`.
+    registry: Arc<Registry>,
+}
+
+impl Deref for Gateway {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Gateway {
+    /// Connects the publisher, ensures the streams when the broker is
+    /// reachable within a few seconds (a definition NATS cannot apply is an
+    /// error), and keeps them ensured across reconnections until `shutdown`.
+    pub async fn start(
+        config: GatewayConfig,
+        connection: Connection,
+        metrics: GatewayMetrics,
+        registry: Arc<Registry>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, EnsureError> {
+        let publisher = Publisher::new(connection.client, config.publish_timeout);
+        publisher
+            .ensure_streams_now(config.stream_replicas, STARTUP_BROKER_WAIT)
+            .await?;
+        tokio::spawn(publisher.clone().keep_streams(
+            config.stream_replicas,
+            connection.connects,
+            shutdown,
+        ));
+        Ok(Self::new(config, publisher, metrics, registry))
+    }
+
+    pub fn new(
+        config: GatewayConfig,
+        publisher: Publisher,
+        metrics: GatewayMetrics,
+        registry: Arc<Registry>,
+    ) -> Self {
+        let limiter = RateLimiter::new(config.rate_limits.iter().flat_map(|(family, rate)| {
+            let keys: Vec<String> = match family.as_str() {
+                "api" => config
+                    .api_keys
+                    .iter()
+                    .map(|(tenant, _)| format!("api:{tenant}"))
+                    .collect(),
+                "providers" => config
+                    .providers
+                    .iter()
+                    .map(|provider| format!("providers:{provider}"))
+                    .collect(),
+                other => vec![other.to_owned()],
+            };
+            keys.into_iter().map(move |key| (key, *rate))
+        }));
+        Self(Arc::new(Inner {
+            config,
+            publisher,
+            metrics,
+            limiter,
+            registry,
+        }))
+    }
+
+    pub fn router(&self) -> Router {
+        routes::router(self.clone())
+    }
+
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes the
+/// requests in flight (each of which answers only after its publish is
+/// acknowledged or refused).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,111 @@
+//! Liveness, readiness, the webhook endpoint's health (seed 002) and the
+//! Prometheus exposition.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hookmesh_contracts::Timestamp;
+use serde::Serialize;
+
+use crate::Gateway;
+
+#[derive(Serialize)]
+pub(super) struct Health {
+    status: &'static str,
+    version: &'static str,
+    timestamp: String,
+}
+
+/// `GET /health`: the process answers (003's format). Liveness only.
+pub(super) async fn health() -> Json<Health> {
+    Json(Health {
+        status: "healthy",
+        version: env!("CARGO_PKG_VERSION"),
+        timestamp: Timestamp::now().to_rfc3339(),
+    })
+}
+
+#[derive(Serialize)]
+struct WebhookHealth {
+    status: &'static str,
+    broker: &'static str,
+    streams: &'static str,
+    /// Per webhook source: `accepting`, or `refusing` while its secret is unset.
+    sources: BTreeMap<&'static str, &'static str>,
+    timestamp: String,
+}
+
+/// `GET /health/webhook`: can webhooks be accepted right now? 200 when the
+/// broker is connected and the streams are in place, 503 otherwise.
+pub(super) async fn webhook_health(State(gateway): State<Gateway>) -> Response {
+    let connected = gateway.publisher.is_connected();
+    let streams_ready = gateway.publisher.streams_ready();
+    let secrets = &gateway.config.secrets;
+    let state = |configured: bool| if configured { "accepting" } else { "refusing" };
+    let sources = BTreeMap::from([
+        ("api", state(!gateway.config.api_keys.is_empty())),
+        ("buddy", state(secrets.buddy.is_some())),
+        ("ci/github", state(secrets.github.is_some())),
+        (
+            "ci/gitlab",
+            state(secrets.gitlab.is_some() || secrets.gitlab_signing.is_some()),
+        ),
+        ("ci/jenkins", state(secrets.jenkins.is_some())),
+        ("ci/circleci", state(secrets.circleci.is_some())),
+        ("providers", state(secrets.providers.is_some())),
+        ("sweep-callback", state(secrets.callback.is_some())),
+    ]);
+    let healthy = connected && streams_ready;
+    let body = WebhookHealth {
+        status: if healthy { "healthy" } else { "degraded" },
+        broker: if connected { "connected" } else { "disconnected" },
+        streams: if streams_ready { "ready" } else { "pending" },
+        sources,
+        timestamp: Timestamp::now().to_rfc3339(),
+    };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /readyz`: 200 once the broker is reachable and the streams exist.
+pub(super) async fn ready(State(gateway): State<Gateway>) -> Response {
+    let reason = if !gateway.publisher.is_connected() {
+        Some("the message broker is not connected")
+    } else if !gateway.publisher.streams_ready() {
+        Some("the streams are not ensured yet")
+    } else {
+        None
+    };
+    match reason {
+        None => (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "not_ready", "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /metrics`: every metric of the process, in the OpenMetrics text format.
+pub(super) async fn metrics(State(gateway): State<Gateway>) -> Response {
+    let mut text = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &gateway.registry) {
+        tracing::error!(%error, "Could not encode the metrics.");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

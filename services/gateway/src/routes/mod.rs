@@ -1,0 +1,256 @@
+//! The HTTP routes, and what every route shares: the request observer
+//! (trace context, correlation header, metrics, refusal logs), reading a
+//! JSON body within the limit, and the authenticate → admit → publish steps.
+//!
+//! Order of checks on a webhook: route (404) → content type (415) → body size
+//! (413) → authentication over the raw bytes (401) → rate limit (429) → JSON
+//! and schema (400) → publish (503, or 202 once JetStream has acknowledged).
+
+mod buddy;
+mod ci;
+mod health;
+mod providers;
+mod sweeps;
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hookmesh_contracts::ValidationErrors;
+
+use crate::Gateway;
+use crate::error::{RefusalNote, Rejection};
+use crate::publish::{OutgoingEvent, Published};
+use crate::trace::{CORRELATION_ID, TraceContext};
+use crate::verify::AuthError;
+use crate::verify::sources::Clock;
+
+/// Builds the router over `gateway`.
+pub fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/api/pipelines/trigger", post(sweeps::trigger))
+        .route("/webhook/sweep-callback", post(sweeps::callback))
+        .route("/webhook/trading-sweep", post(sweeps::callback))
+        .route("/webhooks/buddy-events", post(buddy::receive))
+        .route("/webhooks/ci/{platform}", post(ci::receive))
+        .route("/webhooks/providers/{provider}", post(providers::receive))
+        .route("/health", get(health::health))
+        .route("/health/webhook", get(health::webhook_health))
+        .route("/readyz", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(gateway.clone(), observe))
+        .with_state(gateway)
+}
+
+/// The route template of `path`, a bounded metrics label.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/api/pipelines/trigger" => "/api/pipelines/trigger",
+        "/webhook/sweep-callback" => "/webhook/sweep-callback",
+        "/webhook/trading-sweep" => "/webhook/trading-sweep",
+        "/webhooks/buddy-events" => "/webhooks/buddy-events",
+        "/health" => "/health",
+        "/health/webhook" => "/health/webhook",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        p if p.starts_with("/webhooks/ci/") => "/webhooks/ci/{platform}",
+        p if p.starts_with("/webhooks/providers/") => "/webhooks/providers/{provider}",
+        _ => "unmatched",
+    }
+}
+
+/// Wraps every request: trace context in, correlation id out, metrics, and
+/// a log line for each refusal saying why.
+async fn observe(State(gateway): State<Gateway>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let trace = TraceContext::from_headers(request.headers());
+    let route = route_label(request.uri().path());
+    let method = request.method().clone();
+    request.extensions_mut().insert(trace.clone());
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if let Ok(value) = HeaderValue::from_str(&trace.correlation_id) {
+        response.headers_mut().insert(CORRELATION_ID, value);
+    }
+    gateway
+        .metrics
+        .observe_request(route, status.as_u16(), started.elapsed().as_secs_f64());
+    let correlation_id = trace.correlation_id.as_str();
+    match response.extensions().get::<RefusalNote>() {
+        Some(note) if status == StatusCode::UNAUTHORIZED || status.is_server_error() => {
+            tracing::warn!(%method, route, status = status.as_u16(), correlation_id, error = note.code, reason = %note.message, "Request refused.");
+        }
+        Some(note) => {
+            tracing::info!(%method, route, status = status.as_u16(), correlation_id, error = note.code, reason = %note.message, "Request refused.");
+        }
+        None => {
+            tracing::debug!(%method, route, status = status.as_u16(), correlation_id, elapsed = ?started.elapsed(), "Request answered.");
+        }
+    }
+    response
+}
+
+async fn not_found(request: Request) -> Rejection {
+    Rejection::NotFound(format!(
+        "no route {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn method_not_allowed() -> Rejection {
+    Rejection::MethodNotAllowed
+}
+
+/// Checks the content type and reads the whole body, at most `limit` bytes.
+async fn read_json_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Bytes, Rejection> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media_type != "application/json" && !media_type.ends_with("+json") {
+        return Err(Rejection::UnsupportedMediaType(if content_type.is_empty() {
+            "Content-Type must be application/json".to_owned()
+        } else {
+            format!("Content-Type must be application/json, not {content_type:?}")
+        }));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(Rejection::PayloadTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let too_large = std::error::Error::source(&error)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            Rejection::PayloadTooLarge { limit }
+        } else {
+            Rejection::Malformed(ValidationErrors::single(
+                "",
+                format!("the body could not be read: {error}"),
+            ))
+        }
+    })
+}
+
+/// A delivery id from a request header (`X-Webhook-Id`), or a 400 naming it.
+fn delivery_header(headers: &HeaderMap, name: &'static str) -> Result<String, Rejection> {
+    let value = headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    match value {
+        Some(id) if (1..=256).contains(&id.len()) => Ok(id.to_owned()),
+        _ => Err(Rejection::Invalid(ValidationErrors::single(
+            format!("headers.{name}"),
+            "is required (1-256 printable characters): it identifies the delivery",
+        ))),
+    }
+}
+
+impl Gateway {
+    fn clock(&self) -> Clock {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs() as i64);
+        Clock {
+            now,
+            tolerance_seconds: self.config.timestamp_tolerance_secs,
+        }
+    }
+
+    /// Passes an authentication result through, counting failures.
+    fn authenticated<T>(&self, source: &'static str, result: Result<T, AuthError>) -> Result<T, Rejection> {
+        result.map_err(|error| {
+            self.metrics.authentication_failed(source, error.kind());
+            Rejection::Unauthorized(error)
+        })
+    }
+
+    /// Takes one request from `source`'s rate limit.
+    fn admit(&self, source: &str) -> Result<(), Rejection> {
+        self.limiter
+            .check(source)
+            .map_err(|retry_after| Rejection::RateLimited { retry_after })
+    }
+
+    /// Publishes and waits for JetStream's acknowledgements.
+    async fn publish(
+        &self,
+        source: &'static str,
+        events: Vec<OutgoingEvent>,
+        trace: &TraceContext,
+    ) -> Result<Vec<Published>, Rejection> {
+        let started = Instant::now();
+        match self.publisher.publish(events, trace).await {
+            Ok(acks) => {
+                let seconds = started.elapsed().as_secs_f64();
+                for ack in &acks {
+                    self.metrics.published(source, ack.duplicate, seconds);
+                }
+                Ok(acks)
+            }
+            Err(error) => {
+                self.metrics.publish_failed(error.kind());
+                Err(Rejection::Unavailable(error))
+            }
+        }
+    }
+}
+
+/// 202 with a JSON body.
+fn accepted(body: impl serde::Serialize) -> Response {
+    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_labels_are_templates() {
+        assert_eq!(route_label("/webhooks/ci/github"), "/webhooks/ci/{platform}");
+        assert_eq!(
+            route_label("/webhooks/providers/whatever"),
+            "/webhooks/providers/{provider}"
+        );
+        assert_eq!(route_label("/random/path"), "unmatched");
+    }
+
+    #[tokio::test]
+    async fn bodies_need_a_json_content_type_and_respect_the_limit() {
+        let mut headers = HeaderMap::new();
+        let body = || Body::from(vec![b'x'; 100]);
+        let refused = read_json_body(1000, &headers, body()).await.unwrap_err();
+        assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let refused = read_json_body(1000, &headers, body()).await.unwrap_err();
+        assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert_eq!(read_json_body(1000, &headers, body()).await.unwrap().len(), 100);
+        let refused = read_json_body(99, &headers, body()).await.unwrap_err();
+        assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("100"));
+        let refused = read_json_body(99, &headers, body()).await.unwrap_err();
+        assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}

@@ -1,0 +1,226 @@
+//! Seeds 003 and 000: triggering a sweep, and the Trading API's callback.
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use hookmesh_contracts::envelope::{Envelope, EventData as _};
+use hookmesh_contracts::subjects::{SWEEP_CALLBACK, SWEEP_TRIGGER};
+use hookmesh_contracts::sweep::{SweepCallback, SweepTrigger};
+use hookmesh_contracts::validation::{StrEnum as _, parse_json};
+use hookmesh_contracts::{TenantId, Timestamp, ValidationErrors};
+use ring::digest;
+use serde::Serialize;
+
+use super::{accepted, read_json_body};
+use crate::Gateway;
+use crate::error::Rejection;
+use crate::publish::OutgoingEvent;
+use crate::trace::TraceContext;
+use crate::verify::{hex_encode, random_bytes, verify_api_key, verify_callback};
+
+const TRIGGER_SOURCE: &str = "/api/pipelines/trigger";
+
+#[derive(Serialize)]
+struct TriggerAccepted {
+    job_id: String,
+    status: &'static str,
+    message: &'static str,
+    combinations: usize,
+    duplicate: bool,
+}
+
+/// The job id: derived from the tenant and `Idempotency-Key` when the client
+/// sends one (so a retried trigger names the same job), random otherwise.
+fn job_id(tenant: &TenantId, idempotency_key: Option<&str>) -> String {
+    let entropy = match idempotency_key {
+        Some(key) => {
+            let digest = digest::digest(&digest::SHA256, format!("{tenant}\n{key}").as_bytes());
+            hex_encode(&digest.as_ref()[..12])
+        }
+        None => hex_encode(&random_bytes::<12>()),
+    };
+    format!("job_{entropy}")
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {
+    match headers.get("Idempotency-Key") {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|key| (1..=255).contains(&key.len()))
+            .map(Some)
+            .ok_or_else(|| {
+                Rejection::Invalid(ValidationErrors::single(
+                    "headers.Idempotency-Key",
+                    "must be 1-255 printable characters",
+                ))
+            }),
+    }
+}
+
+/// `POST /api/pipelines/trigger`: 003's TradingSweepTriggerSchema → `sweeps.trigger`.
+pub(super) async fn trigger(
+    State(gateway): State<Gateway>,
+    Extension(trace): Extension<TraceContext>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Rejection> {
+    let body = read_json_body(gateway.config.max_body_bytes, &headers, body).await?;
+    let tenant = gateway
+        .authenticated("api", verify_api_key(&gateway.config.api_keys, &headers))?
+        .clone();
+    gateway.admit(&format!("api:{tenant}"))?;
+    let trigger = SweepTrigger::parse(&parse_json(&body).map_err(Rejection::Malformed)?)
+        .map_err(Rejection::Invalid)?;
+    let job_id = job_id(&tenant, idempotency_key(&headers)?);
+    let combinations = trigger.combination_count();
+    let envelope = Envelope::new(
+        job_id.clone(),
+        TRIGGER_SOURCE,
+        Timestamp::now(),
+        tenant,
+        Some(job_id.clone()),
+        trigger,
+    );
+    let acks = gateway
+        .publish(
+            "sweep-trigger",
+            vec![OutgoingEvent {
+                subject: SWEEP_TRIGGER.to_owned(),
+                message_id: format!("{SWEEP_TRIGGER}:{job_id}"),
+                payload: envelope.to_json().into(),
+            }],
+            &trace,
+        )
+        .await?;
+    Ok(accepted(TriggerAccepted {
+        job_id,
+        status: "QUEUED",
+        message: "Trading sweep job queued successfully",
+        combinations,
+        duplicate: acks[0].duplicate,
+    }))
+}
+
+#[derive(Serialize)]
+struct CallbackAccepted {
+    acknowledged: bool,
+    job_id: String,
+    duplicate: bool,
+}
+
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| percent_decode(value)).flatten()
+    })
+}
+
+/// Decodes `%XX` escapes and `+`; `None` for malformed escapes or non-UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `POST /webhook/sweep-callback` and `POST /webhook/trading-sweep`: the
+/// Trading API's completion or failure callback → `sweeps.callback`, with the
+/// hookmesh job as the envelope's subject.
+pub(super) async fn callback(
+    State(gateway): State<Gateway>,
+    Extension(trace): Extension<TraceContext>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Rejection> {
+    let body = read_json_body(gateway.config.max_body_bytes, &headers, body).await?;
+    let job_id = query_value(query.as_deref(), "job_id");
+    let token = query_value(query.as_deref(), "token");
+    gateway.authenticated(
+        "sweep-callback",
+        verify_callback(
+            gateway.config.secrets.callback.as_ref(),
+            job_id.as_deref(),
+            token.as_deref(),
+        ),
+    )?;
+    let job_id = job_id.unwrap_or_default();
+    gateway.admit("callback")?;
+    let callback = SweepCallback::parse(&parse_json(&body).map_err(Rejection::Malformed)?)
+        .map_err(Rejection::Invalid)?;
+    let outcome = callback.status.as_str();
+    let event_id = format!("{job_id}:{outcome}");
+    let time = callback.timestamp;
+    let envelope = Envelope::new(
+        event_id.clone(),
+        "/webhook/sweep-callback",
+        time,
+        // The sweep-worker owns the job and knows its tenant; the callback
+        // itself carries none.
+        TenantId::default_tenant(),
+        Some(job_id.clone()),
+        callback,
+    );
+    let acks = gateway
+        .publish(
+            "sweep-callback",
+            vec![OutgoingEvent {
+                subject: SWEEP_CALLBACK.to_owned(),
+                message_id: format!("{SWEEP_CALLBACK}:{event_id}"),
+                payload: envelope.to_json().into(),
+            }],
+            &trace,
+        )
+        .await?;
+    Ok(accepted(CallbackAccepted {
+        acknowledged: true,
+        job_id,
+        duplicate: acks[0].duplicate,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_give_stable_tenant_scoped_job_ids() {
+        let acme = TenantId::parse("acme").unwrap();
+        let globex = TenantId::parse("globex").unwrap();
+        assert_eq!(job_id(&acme, Some("k1")), job_id(&acme, Some("k1")));
+        assert_ne!(job_id(&acme, Some("k1")), job_id(&globex, Some("k1")));
+        assert_ne!(job_id(&acme, None), job_id(&acme, None));
+        assert!(job_id(&acme, None).starts_with("job_"));
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        let query = Some("token=ab%2Fcd&job_id=job_1+x");
+        assert_eq!(query_value(query, "job_id").as_deref(), Some("job_1 x"));
+        assert_eq!(query_value(query, "token").as_deref(), Some("ab/cd"));
+        assert_eq!(query_value(query, "missing"), None);
+        assert_eq!(query_value(Some("token=%zz"), "token"), None);
+    }
+}

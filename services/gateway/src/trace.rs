@@ -1,0 +1,110 @@
+//! Trace context and correlation ids, from the HTTP request to NATS headers.
+//!
+//! A valid incoming W3C `traceparent` keeps its trace id (the gateway adds
+//! its own span id); otherwise a new trace starts. The correlation id is the
+//! caller's `X-Correlation-Id` (or `X-Request-Id`) when it is sane, else the
+//! trace id. Both travel in every published message's headers and the
+//! correlation id comes back in the response.
+
+use axum::http::HeaderMap;
+
+use crate::verify::{hex_encode, random_bytes};
+
+pub const TRACEPARENT: &str = "traceparent";
+pub const CORRELATION_ID: &str = "X-Correlation-Id";
+
+/// The trace position and correlation id of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// `00-<trace id>-<span id>-<flags>`.
+    pub traceparent: String,
+    pub correlation_id: String,
+}
+
+impl TraceContext {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let random = random_bytes::<24>();
+        let incoming = headers
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent);
+        let (trace_id, flags) = match incoming {
+            Some((trace_id, flags)) => (trace_id.to_owned(), flags.to_owned()),
+            None => (hex_encode(&random[..16]), "01".to_owned()),
+        };
+        let span_id = hex_encode(&random[16..]);
+        let correlation_id = [CORRELATION_ID, "X-Request-Id"]
+            .iter()
+            .find_map(|name| {
+                headers
+                    .get(*name)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|id| is_sane_id(id))
+            })
+            .map_or_else(|| trace_id.clone(), str::to_owned);
+        Self {
+            traceparent: format!("00-{trace_id}-{span_id}-{flags}"),
+            correlation_id,
+        }
+    }
+}
+
+fn is_sane_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// `(trace id, flags)` of a version-00 traceparent with non-zero ids.
+fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
+    let mut parts = value.trim().split('-');
+    let (version, trace_id, parent_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let lower_hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    (version == "00"
+        && parts.next().is_none()
+        && lower_hex(trace_id, 32)
+        && lower_hex(parent_id, 16)
+        && lower_hex(flags, 2)
+        && nonzero(trace_id)
+        && nonzero(parent_id))
+    .then_some((trace_id, flags))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn an_incoming_trace_is_continued_with_a_new_span() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let context = TraceContext::from_headers(&headers);
+        assert!(context.traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(!context.traceparent.contains("00f067aa0ba902b7"));
+        assert_eq!(context.correlation_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn invalid_traces_start_anew_and_sane_correlation_ids_are_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, HeaderValue::from_static("00-000-bad-01"));
+        headers.insert(CORRELATION_ID, HeaderValue::from_static("req-uuid-123"));
+        let context = TraceContext::from_headers(&headers);
+        assert_eq!(context.traceparent.len(), 55);
+        assert_eq!(context.correlation_id, "req-uuid-123");
+
+        headers.insert(CORRELATION_ID, HeaderValue::from_static("has spaces"));
+        let context = TraceContext::from_headers(&headers);
+        assert_eq!(context.correlation_id.len(), 32);
+    }
+}
