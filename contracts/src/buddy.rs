@@ -191,18 +191,23 @@ macro_rules! buddy_payload {
     };
 }
 
-buddy_payload!(ParticipantEnrolled, ParticipantEnrolled, "buddy.participant.enrolled", |o| {
-    let tenant_id = o.required("tenant_id", tenant_id);
-    let program_id = id(o, "program_id");
-    let participant_id = id(o, "participant_id");
-    let role = o.required("role", variant);
-    Some(Self {
-        tenant_id: tenant_id?,
-        program_id: program_id?,
-        participant_id: participant_id?,
-        role: role?,
-    })
-});
+buddy_payload!(
+    ParticipantEnrolled,
+    ParticipantEnrolled,
+    "buddy.participant.enrolled",
+    |o| {
+        let tenant_id = o.required("tenant_id", tenant_id);
+        let program_id = id(o, "program_id");
+        let participant_id = id(o, "participant_id");
+        let role = o.required("role", variant);
+        Some(Self {
+            tenant_id: tenant_id?,
+            program_id: program_id?,
+            participant_id: participant_id?,
+            role: role?,
+        })
+    }
+);
 
 buddy_payload!(MatchCreated, MatchCreated, "buddy.match.created", |o| {
     let tenant_id = o.required("tenant_id", tenant_id);
@@ -211,7 +216,11 @@ buddy_payload!(MatchCreated, MatchCreated, "buddy.match.created", |o| {
     let buddy_id = id(o, "buddy_id");
     let newcomer_id = id(o, "newcomer_id");
     if let (Some(buddy), Some(newcomer)) = (&buddy_id, &newcomer_id) {
-        o.refine("newcomer_id", buddy != newcomer, "must differ from buddy_id");
+        o.refine(
+            "newcomer_id",
+            buddy != newcomer,
+            "must differ from buddy_id",
+        );
     }
     Some(Self {
         tenant_id: tenant_id?,
@@ -241,26 +250,31 @@ buddy_payload!(MatchEnded, MatchEnded, "buddy.match.ended", |o| {
     })
 });
 
-buddy_payload!(CheckinCompleted, CheckinCompleted, "buddy.checkin.completed", |o| {
-    let tenant_id = o.required("tenant_id", tenant_id);
-    let program_id = id(o, "program_id");
-    let match_id = id(o, "match_id");
-    let checkin_id = id(o, "checkin_id");
-    let buddy_id = id(o, "buddy_id");
-    let newcomer_id = id(o, "newcomer_id");
-    let duration_minutes = o.required("duration_minutes", integer(1, 1440));
-    let channel = o.required("channel", variant);
-    Some(Self {
-        tenant_id: tenant_id?,
-        program_id: program_id?,
-        match_id: match_id?,
-        checkin_id: checkin_id?,
-        buddy_id: buddy_id?,
-        newcomer_id: newcomer_id?,
-        duration_minutes: duration_minutes?,
-        channel: channel?,
-    })
-});
+buddy_payload!(
+    CheckinCompleted,
+    CheckinCompleted,
+    "buddy.checkin.completed",
+    |o| {
+        let tenant_id = o.required("tenant_id", tenant_id);
+        let program_id = id(o, "program_id");
+        let match_id = id(o, "match_id");
+        let checkin_id = id(o, "checkin_id");
+        let buddy_id = id(o, "buddy_id");
+        let newcomer_id = id(o, "newcomer_id");
+        let duration_minutes = o.required("duration_minutes", integer(1, 1440));
+        let channel = o.required("channel", variant);
+        Some(Self {
+            tenant_id: tenant_id?,
+            program_id: program_id?,
+            match_id: match_id?,
+            checkin_id: checkin_id?,
+            buddy_id: buddy_id?,
+            newcomer_id: newcomer_id?,
+            duration_minutes: duration_minutes?,
+            channel: channel?,
+        })
+    }
+);
 
 buddy_payload!(EventAttended, EventAttended, "buddy.event.attended", |o| {
     let tenant_id = o.required("tenant_id", tenant_id);
@@ -283,48 +297,58 @@ buddy_payload!(EventAttended, EventAttended, "buddy.event.attended", |o| {
     })
 });
 
-buddy_payload!(FeedbackSubmitted, FeedbackSubmitted, "buddy.feedback.submitted", |o| {
-    let tenant_id = o.required("tenant_id", tenant_id);
-    let program_id = id(o, "program_id");
-    let feedback_id = id(o, "feedback_id");
-    let participant_id = id(o, "participant_id");
-    let match_id = optional_id(o, "match_id");
-    let rating = o.required("rating", integer(1, 5));
-    let comment = o.optional("comment", text(2000));
-    Some(Self {
-        tenant_id: tenant_id?,
-        program_id: program_id?,
-        feedback_id: feedback_id?,
-        participant_id: participant_id?,
-        match_id: match_id?,
-        rating: rating?,
-        comment: comment?,
-    })
-});
+buddy_payload!(
+    FeedbackSubmitted,
+    FeedbackSubmitted,
+    "buddy.feedback.submitted",
+    |o| {
+        let tenant_id = o.required("tenant_id", tenant_id);
+        let program_id = id(o, "program_id");
+        let feedback_id = id(o, "feedback_id");
+        let participant_id = id(o, "participant_id");
+        let match_id = optional_id(o, "match_id");
+        let rating = o.required("rating", integer(1, 5));
+        let comment = o.optional("comment", text(2000));
+        Some(Self {
+            tenant_id: tenant_id?,
+            program_id: program_id?,
+            feedback_id: feedback_id?,
+            participant_id: participant_id?,
+            match_id: match_id?,
+            rating: rating?,
+            comment: comment?,
+        })
+    }
+);
 
-buddy_payload!(MilestoneReached, MilestoneReached, "buddy.milestone.reached", |o| {
-    let tenant_id = o.required("tenant_id", tenant_id);
-    let program_id = id(o, "program_id");
-    let participant_id = id(o, "participant_id");
-    let milestone = o.required("milestone", |v| {
-        let slug = string(1, 64)(v)?;
-        if !slug
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
-            return Err("must be a slug of a-z, 0-9 and '_'".to_owned());
-        }
-        Ok(slug)
-    });
-    let match_id = optional_id(o, "match_id");
-    Some(Self {
-        tenant_id: tenant_id?,
-        program_id: program_id?,
-        participant_id: participant_id?,
-        milestone: milestone?,
-        match_id: match_id?,
-    })
-});
+buddy_payload!(
+    MilestoneReached,
+    MilestoneReached,
+    "buddy.milestone.reached",
+    |o| {
+        let tenant_id = o.required("tenant_id", tenant_id);
+        let program_id = id(o, "program_id");
+        let participant_id = id(o, "participant_id");
+        let milestone = o.required("milestone", |v| {
+            let slug = string(1, 64)(v)?;
+            if !slug
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err("must be a slug of a-z, 0-9 and '_'".to_owned());
+            }
+            Ok(slug)
+        });
+        let match_id = optional_id(o, "match_id");
+        Some(Self {
+            tenant_id: tenant_id?,
+            program_id: program_id?,
+            participant_id: participant_id?,
+            milestone: milestone?,
+            match_id: match_id?,
+        })
+    }
+);
 
 /// A buddy payload of any type, tagged by its event type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -382,15 +406,17 @@ impl BuddyEventData {
             T::MatchEnded => {
                 read_object(value, path, errors, MatchEnded::read).map(Self::MatchEnded)
             }
-            T::CheckinCompleted => read_object(value, path, errors, CheckinCompleted::read)
-                .map(Self::CheckinCompleted),
+            T::CheckinCompleted => {
+                read_object(value, path, errors, CheckinCompleted::read).map(Self::CheckinCompleted)
+            }
             T::EventAttended => {
                 read_object(value, path, errors, EventAttended::read).map(Self::EventAttended)
             }
             T::FeedbackSubmitted => read_object(value, path, errors, FeedbackSubmitted::read)
                 .map(Self::FeedbackSubmitted),
-            T::MilestoneReached => read_object(value, path, errors, MilestoneReached::read)
-                .map(Self::MilestoneReached),
+            T::MilestoneReached => {
+                read_object(value, path, errors, MilestoneReached::read).map(Self::MilestoneReached)
+            }
         }
     }
 
@@ -575,9 +601,10 @@ mod tests {
     #[test]
     fn the_cloudevents_form_round_trips_through_the_strict_reader() {
         let event = BuddyWebhookEvent::parse(&match_created()).unwrap();
-        let json = event
-            .payload
-            .envelope_json(&event.id, "/webhooks/buddy-events", event.timestamp);
+        let json =
+            event
+                .payload
+                .envelope_json(&event.id, "/webhooks/buddy-events", event.timestamp);
         let envelope = Envelope::parse(&json).unwrap();
         assert_eq!(envelope.event_type, "buddy.match.created");
         assert_eq!(
@@ -603,8 +630,8 @@ mod tests {
         ];
         for ((wire, _), data) in BuddyEventType::VARIANTS.iter().zip(examples) {
             let body = json!({"id": "e1", "type": wire, "timestamp": "2025-11-14T10:30:00Z", "data": data});
-            let event = BuddyWebhookEvent::parse(&body)
-                .unwrap_or_else(|errors| panic!("{wire}: {errors}"));
+            let event =
+                BuddyWebhookEvent::parse(&body).unwrap_or_else(|errors| panic!("{wire}: {errors}"));
             assert_eq!(event.payload.event_type().as_str(), *wire);
         }
     }

@@ -157,7 +157,10 @@ fn strings(value: &Value, path: &str, errors: &mut ValidationErrors) -> Option<V
 
 impl FailureContext {
     fn read(o: &mut Object<'_>) -> Option<Self> {
-        let exit_code = o.optional("exit_code", integer(i64::from(i32::MIN), i64::from(i32::MAX)));
+        let exit_code = o.optional(
+            "exit_code",
+            integer(i64::from(i32::MIN), i64::from(i32::MAX)),
+        );
         let error_patterns = o.optional_with("error_patterns", strings);
         let duration_ms = o.optional("duration_ms", integer(0, i64::MAX));
         let reason = o.optional("reason", string(1, 1024));

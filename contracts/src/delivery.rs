@@ -11,8 +11,8 @@ use crate::envelope::{EventData, SchemaId};
 use crate::str_enum;
 use crate::timestamp::Timestamp;
 use crate::validation::{
-    Object, ValidationErrors, array_of, free_object, identifier, kind_of,
-    parse_object, read_object, string, timestamp, variant,
+    Object, ValidationErrors, array_of, free_object, identifier, kind_of, parse_object,
+    read_object, string, timestamp, variant,
 };
 
 str_enum! {
@@ -123,7 +123,10 @@ impl DeliveryWebhookBody {
             other => {
                 errors.push(
                     "",
-                    format!("must be an event object or an array of events, not {}", kind_of(other)),
+                    format!(
+                        "must be an event object or an array of events, not {}",
+                        kind_of(other)
+                    ),
                 );
                 None
             }
@@ -214,7 +217,8 @@ mod tests {
     fn errors_in_an_array_name_the_element() {
         let mut bad = event();
         bad["event_type"] = json!("exploded");
-        let errors = DeliveryWebhookBody::parse(&json!([event(), bad, {"message_id": 5}])).unwrap_err();
+        let errors =
+            DeliveryWebhookBody::parse(&json!([event(), bad, {"message_id": 5}])).unwrap_err();
         let fields: Vec<_> = errors.errors().iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,

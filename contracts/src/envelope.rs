@@ -149,8 +149,12 @@ impl Envelope<Value> {
             });
             let dataschema = o.required("dataschema", |v| {
                 let uri = string(1, 256)(v)?;
-                SchemaId::parse_uri(&uri)
-                    .ok_or_else(|| format!("must be a hookmesh schema URI such as {:?}, not {uri:?}", SchemaId::new("ci.pipeline", 1).uri()))?;
+                SchemaId::parse_uri(&uri).ok_or_else(|| {
+                    format!(
+                        "must be a hookmesh schema URI such as {:?}, not {uri:?}",
+                        SchemaId::new("ci.pipeline", 1).uri()
+                    )
+                })?;
                 Ok(uri)
             });
             let tenantid = o.required("tenantid", tenant_id);
@@ -165,8 +169,7 @@ impl Envelope<Value> {
                 event_type: event_type?,
                 time: time?,
                 subject: subject?,
-                datacontenttype: datacontenttype?
-                    .unwrap_or_else(|| DATA_CONTENT_TYPE.to_owned()),
+                datacontenttype: datacontenttype?.unwrap_or_else(|| DATA_CONTENT_TYPE.to_owned()),
                 dataschema: dataschema?,
                 tenantid: tenantid?,
                 data: data?,
@@ -260,6 +263,6 @@ mod tests {
     fn malformed_json_is_refused_as_a_whole() {
         let errors = Envelope::parse(b"{not json").unwrap_err();
         assert_eq!(errors.errors()[0].field, "");
-        assert!(errors.errors()[0].message.contains("not valid JSON"));
+        assert!(errors.errors()[0].message.contains("line 1"));
     }
 }

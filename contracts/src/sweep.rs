@@ -275,17 +275,17 @@ impl EventData for SweepCallback {
             let error_message = o.optional("error_message", text(10_000));
             let result_data = o.optional_with("result_data", |value, path, errors| {
                 read_object(value, path, errors, |d| {
-                let sweep_run_id = d.required("sweep_run_id", string(1, 256));
-                let total_combinations = d.required("total_combinations", integer(0, i64::MAX));
-                let execution_time_seconds =
-                    d.required("execution_time_seconds", number(0.0, f64::MAX));
-                let completed_at = d.required("completed_at", timestamp);
-                Some(SweepResultData {
-                    sweep_run_id: sweep_run_id?,
-                    total_combinations: total_combinations?,
-                    execution_time_seconds: execution_time_seconds?,
-                    completed_at: completed_at?,
-                })
+                    let sweep_run_id = d.required("sweep_run_id", string(1, 256));
+                    let total_combinations = d.required("total_combinations", integer(0, i64::MAX));
+                    let execution_time_seconds =
+                        d.required("execution_time_seconds", number(0.0, f64::MAX));
+                    let completed_at = d.required("completed_at", timestamp);
+                    Some(SweepResultData {
+                        sweep_run_id: sweep_run_id?,
+                        total_combinations: total_combinations?,
+                        execution_time_seconds: execution_time_seconds?,
+                        completed_at: completed_at?,
+                    })
                 })
             });
             let timestamp = o.required("timestamp", timestamp);

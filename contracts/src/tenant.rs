@@ -6,13 +6,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 /// A tenant id: 1–64 characters of `A–Z a–z 0–9 _ -`. No dots, so a tenant
 /// can be a NATS subject token and a Prometheus label value as it is.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 #[serde(transparent)]
-pub struct TenantId(
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] String,
-);
+pub struct TenantId(#[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] String);
 
 impl TenantId {
     /// The tenant of traffic whose source carries none of its own.

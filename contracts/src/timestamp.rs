@@ -31,9 +31,7 @@ impl Timestamp {
 
     /// Whole seconds since the Unix epoch; `None` outside the representable range.
     pub fn from_unix_seconds(seconds: i64) -> Option<Self> {
-        OffsetDateTime::from_unix_timestamp(seconds)
-            .ok()
-            .map(Self)
+        OffsetDateTime::from_unix_timestamp(seconds).ok().map(Self)
     }
 
     /// Milliseconds since the Unix epoch; `None` outside the representable range.

@@ -120,8 +120,7 @@ pub fn index_path(prefix: &str, index: usize) -> String {
 /// Parses a whole JSON document, reporting a syntax error as a refusal of the
 /// document itself (with serde's line and column).
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ValidationErrors> {
-    serde_json::from_slice(bytes)
-        .map_err(|error| ValidationErrors::single("", format!("is not valid JSON: {error}")))
+    serde_json::from_slice(bytes).map_err(|error| ValidationErrors::single("", error.to_string()))
 }
 
 /// A JSON object being read field by field; errors accumulate in a shared list.
@@ -167,7 +166,9 @@ impl<'a> Object<'a> {
         parse: impl FnOnce(&Value) -> Result<T, String>,
     ) -> Option<T> {
         self.required_with(key, |value, path, errors| {
-            parse(value).map_err(|message| errors.push(path, message)).ok()
+            parse(value)
+                .map_err(|message| errors.push(path, message))
+                .ok()
         })
     }
 
@@ -179,7 +180,9 @@ impl<'a> Object<'a> {
         parse: impl FnOnce(&Value) -> Result<T, String>,
     ) -> Option<Option<T>> {
         self.optional_with(key, |value, path, errors| {
-            parse(value).map_err(|message| errors.push(path, message)).ok()
+            parse(value)
+                .map_err(|message| errors.push(path, message))
+                .ok()
         })
     }
 

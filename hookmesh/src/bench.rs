@@ -14,10 +14,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
 use hookmesh_gateway::verify::{StandardWebhooksKeys, random_bytes};
 use hookmesh_nats::server::{self, EmbeddedNats, EmbeddedOptions};
 use hookmesh_nats::{STREAMS, ensure_streams};
+use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpStream;
@@ -69,7 +69,10 @@ impl Phase {
         latencies_us.sort_unstable();
         let percentile = |p: f64| {
             latencies_us
-                .get(((latencies_us.len() as f64 * p) as usize).min(latencies_us.len().saturating_sub(1)))
+                .get(
+                    ((latencies_us.len() as f64 * p) as usize)
+                        .min(latencies_us.len().saturating_sub(1)),
+                )
                 .map_or(0.0, |&us| f64::from(us) / 1000.0)
         };
         Self {
@@ -127,7 +130,13 @@ fn rss_mib(pid: u32) -> f64 {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
@@ -151,7 +160,9 @@ async fn drive<F, Fut>(
 ) -> Phase
 where
     F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Box<dyn FnMut(u64) -> futures_util::future::BoxFuture<'static, bool> + Send>>,
+    Fut: std::future::Future<
+            Output = Box<dyn FnMut(u64) -> futures_util::future::BoxFuture<'static, bool> + Send>,
+        >,
 {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -169,7 +180,8 @@ where
                 sequence += 1;
                 if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
                     if ok {
-                        latencies.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        latencies
+                            .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                     } else {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
@@ -216,7 +228,8 @@ async fn raw_phase(
                             Err(_) => false,
                         }
                     }) as futures_util::future::BoxFuture<'static, bool>
-                }) as Box<dyn FnMut(u64) -> futures_util::future::BoxFuture<'static, bool> + Send>
+                })
+                    as Box<dyn FnMut(u64) -> futures_util::future::BoxFuture<'static, bool> + Send>
             }
         },
     )
@@ -242,11 +255,15 @@ async fn http_phase(address: &str, body: &Bytes, args: &GatewayBenchArgs) -> Pha
         Duration::from_secs(args.warmup_secs),
         Duration::from_secs(args.duration_secs),
         |index| {
-            let (keys, body, run, address) = (keys.clone(), body.clone(), run.clone(), address.to_owned());
+            let (keys, body, run, address) =
+                (keys.clone(), body.clone(), run.clone(), address.to_owned());
             async move {
-                let sender = Arc::new(tokio::sync::Mutex::new(http_connection(&address).await.ok()));
+                let sender = Arc::new(tokio::sync::Mutex::new(
+                    http_connection(&address).await.ok(),
+                ));
                 Box::new(move |sequence: u64| {
-                    let (keys, body, sender, address) = (keys.clone(), body.clone(), sender.clone(), address.clone());
+                    let (keys, body, sender, address) =
+                        (keys.clone(), body.clone(), sender.clone(), address.clone());
                     let id = format!("msg_{run}_{index}_{sequence}");
                     Box::pin(async move {
                         let mut sender = sender.lock().await;
@@ -257,14 +274,15 @@ async fn http_phase(address: &str, body: &Bytes, args: &GatewayBenchArgs) -> Pha
                             return false;
                         };
                         let timestamp = unix_now();
-                        let request = hyper::Request::post(format!("/webhooks/providers/{PROVIDER}"))
-                            .header("host", address.as_str())
-                            .header("content-type", "application/json")
-                            .header("webhook-id", id.as_str())
-                            .header("webhook-timestamp", timestamp.to_string())
-                            .header("webhook-signature", keys.sign(&id, timestamp, &body))
-                            .body(Full::new(body))
-                            .expect("a valid request");
+                        let request =
+                            hyper::Request::post(format!("/webhooks/providers/{PROVIDER}"))
+                                .header("host", address.as_str())
+                                .header("content-type", "application/json")
+                                .header("webhook-id", id.as_str())
+                                .header("webhook-timestamp", timestamp.to_string())
+                                .header("webhook-signature", keys.sign(&id, timestamp, &body))
+                                .body(Full::new(body))
+                                .expect("a valid request");
                         let ok = match connection.send_request(request).await {
                             Ok(response) => {
                                 let accepted = response.status() == hyper::StatusCode::ACCEPTED;
@@ -277,7 +295,8 @@ async fn http_phase(address: &str, body: &Bytes, args: &GatewayBenchArgs) -> Pha
                         }
                         ok
                     }) as futures_util::future::BoxFuture<'static, bool>
-                }) as Box<dyn FnMut(u64) -> futures_util::future::BoxFuture<'static, bool> + Send>
+                })
+                    as Box<dyn FnMut(u64) -> futures_util::future::BoxFuture<'static, bool> + Send>
             }
         },
     )
@@ -285,7 +304,9 @@ async fn http_phase(address: &str, body: &Bytes, args: &GatewayBenchArgs) -> Pha
 }
 
 fn free_port() -> Result<u16, AnyError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn spawn_gateway(nats_url: &str, address: &str) -> Result<Child, AnyError> {
@@ -397,8 +418,8 @@ async fn gateway(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyEr
     let raw_rate = (raw_before.rate_per_second + raw_after.rate_per_second) / 2.0;
     // Warm-up requests are counted in CPU time too, so CPU is per request of
     // the whole phase, warm-up included.
-    let gateway_requests_incl_warmup = through_gateway.rate_per_second
-        * (args.duration_secs + args.warmup_secs) as f64;
+    let gateway_requests_incl_warmup =
+        through_gateway.rate_per_second * (args.duration_secs + args.warmup_secs) as f64;
     let raw_messages_incl_warmup =
         raw_before.rate_per_second * (args.duration_secs + args.warmup_secs) as f64;
     let report = Report {
@@ -407,11 +428,13 @@ async fn gateway(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyEr
         ratio: through_gateway.rate_per_second / raw_rate,
         gateway_rss_idle_mib: rss_idle,
         gateway_rss_peak_mib: peak.load(Ordering::Relaxed) as f64 / 1024.0,
-        gateway_cpu_us_per_request: gateway_cpu.map_or(0.0, |s| s * 1e6 / gateway_requests_incl_warmup),
+        gateway_cpu_us_per_request: gateway_cpu
+            .map_or(0.0, |s| s * 1e6 / gateway_requests_incl_warmup),
         broker_cpu_us_per_message_raw: broker_cpu_raw
             .zip(broker_cpu_before)
             .map(|(a, b)| (a - b) * 1e6 / raw_messages_incl_warmup),
-        broker_cpu_us_per_message_gateway: broker_cpu_http.map(|s| s * 1e6 / gateway_requests_incl_warmup),
+        broker_cpu_us_per_message_gateway: broker_cpu_http
+            .map(|s| s * 1e6 / gateway_requests_incl_warmup),
         phases: vec![raw_before, through_gateway, raw_after],
     };
     print_report(&report);

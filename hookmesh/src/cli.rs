@@ -36,11 +36,21 @@ pub struct CommonArgs {
     pub nats_url: Option<String>,
 
     /// Replicas of every stream the services create: 1 on a single node, 3 in a JetStream cluster.
-    #[arg(long, env = "HOOKMESH_STREAM_REPLICAS", default_value_t = 1, global = true)]
+    #[arg(
+        long,
+        env = "HOOKMESH_STREAM_REPLICAS",
+        default_value_t = 1,
+        global = true
+    )]
     pub stream_replicas: usize,
 
     /// Log filter, in tracing's env-filter syntax (`info`, `warn,hookmesh_gateway=debug`).
-    #[arg(long, env = "HOOKMESH_LOG", default_value = "info,async_nats=warn", global = true)]
+    #[arg(
+        long,
+        env = "HOOKMESH_LOG",
+        default_value = "info,async_nats=warn",
+        global = true
+    )]
     pub log: String,
 
     /// Log format on stderr: one JSON object per line, or human-readable text.

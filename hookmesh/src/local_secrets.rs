@@ -119,7 +119,10 @@ pub fn fill(data_dir: &Path, args: &mut GatewayArgs) -> Result<Option<PathBuf>, 
     let mut used = false;
     for secret in SECRETS {
         let slot = (secret.slot)(args);
-        if slot.as_deref().is_some_and(|value| !value.trim().is_empty()) {
+        if slot
+            .as_deref()
+            .is_some_and(|value| !value.trim().is_empty())
+        {
             continue;
         }
         let value = stored.entry(secret.variable.to_owned()).or_insert_with(|| {

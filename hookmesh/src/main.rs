@@ -23,7 +23,10 @@ fn main() -> std::process::ExitCode {
         eprintln!("hookmesh: error: HOOKMESH_LOG: {error}");
         return std::process::ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("hookmesh: error: cannot start the async runtime: {error}");

@@ -124,7 +124,10 @@ mod tests {
     fn subject_matching_follows_nats_wildcards() {
         assert!(subject_matches("ci.>", "ci.pipeline.github.failed"));
         assert!(!subject_matches("ci.>", "ci"));
-        assert!(subject_matches("ci.*.github.*", "ci.pipeline.github.failed"));
+        assert!(subject_matches(
+            "ci.*.github.*",
+            "ci.pipeline.github.failed"
+        ));
         assert!(!subject_matches("ci.*", "ci.pipeline.github"));
         assert!(subject_matches("sweeps.trigger", "sweeps.trigger"));
         assert!(!subject_matches("sweeps.trigger", "sweeps.trigger.x"));

@@ -36,7 +36,9 @@ pub enum EnsureError {
         fields: String,
         reason: String,
     },
-    #[error("stream {stream}: JetStream did not answer ({reason}); is the broker running with JetStream enabled (`-js`)?")]
+    #[error(
+        "stream {stream}: JetStream did not answer ({reason}); is the broker running with JetStream enabled (`-js`)?"
+    )]
     Unavailable { stream: String, reason: String },
 }
 

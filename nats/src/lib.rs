@@ -54,7 +54,9 @@ pub async fn connect(url: &str, client_name: &str) -> Result<Connection, async_n
                     async_nats::Event::ClientError(error) => {
                         tracing::debug!(client = %name, %error, "NATS client error.")
                     }
-                    other => tracing::info!(client = %name, event = %other, "NATS connection event."),
+                    other => {
+                        tracing::info!(client = %name, event = %other, "NATS connection event.")
+                    }
                 }
             }
         })

@@ -287,7 +287,11 @@ impl EmbeddedNats {
     async fn wait_for_ports_file(&mut self, ports_dir: &Path) -> Result<String, ServerError> {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(status) = self.child.try_wait().map_err(io_error("watching nats-server"))? {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .map_err(io_error("watching nats-server"))?
+            {
                 let stderr = tail(&self.dir.join("nats-server.stderr"), 10);
                 let log = tail(&self.dir.join("nats-server.log"), 10);
                 return Err(self.start_error(format!(
@@ -400,7 +404,10 @@ async fn stop_orphan(binary: &NatsServerBinary, dir: &Path) {
     if !cmdline.contains("nats-server") || !cmdline.contains(&*store.to_string_lossy()) {
         return;
     }
-    tracing::warn!(pid, "Stopping a nats-server left running on this store by an earlier run.");
+    tracing::warn!(
+        pid,
+        "Stopping a nats-server left running on this store by an earlier run."
+    );
     signal(&binary.path, "term", pid).await;
     let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
     while proc_dir.exists() && tokio::time::Instant::now() < deadline {

@@ -199,7 +199,10 @@ impl GatewayConfig {
             return Err(config_error("HOOKMESH_MAX_BODY_BYTES", "must be positive"));
         }
         if args.publish_timeout_ms == 0 {
-            return Err(config_error("HOOKMESH_PUBLISH_TIMEOUT_MS", "must be positive"));
+            return Err(config_error(
+                "HOOKMESH_PUBLISH_TIMEOUT_MS",
+                "must be positive",
+            ));
         }
         Ok(Self {
             api_keys: parse_api_keys(set(&args.api_keys).unwrap_or(""))?,
@@ -225,12 +228,16 @@ pub fn parse_api_keys(text: &str) -> Result<Vec<(TenantId, SecretToken)>, Config
             let (tenant, key) = entry.split_once(':').ok_or_else(|| {
                 config_error(VARIABLE, format!("entry {} is not tenant:key", i + 1))
             })?;
-            let tenant = TenantId::parse(tenant.trim())
-                .map_err(|reason| config_error(VARIABLE, format!("entry {}: tenant {reason}", i + 1)))?;
+            let tenant = TenantId::parse(tenant.trim()).map_err(|reason| {
+                config_error(VARIABLE, format!("entry {}: tenant {reason}", i + 1))
+            })?;
             if key.trim().len() < 16 {
                 return Err(config_error(
                     VARIABLE,
-                    format!("entry {} ({tenant}): keys must be at least 16 characters", i + 1),
+                    format!(
+                        "entry {} ({tenant}): keys must be at least 16 characters",
+                        i + 1
+                    ),
                 ));
             }
             Ok((tenant, SecretToken::new(key.trim().as_bytes())))
@@ -274,7 +281,10 @@ pub fn parse_rate_limits(text: &str) -> Result<BTreeMap<String, u32>, ConfigErro
             ));
         }
         let rate = rate.trim().parse().map_err(|_| {
-            config_error(VARIABLE, format!("{entry:?}: the rate must be a whole number per second"))
+            config_error(
+                VARIABLE,
+                format!("{entry:?}: the rate must be a whole number per second"),
+            )
         })?;
         limits.insert(source.to_owned(), rate);
     }
@@ -300,7 +310,12 @@ mod tests {
             "entry 1 is not tenant:key"
         );
         assert!(parse_api_keys("a.b:0123456789abcdef").is_err());
-        assert!(parse_api_keys("acme:short").unwrap_err().reason.contains("16"));
+        assert!(
+            parse_api_keys("acme:short")
+                .unwrap_err()
+                .reason
+                .contains("16")
+        );
     }
 
     #[test]
@@ -309,13 +324,21 @@ mod tests {
         assert_eq!(limits["buddy"], 5);
         assert_eq!(limits["providers"], 0);
         assert_eq!(limits["api"], 50);
-        assert!(parse_rate_limits("nope=1").unwrap_err().reason.contains("unknown source"));
+        assert!(
+            parse_rate_limits("nope=1")
+                .unwrap_err()
+                .reason
+                .contains("unknown source")
+        );
         assert!(parse_rate_limits("buddy=fast").is_err());
     }
 
     #[test]
     fn provider_names_are_checked() {
-        assert_eq!(parse_providers("ses, sendgrid").unwrap(), ["ses", "sendgrid"]);
+        assert_eq!(
+            parse_providers("ses, sendgrid").unwrap(),
+            ["ses", "sendgrid"]
+        );
         assert!(parse_providers("Send Grid").is_err());
     }
 }

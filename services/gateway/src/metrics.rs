@@ -117,7 +117,9 @@ impl GatewayMetrics {
             .get_or_create(&RouteLabels { route })
             .observe(seconds);
         if status == 429 {
-            self.rate_limited.get_or_create(&RouteLabels { route }).inc();
+            self.rate_limited
+                .get_or_create(&RouteLabels { route })
+                .inc();
         }
     }
 

@@ -22,8 +22,8 @@ use hookmesh_contracts::envelope::CLOUDEVENTS_CONTENT_TYPE;
 use hookmesh_nats::{EnsureError, STREAMS, ensure_streams};
 use tokio::sync::{Notify, watch};
 
-use crate::trace::{CORRELATION_ID, TRACEPARENT};
 use crate::trace::TraceContext;
+use crate::trace::{CORRELATION_ID, TRACEPARENT};
 
 /// One envelope to publish.
 #[derive(Debug, Clone)]
@@ -50,7 +50,9 @@ pub enum PublishError {
     Disconnected,
     #[error("no stream stores {0} yet; nothing was stored, retry later")]
     NoStream(String),
-    #[error("the message broker did not confirm storage in time; retry later (a retry is deduplicated)")]
+    #[error(
+        "the message broker did not confirm storage in time; retry later (a retry is deduplicated)"
+    )]
     TimedOut,
     #[error("the message broker refused the message ({0}); retry later")]
     Refused(String),
@@ -166,9 +168,15 @@ impl Publisher {
     /// Ensures the streams now, if the broker is reachable within `wait`.
     /// A definition NATS cannot apply is an error; an unreachable broker is
     /// not (the keeper keeps trying in the background).
-    pub async fn ensure_streams_now(&self, replicas: usize, wait: Duration) -> Result<(), EnsureError> {
+    pub async fn ensure_streams_now(
+        &self,
+        replicas: usize,
+        wait: Duration,
+    ) -> Result<(), EnsureError> {
         if !hookmesh_nats::wait_connected(&self.client, wait).await {
-            tracing::warn!("The message broker is not reachable yet; the gateway answers 503 until it is.");
+            tracing::warn!(
+                "The message broker is not reachable yet; the gateway answers 503 until it is."
+            );
             return Ok(());
         }
         match ensure_streams(&self.js, STREAMS, replicas).await {
@@ -184,48 +192,52 @@ impl Publisher {
         }
     }
 
-    /// Re-ensures the streams whenever the client (re)connects or a publish
-    /// finds a stream missing, retrying with backoff; stops at `shutdown`.
+    /// Re-ensures the streams whenever the client (re)connects (a new
+    /// broker may lack them) or a publish finds one missing, retrying with
+    /// backoff until it succeeds; stops at `shutdown`.
     pub async fn keep_streams(
         self,
         replicas: usize,
         mut connects: watch::Receiver<u64>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        const IDLE: Duration = Duration::from_secs(3600);
+        let mut pending = !self.streams_ready();
+        connects.borrow_and_update();
         let mut backoff = Duration::from_millis(250);
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            if !self.streams_ready() && self.is_connected() {
+            if pending && self.is_connected() {
                 let started = Instant::now();
                 match ensure_streams(&self.js, STREAMS, replicas).await {
                     Ok(()) => {
                         self.streams_ready.store(true, Ordering::Relaxed);
+                        pending = false;
                         backoff = Duration::from_millis(250);
-                        tracing::info!(elapsed = ?started.elapsed(), "Streams are in place.");
+                        tracing::debug!(elapsed = ?started.elapsed(), "Streams are in place.");
                     }
                     Err(error) => {
+                        self.streams_ready.store(false, Ordering::Relaxed);
                         tracing::error!(%error, retry_in = ?backoff, "Could not ensure the streams.");
                     }
                 }
             }
-            let wait = if self.streams_ready() {
-                Duration::from_secs(3600)
-            } else {
-                backoff
-            };
+            let wait = if pending { backoff } else { IDLE };
             tokio::select! {
                 changed = connects.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    self.streams_ready.store(false, Ordering::Relaxed);
+                    pending = true;
                 }
-                _ = self.reensure.notified() => {}
+                _ = self.reensure.notified() => pending = true,
                 _ = shutdown.changed() => {}
                 _ = tokio::time::sleep(wait) => {
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    if pending {
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
                 }
             }
         }

@@ -62,7 +62,9 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
     let (version, trace_id, parent_id, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let lower_hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
     (version == "00"
@@ -89,7 +91,11 @@ mod tests {
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
         let context = TraceContext::from_headers(&headers);
-        assert!(context.traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(
+            context
+                .traceparent
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
         assert!(!context.traceparent.contains("00f067aa0ba902b7"));
         assert_eq!(context.correlation_id, "4bf92f3577b34da6a3ce929d0e0e4736");
     }

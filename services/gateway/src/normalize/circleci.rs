@@ -10,7 +10,9 @@
 //! The event id is the payload's top-level `id`, which CircleCI documents as
 //! the key to deduplicate redelivered events by.
 
-use hookmesh_contracts::ci::{CiMetadata, CiPipelineEvent, CiPlatform, FailureContext, PipelineEventType};
+use hookmesh_contracts::ci::{
+    CiMetadata, CiPipelineEvent, CiPlatform, FailureContext, PipelineEventType,
+};
 use hookmesh_contracts::validation::ValidationErrors;
 use serde_json::Value;
 
@@ -59,7 +61,11 @@ pub fn normalize(body: &Value) -> Result<Normalized, ValidationErrors> {
     };
     let id = p.require_id("id");
     let workflow_id = p.require_id("workflow.id");
-    let status_path = if is_job { "job.status" } else { "workflow.status" };
+    let status_path = if is_job {
+        "job.status"
+    } else {
+        "workflow.status"
+    };
     let status = p.require_text(status_path);
     let job_id = if is_job { p.require_id("job.id") } else { None };
     let repository = repository(&p);
@@ -153,10 +159,7 @@ mod tests {
             Some("d4a6c8e0-2b1f-4d3a-8c5e-7f9a1b3c5d7e")
         );
         assert!(job.metadata.logs_url.unwrap().ends_with("/jobs/5423"));
-        assert_eq!(
-            job.failure_context.unwrap().failed_steps,
-            ["unit-tests"]
-        );
+        assert_eq!(job.failure_context.unwrap().failed_steps, ["unit-tests"]);
     }
 
     #[test]

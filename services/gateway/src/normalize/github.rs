@@ -11,7 +11,9 @@
 //! The event id is `X-GitHub-Delivery`, which a redelivery keeps.
 
 use axum::http::HeaderMap;
-use hookmesh_contracts::ci::{CiMetadata, CiPipelineEvent, CiPlatform, FailureContext, PipelineEventType};
+use hookmesh_contracts::ci::{
+    CiMetadata, CiPipelineEvent, CiPlatform, FailureContext, PipelineEventType,
+};
 use hookmesh_contracts::validation::ValidationErrors;
 use serde_json::Value;
 
@@ -217,8 +219,14 @@ mod tests {
         assert_eq!(run.repository, "acme/payments-api");
         assert_eq!(run.pipeline_id, "9876543210");
         assert_eq!(run.id, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
-        assert_eq!(run.metadata.branch.as_deref(), Some("feature/retry-backoff"));
-        assert_eq!(run.metadata.author.as_deref(), Some("jane.doe@acme.example"));
+        assert_eq!(
+            run.metadata.branch.as_deref(),
+            Some("feature/retry-backoff")
+        );
+        assert_eq!(
+            run.metadata.author.as_deref(),
+            Some("jane.doe@acme.example")
+        );
         let context = run.failure_context.unwrap();
         assert_eq!(context.reason.as_deref(), Some("failure"));
         assert_eq!(context.duration_ms, Some(279_000));
@@ -252,7 +260,10 @@ mod tests {
 
     #[test]
     fn pings_and_other_events_are_acknowledged_without_publishing() {
-        assert!(matches!(deliver("ping", "ping").unwrap(), Normalized::Ignored(_)));
+        assert!(matches!(
+            deliver("ping", "ping").unwrap(),
+            Normalized::Ignored(_)
+        ));
         let Normalized::Ignored(reason) = deliver("push", "push").unwrap() else {
             panic!("push must not be published");
         };

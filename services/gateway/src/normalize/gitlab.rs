@@ -12,7 +12,9 @@
 //! set), else `X-Gitlab-Event-UUID`.
 
 use axum::http::HeaderMap;
-use hookmesh_contracts::ci::{CiMetadata, CiPipelineEvent, CiPlatform, FailureContext, PipelineEventType};
+use hookmesh_contracts::ci::{
+    CiMetadata, CiPipelineEvent, CiPlatform, FailureContext, PipelineEventType,
+};
 use hookmesh_contracts::validation::ValidationErrors;
 use serde_json::Value;
 
@@ -232,7 +234,10 @@ mod tests {
         assert_eq!(pipeline.timestamp.to_rfc3339(), "2024-05-14T09:17:49Z");
         let context = pipeline.failure_context.unwrap();
         assert_eq!(context.duration_ms, Some(342_000));
-        assert!(context.failed_steps.contains(&"test-unit".to_owned()), "{context:?}");
+        assert!(
+            context.failed_steps.contains(&"test-unit".to_owned()),
+            "{context:?}"
+        );
     }
 
     #[test]

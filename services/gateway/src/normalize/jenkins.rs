@@ -14,7 +14,9 @@
 //! only moves forward, so the second changes nothing.
 
 use hookmesh_contracts::Timestamp;
-use hookmesh_contracts::ci::{CiMetadata, CiPipelineEvent, CiPlatform, FailureContext, PipelineEventType};
+use hookmesh_contracts::ci::{
+    CiMetadata, CiPipelineEvent, CiPlatform, FailureContext, PipelineEventType,
+};
 use hookmesh_contracts::validation::ValidationErrors;
 use serde_json::Value;
 
@@ -79,7 +81,9 @@ pub fn normalize(body: &Value) -> Result<Normalized, ValidationErrors> {
             .and_then(Value::as_str)
             .map(str::to_owned),
         logs_url: p.text("build.full_url").map(|url| format!("{url}console")),
-        artifacts_url: p.text("build.full_url").map(|url| format!("{url}artifact/")),
+        artifacts_url: p
+            .text("build.full_url")
+            .map(|url| format!("{url}artifact/")),
         pipeline_name: name.map(str::to_owned),
         job_name: None,
         platform_status: status.or(phase).map(str::to_owned),
@@ -125,11 +129,19 @@ mod tests {
         assert_eq!(build.id, "payments-api#142:COMPLETED");
         assert_eq!(build.pipeline_id, "payments-api#142");
         assert_eq!(build.repository, "acme/payments-api");
-        assert_eq!(build.metadata.branch.as_deref(), Some("feature/retry-backoff"));
+        assert_eq!(
+            build.metadata.branch.as_deref(),
+            Some("feature/retry-backoff")
+        );
         let context = build.failure_context.unwrap();
         assert_eq!(context.reason.as_deref(), Some("FAILURE"));
         assert_eq!(context.duration_ms, Some(381_000));
-        assert!(context.log_excerpt.unwrap().contains("marked build as failure"));
+        assert!(
+            context
+                .log_excerpt
+                .unwrap()
+                .contains("marked build as failure")
+        );
         assert_eq!(context.failed_steps.len(), 2);
     }
 

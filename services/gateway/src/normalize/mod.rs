@@ -13,8 +13,8 @@ pub mod jenkins;
 
 use axum::http::HeaderMap;
 use hookmesh_contracts::Timestamp;
-use hookmesh_contracts::ci::{CiPlatform, FailureContext, LOG_EXCERPT_MAX, PipelineEventType};
 use hookmesh_contracts::ci::CiPipelineEvent;
+use hookmesh_contracts::ci::{CiPlatform, FailureContext, LOG_EXCERPT_MAX, PipelineEventType};
 use hookmesh_contracts::validation::ValidationErrors;
 use serde_json::Value;
 
@@ -102,12 +102,16 @@ impl<'a> Payload<'a> {
     pub(crate) fn require_id(&mut self, path: &str) -> Option<String> {
         let value = self.id(path);
         if value.is_none() {
-            self.errors.push(path, "is required (a string or integer id)");
+            self.errors
+                .push(path, "is required (a string or integer id)");
         }
         value
     }
 
-    pub(crate) fn finish(self, event: Option<CiPipelineEvent>) -> Result<Normalized, ValidationErrors> {
+    pub(crate) fn finish(
+        self,
+        event: Option<CiPipelineEvent>,
+    ) -> Result<Normalized, ValidationErrors> {
         self.errors
             .finish(event)
             .map(|event| Normalized::Event(Box::new(event)))
@@ -129,7 +133,10 @@ pub(crate) fn duration_ms(start: Option<Timestamp>, end: Option<Timestamp>) -> O
 }
 
 /// A delivery id from a header, or the error naming it.
-pub(crate) fn header_id(headers: &HeaderMap, names: &[&'static str]) -> Result<String, ValidationErrors> {
+pub(crate) fn header_id(
+    headers: &HeaderMap,
+    names: &[&'static str],
+) -> Result<String, ValidationErrors> {
     for name in names {
         if let Some(value) = headers.get(*name).and_then(|v| v.to_str().ok()) {
             let value = value.trim();
@@ -154,7 +161,11 @@ pub(crate) fn log_excerpt(log: &str) -> Option<String> {
         return None;
     }
     let count = log.chars().count();
-    Some(log.chars().skip(count.saturating_sub(LOG_EXCERPT_MAX)).collect())
+    Some(
+        log.chars()
+            .skip(count.saturating_sub(LOG_EXCERPT_MAX))
+            .collect(),
+    )
 }
 
 /// A failure context only for failed events.
@@ -203,7 +214,9 @@ mod tests {
             "2024-05-14T09:12:05Z"
         );
         assert_eq!(
-            parse_time("2024-05-14T11:11:41+02:00").unwrap().to_rfc3339(),
+            parse_time("2024-05-14T11:11:41+02:00")
+                .unwrap()
+                .to_rfc3339(),
             "2024-05-14T09:11:41Z"
         );
         assert_eq!(parse_time("last tuesday"), None);

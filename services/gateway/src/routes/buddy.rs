@@ -49,7 +49,9 @@ pub(super) async fn receive(
     gateway.admit("buddy")?;
     let event = BuddyWebhookEvent::parse(&parse_json(&body).map_err(Rejection::Malformed)?)
         .map_err(Rejection::Invalid)?;
-    let envelope = event.payload.envelope_json(&event.id, SOURCE, event.timestamp);
+    let envelope = event
+        .payload
+        .envelope_json(&event.id, SOURCE, event.timestamp);
     let acks = gateway
         .publish(
             "buddy",

@@ -6,11 +6,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use hookmesh_contracts::TenantId;
 use hookmesh_contracts::ci::CiPlatform;
 use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects;
 use hookmesh_contracts::validation::{StrEnum, parse_json};
-use hookmesh_contracts::TenantId;
 use serde::Serialize;
 
 use super::{accepted, read_json_body};

@@ -61,7 +61,11 @@ pub(super) async fn webhook_health(State(gateway): State<Gateway>) -> Response {
     let healthy = connected && streams_ready;
     let body = WebhookHealth {
         status: if healthy { "healthy" } else { "degraded" },
-        broker: if connected { "connected" } else { "disconnected" },
+        broker: if connected {
+            "connected"
+        } else {
+            "disconnected"
+        },
         streams: if streams_ready { "ready" } else { "pending" },
         sources,
         timestamp: Timestamp::now().to_rfc3339(),

@@ -122,11 +122,13 @@ async fn read_json_body(limit: usize, headers: &HeaderMap, body: Body) -> Result
         .trim()
         .to_ascii_lowercase();
     if media_type != "application/json" && !media_type.ends_with("+json") {
-        return Err(Rejection::UnsupportedMediaType(if content_type.is_empty() {
-            "Content-Type must be application/json".to_owned()
-        } else {
-            format!("Content-Type must be application/json, not {content_type:?}")
-        }));
+        return Err(Rejection::UnsupportedMediaType(
+            if content_type.is_empty() {
+                "Content-Type must be application/json".to_owned()
+            } else {
+                format!("Content-Type must be application/json, not {content_type:?}")
+            },
+        ));
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -151,7 +153,10 @@ async fn read_json_body(limit: usize, headers: &HeaderMap, body: Body) -> Result
 
 /// A delivery id from a request header (`X-Webhook-Id`), or a 400 naming it.
 fn delivery_header(headers: &HeaderMap, name: &'static str) -> Result<String, Rejection> {
-    let value = headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let value = headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
     match value {
         Some(id) if (1..=256).contains(&id.len()) => Ok(id.to_owned()),
         _ => Err(Rejection::Invalid(ValidationErrors::single(
@@ -173,7 +178,11 @@ impl Gateway {
     }
 
     /// Passes an authentication result through, counting failures.
-    fn authenticated<T>(&self, source: &'static str, result: Result<T, AuthError>) -> Result<T, Rejection> {
+    fn authenticated<T>(
+        &self,
+        source: &'static str,
+        result: Result<T, AuthError>,
+    ) -> Result<T, Rejection> {
         result.map_err(|error| {
             self.metrics.authentication_failed(source, error.kind());
             Rejection::Unauthorized(error)
@@ -222,7 +231,10 @@ mod tests {
 
     #[test]
     fn route_labels_are_templates() {
-        assert_eq!(route_label("/webhooks/ci/github"), "/webhooks/ci/{platform}");
+        assert_eq!(
+            route_label("/webhooks/ci/github"),
+            "/webhooks/ci/{platform}"
+        );
         assert_eq!(
             route_label("/webhooks/providers/whatever"),
             "/webhooks/providers/{provider}"
@@ -245,7 +257,10 @@ mod tests {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
-        assert_eq!(read_json_body(1000, &headers, body()).await.unwrap().len(), 100);
+        assert_eq!(
+            read_json_body(1000, &headers, body()).await.unwrap().len(),
+            100
+        );
         let refused = read_json_body(99, &headers, body()).await.unwrap_err();
         assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
 

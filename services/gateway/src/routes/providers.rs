@@ -6,11 +6,11 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use hookmesh_contracts::TenantId;
 use hookmesh_contracts::delivery::{DeliveryEvent, DeliveryWebhookBody};
 use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects;
 use hookmesh_contracts::validation::parse_json;
-use hookmesh_contracts::TenantId;
 use serde::Serialize;
 
 use super::{accepted, delivery_header, read_json_body};
@@ -41,7 +41,7 @@ pub(super) async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Rejection> {
-    if !gateway.config.providers.iter().any(|p| *p == provider) {
+    if !gateway.config.providers.contains(&provider) {
         return Err(Rejection::NotFound(format!(
             "unknown provider {provider:?} (configured: {})",
             gateway.config.providers.join(", ")

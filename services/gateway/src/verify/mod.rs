@@ -34,7 +34,9 @@ pub enum AuthError {
     },
     #[error("{0} does not match the request body")]
     BadSignature(&'static str),
-    #[error("{header} is {skew_seconds} s away from the server's clock (tolerance {tolerance_seconds} s)")]
+    #[error(
+        "{header} is {skew_seconds} s away from the server's clock (tolerance {tolerance_seconds} s)"
+    )]
     StaleTimestamp {
         header: &'static str,
         skew_seconds: i64,

@@ -64,7 +64,11 @@ pub fn verify_buddy(
     let sent_at = sent
         .parse::<i64>()
         .ok()
-        .or_else(|| Timestamp::parse_rfc3339(sent).ok().map(Timestamp::unix_seconds))
+        .or_else(|| {
+            Timestamp::parse_rfc3339(sent)
+                .ok()
+                .map(Timestamp::unix_seconds)
+        })
         .ok_or(AuthError::MalformedHeader {
             header: TIMESTAMP,
             reason: "expected an ISO 8601 date-time or Unix seconds",
@@ -94,12 +98,13 @@ pub fn verify_github(
     let key = secret.ok_or(AuthError::NotConfigured {
         variable: "HOOKMESH_SECRET_GITHUB",
     })?;
-    let hex = header(headers, SIGNATURE)?
-        .strip_prefix("sha256=")
-        .ok_or(AuthError::MalformedHeader {
-            header: SIGNATURE,
-            reason: "expected sha256=<hex>",
-        })?;
+    let hex =
+        header(headers, SIGNATURE)?
+            .strip_prefix("sha256=")
+            .ok_or(AuthError::MalformedHeader {
+                header: SIGNATURE,
+                reason: "expected sha256=<hex>",
+            })?;
     if key.verify_hex(body, hex) {
         Ok(())
     } else {
@@ -182,10 +187,7 @@ pub fn verify_circleci(
 /// sends when its endpoint URL carries them (`https://jenkins:<secret>@host/…`,
 /// kept in a Jenkins secret-text credential). The password must be the
 /// secret; the user name is not checked.
-pub fn verify_jenkins(
-    secret: Option<&SecretToken>,
-    headers: &HeaderMap,
-) -> Result<(), AuthError> {
+pub fn verify_jenkins(secret: Option<&SecretToken>, headers: &HeaderMap) -> Result<(), AuthError> {
     const AUTHORIZATION: &str = "Authorization";
     let expected = secret.ok_or(AuthError::NotConfigured {
         variable: "HOOKMESH_SECRET_JENKINS",
@@ -197,11 +199,10 @@ pub fn verify_jenkins(
     let encoded = header(headers, AUTHORIZATION)?
         .strip_prefix("Basic ")
         .ok_or_else(|| malformed.clone())?;
-    let decoded = BASE64.decode(encoded.trim()).map_err(|_| malformed.clone())?;
-    let colon = decoded
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or(malformed)?;
+    let decoded = BASE64
+        .decode(encoded.trim())
+        .map_err(|_| malformed.clone())?;
+    let colon = decoded.iter().position(|&b| b == b':').ok_or(malformed)?;
     if expected.matches(&decoded[colon + 1..]) {
         Ok(())
     } else {
@@ -402,7 +403,10 @@ mod tests {
             ("webhook-timestamp", &NOW.to_string()),
             ("webhook-signature", &signature),
         ]);
-        assert_eq!(verify_gitlab(None, Some(&keys), &signed, body, CLOCK), Ok(()));
+        assert_eq!(
+            verify_gitlab(None, Some(&keys), &signed, body, CLOCK),
+            Ok(())
+        );
         assert_eq!(
             verify_gitlab(None, Some(&keys), &signed, b"{ }", CLOCK),
             Err(AuthError::BadSignature("webhook-signature"))
@@ -440,7 +444,10 @@ mod tests {
     fn api_keys_resolve_to_their_tenant() {
         let keys = vec![
             (TenantId::parse("acme").unwrap(), SecretToken::new(b"key-a")),
-            (TenantId::parse("globex").unwrap(), SecretToken::new(b"key-g")),
+            (
+                TenantId::parse("globex").unwrap(),
+                SecretToken::new(b"key-g"),
+            ),
         ];
         let bearer = headers(&[("Authorization", "Bearer key-g")]);
         assert_eq!(verify_api_key(&keys, &bearer).unwrap().as_str(), "globex");
@@ -461,7 +468,10 @@ mod tests {
     fn callback_tokens_are_the_contracts_tokens() {
         let key = HmacKey::new(b"cb-secret");
         let token = hookmesh_contracts::sweep::callback_token(b"cb-secret", "job_1");
-        assert_eq!(verify_callback(Some(&key), Some("job_1"), Some(&token)), Ok(()));
+        assert_eq!(
+            verify_callback(Some(&key), Some("job_1"), Some(&token)),
+            Ok(())
+        );
         assert_eq!(
             verify_callback(Some(&key), Some("job_2"), Some(&token)),
             Err(AuthError::BadCredentials("callback token"))

@@ -57,7 +57,10 @@ impl StandardWebhooksKeys {
     /// The `webhook-signature` value a sender would put on this message,
     /// signed with the first secret.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        let tag = hmac::sign(self.0[0].key(), &signed_content(id, &timestamp.to_string(), body));
+        let tag = hmac::sign(
+            self.0[0].key(),
+            &signed_content(id, &timestamp.to_string(), body),
+        );
         format!("v1,{}", BASE64.encode(tag.as_ref()))
     }
 
@@ -145,9 +148,10 @@ mod tests {
         let header = format!("v1,Zm9vYmFy v1a,ignored {SIGNATURE}");
         assert_eq!(verify(&keys, &header, TIMESTAMP), Ok(()));
 
-        let rotated =
-            StandardWebhooksKeys::parse(&format!("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw {SECRET}"))
-                .unwrap();
+        let rotated = StandardWebhooksKeys::parse(&format!(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw {SECRET}"
+        ))
+        .unwrap();
         assert_eq!(verify(&rotated, SIGNATURE, TIMESTAMP), Ok(()));
     }
 
@@ -169,11 +173,17 @@ mod tests {
         assert_eq!(verify(&keys, SIGNATURE, TIMESTAMP + 300), Ok(()));
         assert!(matches!(
             verify(&keys, SIGNATURE, TIMESTAMP + 301),
-            Err(AuthError::StaleTimestamp { skew_seconds: 301, .. })
+            Err(AuthError::StaleTimestamp {
+                skew_seconds: 301,
+                ..
+            })
         ));
         assert!(matches!(
             verify(&keys, SIGNATURE, TIMESTAMP - 301),
-            Err(AuthError::StaleTimestamp { skew_seconds: -301, .. })
+            Err(AuthError::StaleTimestamp {
+                skew_seconds: -301,
+                ..
+            })
         ));
     }
 

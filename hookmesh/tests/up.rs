@@ -1,0 +1,146 @@
+//! `hookmesh up` as a newcomer runs it: from an empty data directory to a
+//! ready line, a signed webhook accepted, a graceful stop, and a restart that
+//! finds the broker's data again.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use hookmesh_tests::{TestDir, sign, stream_messages, unix_now};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+struct Up {
+    child: Child,
+    gateway: String,
+    broker: String,
+}
+
+async fn start_up(data_dir: &Path, http_port: u16) -> Up {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hookmesh"));
+    for (variable, _) in std::env::vars() {
+        if variable.starts_with("HOOKMESH_") || variable == "NATS_URL" {
+            command.env_remove(variable);
+        }
+    }
+    let mut child = command
+        .arg("up")
+        .arg("--no-install")
+        .env("HOOKMESH_DATA_DIR", data_dir)
+        .env("HOOKMESH_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the hookmesh binary runs");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("ready") {
+                return line;
+            }
+        }
+        panic!("hookmesh up exited without a ready line");
+    })
+    .await
+    .expect("a ready line within 60 s");
+    let word_after = |marker: &str| {
+        ready
+            .split_whitespace()
+            .skip_while(|word| *word != marker)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{marker} in {ready:?}"))
+            .trim_end_matches([',', ')'])
+            .to_owned()
+    };
+    Up {
+        gateway: word_after("gateway"),
+        broker: word_after("(broker"),
+        child,
+    }
+}
+
+async fn stop_gracefully(mut up: Up) {
+    let pid = up.child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), up.child.wait())
+        .await
+        .expect("hookmesh up stops within 30 s of SIGTERM")
+        .unwrap();
+    assert!(
+        status.success(),
+        "hookmesh up exits 0 on SIGTERM, got {status}"
+    );
+}
+
+fn local_secret(data_dir: &Path, variable: &str) -> String {
+    let text = std::fs::read_to_string(data_dir.join("secrets.env")).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{variable}=")))
+        .unwrap_or_else(|| panic!("{variable} in secrets.env"))
+        .to_owned()
+}
+
+async fn send_buddy_webhook(gateway: &str, secret: &str) -> serde_json::Value {
+    let body = br#"{"id":"evt-up-1","type":"buddy.match.created","timestamp":"2025-11-14T10:30:00Z","data":{"tenant_id":"acme","program_id":"ukraine-2025","match_id":"m-77","buddy_id":"p-7","newcomer_id":"p-1042"}}"#;
+    let response = reqwest::Client::new()
+        .post(format!("{gateway}/webhooks/buddy-events"))
+        .header("content-type", "application/json")
+        .header("X-Webhook-Id", "wh-up-1")
+        .header("X-Webhook-Timestamp", unix_now().to_string())
+        .header("X-Webhook-Signature", sign::sha256_header(secret, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    response.json().await.unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_from_an_empty_data_dir_and_finds_its_data_again_after_a_restart() {
+    let scratch = TestDir::new("up");
+    let data_dir = scratch.path().join("data");
+    let port = free_port();
+
+    let first = start_up(&data_dir, port).await;
+    assert_eq!(first.gateway, format!("http://127.0.0.1:{port}"));
+    let secrets = data_dir.join("secrets.env");
+    let mode = std::fs::metadata(&secrets).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the generated secrets are private");
+    let secret = local_secret(&data_dir, "HOOKMESH_SECRET_BUDDY");
+    let answer = send_buddy_webhook(&first.gateway, &secret).await;
+    assert_eq!(answer["duplicate"], false);
+    stop_gracefully(first).await;
+
+    let second = start_up(&data_dir, port).await;
+    assert_eq!(
+        local_secret(&data_dir, "HOOKMESH_SECRET_BUDDY"),
+        secret,
+        "secrets are generated once and kept"
+    );
+    let js = async_nats::jetstream::new(async_nats::connect(&second.broker).await.unwrap());
+    let stored = stream_messages(&js, "BUDDY").await;
+    assert_eq!(
+        stored.len(),
+        1,
+        "the stream kept its message across the restart"
+    );
+    assert_eq!(stored[0].envelope["id"], "evt-up-1");
+    let again = send_buddy_webhook(&second.gateway, &secret).await;
+    assert_eq!(again["duplicate"], true, "deduplication state survived too");
+    stop_gracefully(second).await;
+}

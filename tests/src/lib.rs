@@ -1,0 +1,343 @@
+//! The harness of hookmesh's workspace tests.
+//!
+//! Every test gets its own nats-server (JetStream, a store in a temporary
+//! directory, a free port), so tests run in parallel and leave nothing
+//! behind; a gateway runs in-process on a free port. Nothing here sleeps for
+//! a fixed time: [`eventually`] polls a condition until a deadline.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream;
+use base64::Engine as _;
+use hookmesh_gateway::verify::{HmacKey, StandardWebhooksKeys};
+use hookmesh_gateway::{Gateway, GatewayConfig, GatewayMetrics};
+use hookmesh_nats::server::{self, EmbeddedNats, EmbeddedOptions};
+use prometheus_client::registry::Registry;
+use tokio::sync::{oneshot, watch};
+
+/// The secrets every test gateway is configured with.
+pub mod secrets {
+    pub const BUDDY: &str = "buddy-test-secret";
+    pub const GITHUB: &str = "github-test-secret";
+    pub const GITLAB: &str = "gitlab-test-token";
+    pub const GITLAB_SIGNING: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    pub const CIRCLECI: &str = "circleci-test-secret";
+    pub const JENKINS: &str = "jenkins-test-secret";
+    pub const PROVIDERS: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    pub const CALLBACK: &str = "callback-test-secret";
+    pub const API_KEY_ACME: &str = "acme-key-0123456789abcdef";
+    pub const API_KEY_GLOBEX: &str = "globex-key-0123456789abcdef";
+}
+
+static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
+
+/// A temporary directory, removed when dropped.
+#[derive(Debug)]
+pub struct TestDir(PathBuf);
+
+impl TestDir {
+    pub fn new(label: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "hookmesh-test-{}-{}-{label}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("a temporary directory");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A nats-server of the test's own, with JetStream.
+#[derive(Debug)]
+pub struct TestNats {
+    server: Option<EmbeddedNats>,
+    binary: server::NatsServerBinary,
+    port: u16,
+    url: String,
+    // Declared last: the directory goes after the server has stopped.
+    dir: TestDir,
+}
+
+impl TestNats {
+    /// Starts a broker, or fails the test saying how to install one.
+    pub async fn start() -> Self {
+        let binary = server::find().unwrap_or_else(|error| panic!("{error}"));
+        let dir = TestDir::new("nats");
+        let options = EmbeddedOptions {
+            dir: dir.path().to_owned(),
+            port: None,
+        };
+        let server = EmbeddedNats::start(&binary, &options)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        Self {
+            port: server.port(),
+            url: server.url().to_owned(),
+            server: Some(server),
+            binary,
+            dir,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the broker (gracefully), keeping its store.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("nats-server stops");
+        }
+    }
+
+    /// Starts the broker again on the same port and store.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let options = EmbeddedOptions {
+            dir: self.dir.path().to_owned(),
+            port: Some(self.port),
+        };
+        let server = EmbeddedNats::start(&self.binary, &options)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        self.server = Some(server);
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.url)
+            .await
+            .expect("the test broker accepts clients")
+    }
+
+    pub async fn jetstream(&self) -> jetstream::Context {
+        jetstream::new(self.client().await)
+    }
+}
+
+/// A gateway serving in this process on a free port.
+#[derive(Debug)]
+pub struct TestGateway {
+    pub base_url: String,
+    pub gateway: Gateway,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    _keeper: watch::Sender<bool>,
+}
+
+/// A gateway configuration with every test secret set.
+pub fn test_config() -> GatewayConfig {
+    let mut config = GatewayConfig::default();
+    let secrets = &mut config.secrets;
+    secrets.buddy = Some(HmacKey::new(secrets::BUDDY.as_bytes()));
+    secrets.github = Some(HmacKey::new(secrets::GITHUB.as_bytes()));
+    secrets.gitlab = Some(hookmesh_gateway::verify::SecretToken::new(
+        secrets::GITLAB.as_bytes(),
+    ));
+    secrets.gitlab_signing = Some(StandardWebhooksKeys::parse(secrets::GITLAB_SIGNING).unwrap());
+    secrets.circleci = Some(HmacKey::new(secrets::CIRCLECI.as_bytes()));
+    secrets.jenkins = Some(hookmesh_gateway::verify::SecretToken::new(
+        secrets::JENKINS.as_bytes(),
+    ));
+    secrets.providers = Some(StandardWebhooksKeys::parse(secrets::PROVIDERS).unwrap());
+    secrets.callback = Some(HmacKey::new(secrets::CALLBACK.as_bytes()));
+    config.api_keys = hookmesh_gateway::config::parse_api_keys(&format!(
+        "acme:{},globex:{}",
+        secrets::API_KEY_ACME,
+        secrets::API_KEY_GLOBEX
+    ))
+    .unwrap();
+    config
+}
+
+impl TestGateway {
+    pub async fn start(nats_url: &str, config: GatewayConfig) -> Self {
+        let connection = hookmesh_nats::connect(nats_url, "hookmesh-test-gateway")
+            .await
+            .expect("the test broker accepts the gateway");
+        let mut registry = Registry::default();
+        let metrics = GatewayMetrics::register(&mut registry);
+        let (keeper, keeper_stop) = watch::channel(false);
+        let gateway = Gateway::start(config, connection, metrics, Arc::new(registry), keeper_stop)
+            .await
+            .expect("the gateway starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(hookmesh_gateway::serve(
+            listener,
+            gateway.router(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            base_url,
+            gateway,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            _keeper: keeper,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// A JSON POST to `path` with `body` as the exact bytes sent.
+    pub fn post(&self, path: &str, body: &[u8]) -> reqwest::RequestBuilder {
+        self.http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// `builder` with header `name` set to `value`, replacing any earlier value
+/// (`RequestBuilder::header` appends).
+pub fn replace_header(
+    builder: reqwest::RequestBuilder,
+    name: &str,
+    value: &str,
+) -> reqwest::RequestBuilder {
+    let (client, request) = builder.build_split();
+    let mut request = request.expect("a valid request");
+    request.headers_mut().insert(
+        reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+        value.parse().expect("a header value"),
+    );
+    reqwest::RequestBuilder::from_parts(client, request)
+}
+
+/// `builder` without header `name`.
+pub fn remove_header(builder: reqwest::RequestBuilder, name: &str) -> reqwest::RequestBuilder {
+    let (client, request) = builder.build_split();
+    let mut request = request.expect("a valid request");
+    request.headers_mut().remove(name);
+    reqwest::RequestBuilder::from_parts(client, request)
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// How each source signs a body, as its producers do.
+pub mod sign {
+    use super::*;
+
+    /// `sha256=<hex HMAC>` (seed 002's and GitHub's scheme).
+    pub fn sha256_header(secret: &str, body: &[u8]) -> String {
+        format!("sha256={}", HmacKey::new(secret.as_bytes()).sign_hex(body))
+    }
+
+    /// `v1=<hex HMAC>` (CircleCI).
+    pub fn circleci(secret: &str, body: &[u8]) -> String {
+        format!("v1={}", HmacKey::new(secret.as_bytes()).sign_hex(body))
+    }
+
+    /// `Basic base64(user:password)` (Jenkins' Notification plugin).
+    pub fn basic(user: &str, password: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    }
+
+    /// `webhook-signature` (Standard Webhooks).
+    pub fn standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+        StandardWebhooksKeys::parse(secret)
+            .unwrap()
+            .sign(id, timestamp, body)
+    }
+}
+
+/// Polls `check` until it yields `Some`, failing the test with `what` after
+/// `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A message as a stream stores it.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub subject: String,
+    pub headers: async_nats::HeaderMap,
+    pub envelope: serde_json::Value,
+}
+
+impl StoredMessage {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|value| value.as_str())
+    }
+}
+
+/// Every message of `stream`, in order.
+pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> Vec<StoredMessage> {
+    let mut handle = js.get_stream(stream).await.expect("the stream exists");
+    let state = handle.info().await.expect("stream info").state.clone();
+    let mut messages = Vec::new();
+    if state.messages == 0 {
+        return messages;
+    }
+    for sequence in state.first_sequence..=state.last_sequence {
+        if let Ok(message) = handle.get_raw_message(sequence).await {
+            messages.push(StoredMessage {
+                subject: message.subject.to_string(),
+                headers: message.headers,
+                envelope: serde_json::from_slice(&message.payload).expect("envelopes are JSON"),
+            });
+        }
+    }
+    messages
+}
+
+/// Messages stored across every stream of the mesh.
+pub async fn total_messages(js: &jetstream::Context) -> u64 {
+    let mut total = 0;
+    for definition in hookmesh_nats::STREAMS {
+        if let Ok(mut stream) = js.get_stream(definition.name()).await {
+            total += stream.info().await.map_or(0, |info| info.state.messages);
+        }
+    }
+    total
+}
