@@ -17,8 +17,6 @@ use bytes::Bytes;
 use hookmesh_gateway::verify::{StandardWebhooksKeys, random_bytes};
 use hookmesh_nats::server::{self, EmbeddedNats, EmbeddedOptions};
 use hookmesh_nats::{STREAMS, ensure_streams};
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -149,58 +147,64 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// Runs `worker` on `concurrency` tasks for warm-up plus measurement;
-/// each call returns whether it succeeded. Latencies count only after warm-up.
-async fn drive<F, Fut>(
+/// Shared by the workers of a phase: whether to record, whether to stop.
+#[derive(Debug, Default)]
+struct Control {
+    measuring: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// What one worker saw: latencies of successful calls while measuring, and
+/// failures.
+#[derive(Debug, Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    errors: u64,
+}
+
+impl Tally {
+    fn record(&mut self, control: &Control, started: Instant, ok: bool) {
+        if !control.measuring.load(Ordering::Relaxed) || control.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if ok {
+            let micros = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+            self.latencies_us.push(micros);
+        } else {
+            self.errors += 1;
+        }
+    }
+}
+
+/// Runs `worker` on `concurrency` tasks through warm-up and measurement.
+async fn drive<W, Fut>(
     name: &'static str,
     concurrency: usize,
     warmup: Duration,
     duration: Duration,
-    make_worker: F,
+    worker: W,
 ) -> Phase
 where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<
-            Output = Box<dyn FnMut(u64) -> futures_util::future::BoxFuture<'static, bool> + Send>,
-        >,
+    W: Fn(usize, Arc<Control>) -> Fut,
+    Fut: std::future::Future<Output = Tally> + Send + 'static,
 {
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::with_capacity(concurrency);
-    for index in 0..concurrency {
-        let mut call = make_worker(index).await;
-        let (measuring, stop, errors) = (measuring.clone(), stop.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(1 << 16);
-            let mut sequence = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let ok = call(sequence).await;
-                sequence += 1;
-                if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
-                    if ok {
-                        latencies
-                            .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-                    } else {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            latencies
-        }));
-    }
+    let control = Arc::new(Control::default());
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|index| tokio::spawn(worker(index, control.clone())))
+        .collect();
     tokio::time::sleep(warmup).await;
-    measuring.store(true, Ordering::Relaxed);
+    control.measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(duration).await;
-    stop.store(true, Ordering::Relaxed);
+    control.stop.store(true, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
-    let mut latencies = Vec::new();
+    let (mut latencies, mut errors) = (Vec::new(), 0);
     for task in tasks {
-        latencies.extend(task.await.unwrap_or_default());
+        let tally = task.await.unwrap_or_default();
+        latencies.extend(tally.latencies_us);
+        errors += tally.errors;
     }
-    Phase::new(name, latencies, errors.load(Ordering::Relaxed), seconds)
+    Phase::new(name, latencies, errors, seconds)
 }
 
 async fn raw_phase(
@@ -215,35 +219,97 @@ async fn raw_phase(
         args.concurrency,
         Duration::from_secs(args.warmup_secs),
         Duration::from_secs(args.duration_secs),
-        |index| {
+        |index, control| {
             let (js, body, run) = (js.clone(), body.clone(), run.clone());
             async move {
-                Box::new(move |sequence: u64| {
-                    let (js, body) = (js.clone(), body.clone());
+                let mut tally = Tally::default();
+                let mut sequence = 0u64;
+                while !control.stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
                     let id = format!("raw-{run}-{index}-{sequence}");
-                    Box::pin(async move {
-                        let message = PublishMessage::build().payload(body).message_id(id);
-                        match js.send_publish("providers.bench.delivered", message).await {
-                            Ok(ack) => ack.await.is_ok(),
-                            Err(_) => false,
-                        }
-                    }) as futures_util::future::BoxFuture<'static, bool>
-                })
-                    as Box<dyn FnMut(u64) -> futures_util::future::BoxFuture<'static, bool> + Send>
+                    sequence += 1;
+                    let message = PublishMessage::build().payload(body.clone()).message_id(id);
+                    let ok = match js.send_publish("providers.bench.delivered", message).await {
+                        Ok(ack) => ack.await.is_ok(),
+                        Err(_) => false,
+                    };
+                    tally.record(&control, started, ok);
+                }
+                tally
             }
         },
     )
     .await
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+/// One keep-alive HTTP/1.1 connection, spoken by hand: the load generator
+/// shares the machine with what it measures, so it does no more than write a
+/// request and read the status line and body of the answer.
+struct HttpConnection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
 
-async fn http_connection(address: &str) -> Result<Sender, AnyError> {
-    let stream = TcpStream::connect(address).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    Ok(sender)
+impl HttpConnection {
+    async fn open(address: &str) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            buffer: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Sends `request` (complete, with body) and returns the status code.
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<u16> {
+        use tokio::io::AsyncWriteExt as _;
+        self.stream.write_all(request).await?;
+        self.buffer.clear();
+        loop {
+            if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
+                let head = &self.buffer[..end];
+                let status = std::str::from_utf8(head.get(9..12).unwrap_or_default())
+                    .ok()
+                    .and_then(|code| code.parse().ok())
+                    .unwrap_or(0);
+                let length = content_length(head).unwrap_or(0);
+                while self.buffer.len() < end + 4 + length {
+                    if self.read_more().await? == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                return Ok(status);
+            }
+            if self.read_more().await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    async fn read_more(&mut self) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt as _;
+        let filled = self.buffer.len();
+        self.buffer.resize(filled + 4096, 0);
+        let read = self.stream.read(&mut self.buffer[filled..]).await?;
+        self.buffer.truncate(filled + read);
+        Ok(read)
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+fn content_length(head: &[u8]) -> Option<usize> {
+    let head = std::str::from_utf8(head).ok()?;
+    head.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
 }
 
 async fn http_phase(address: &str, body: &Bytes, args: &GatewayBenchArgs) -> Phase {
@@ -254,49 +320,55 @@ async fn http_phase(address: &str, body: &Bytes, args: &GatewayBenchArgs) -> Pha
         args.concurrency,
         Duration::from_secs(args.warmup_secs),
         Duration::from_secs(args.duration_secs),
-        |index| {
+        |index, control| {
             let (keys, body, run, address) =
                 (keys.clone(), body.clone(), run.clone(), address.to_owned());
+            let pace = args.rate.map(|rate| {
+                Duration::from_secs_f64(args.concurrency as f64 / f64::from(rate.max(1)))
+            });
             async move {
-                let sender = Arc::new(tokio::sync::Mutex::new(
-                    http_connection(&address).await.ok(),
-                ));
-                Box::new(move |sequence: u64| {
-                    let (keys, body, sender, address) =
-                        (keys.clone(), body.clone(), sender.clone(), address.clone());
+                use std::io::Write as _;
+                let mut tally = Tally::default();
+                let mut ticks = pace.map(|period| {
+                    let mut ticks = tokio::time::interval(period);
+                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    ticks
+                });
+                let mut connection = None;
+                let mut request = Vec::with_capacity(body.len() + 512);
+                let mut sequence = 0u64;
+                while !control.stop.load(Ordering::Relaxed) {
+                    if let Some(ticks) = ticks.as_mut() {
+                        ticks.tick().await;
+                    }
+                    let started = Instant::now();
                     let id = format!("msg_{run}_{index}_{sequence}");
-                    Box::pin(async move {
-                        let mut sender = sender.lock().await;
-                        if sender.is_none() {
-                            *sender = http_connection(&address).await.ok();
-                        }
-                        let Some(connection) = sender.as_mut() else {
-                            return false;
-                        };
-                        let timestamp = unix_now();
-                        let request =
-                            hyper::Request::post(format!("/webhooks/providers/{PROVIDER}"))
-                                .header("host", address.as_str())
-                                .header("content-type", "application/json")
-                                .header("webhook-id", id.as_str())
-                                .header("webhook-timestamp", timestamp.to_string())
-                                .header("webhook-signature", keys.sign(&id, timestamp, &body))
-                                .body(Full::new(body))
-                                .expect("a valid request");
-                        let ok = match connection.send_request(request).await {
-                            Ok(response) => {
-                                let accepted = response.status() == hyper::StatusCode::ACCEPTED;
-                                accepted && response.into_body().collect().await.is_ok()
-                            }
-                            Err(_) => false,
-                        };
-                        if !ok {
-                            *sender = None;
-                        }
-                        ok
-                    }) as futures_util::future::BoxFuture<'static, bool>
-                })
-                    as Box<dyn FnMut(u64) -> futures_util::future::BoxFuture<'static, bool> + Send>
+                    sequence += 1;
+                    let timestamp = unix_now();
+                    request.clear();
+                    let _ = write!(
+                        request,
+                        "POST /webhooks/providers/{PROVIDER} HTTP/1.1\r\nhost: {address}\r\n\
+                         content-type: application/json\r\ncontent-length: {}\r\n\
+                         webhook-id: {id}\r\nwebhook-timestamp: {timestamp}\r\n\
+                         webhook-signature: {}\r\n\r\n",
+                        body.len(),
+                        keys.sign(&id, timestamp, &body)
+                    );
+                    request.extend_from_slice(&body);
+                    if connection.is_none() {
+                        connection = HttpConnection::open(&address).await.ok();
+                    }
+                    let ok = match connection.as_mut() {
+                        Some(open) => matches!(open.exchange(&request).await, Ok(202)),
+                        None => false,
+                    };
+                    if !ok {
+                        connection = None;
+                    }
+                    tally.record(&control, started, ok);
+                }
+                tally
             }
         },
     )
@@ -330,19 +402,15 @@ async fn spawn_gateway(nats_url: &str, address: &str) -> Result<Child, AnyError>
 
 async fn wait_ready(address: &str, child: &mut Child) -> Result<(), AnyError> {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let request = format!("GET /readyz HTTP/1.1\r\nhost: {address}\r\n\r\n");
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
             return Err(format!("the gateway exited during start-up ({status})").into());
         }
-        if let Ok(mut sender) = http_connection(address).await {
-            let request = hyper::Request::get("/readyz")
-                .header("host", address)
-                .body(Full::new(Bytes::new()))?;
-            if let Ok(response) = sender.send_request(request).await
-                && response.status() == hyper::StatusCode::OK
-            {
-                return Ok(());
-            }
+        if let Ok(mut connection) = HttpConnection::open(address).await
+            && let Ok(200) = connection.exchange(request.as_bytes()).await
+        {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

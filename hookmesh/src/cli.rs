@@ -129,6 +129,11 @@ pub struct GatewayBenchArgs {
     #[arg(long, default_value_t = 600)]
     pub payload_bytes: usize,
 
+    /// Offer this many webhooks per second in total instead of as many as the gateway
+    /// answers; compares CPU per request of builds or settings at equal load.
+    #[arg(long)]
+    pub rate: Option<u32>,
+
     /// Also print the results as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -40,6 +40,15 @@ use ratelimit::RateLimiter;
 /// 503 and becoming ready when the broker arrives).
 const STARTUP_BROKER_WAIT: Duration = Duration::from_secs(5);
 
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot subscribe to JetStream acknowledgements: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+    #[error(transparent)]
+    Streams(#[from] EnsureError),
+}
+
 /// The gateway's shared state; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Gateway(Arc<Inner>);
@@ -73,8 +82,8 @@ impl Gateway {
         metrics: GatewayMetrics,
         registry: Arc<Registry>,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<Self, EnsureError> {
-        let publisher = Publisher::new(connection.client, config.publish_timeout);
+    ) -> Result<Self, StartError> {
+        let publisher = Publisher::new(connection.client, config.publish_timeout).await?;
         publisher
             .ensure_streams_now(config.stream_replicas, STARTUP_BROKER_WAIT)
             .await?;

@@ -6,9 +6,28 @@
 //! trace id. Both travel in every published message's headers and the
 //! correlation id comes back in the response.
 
+use std::cell::Cell;
+
 use axum::http::HeaderMap;
 
 use crate::verify::{hex_encode, random_bytes};
+
+thread_local! {
+    static RNG_STATE: Cell<u64> = Cell::new(u64::from_le_bytes(random_bytes::<8>()));
+}
+
+/// A fast per-thread pseudo-random number (wyrand), seeded from the
+/// operating system once per thread. Trace and span ids need to be unique,
+/// not unpredictable; a system call per request for them costs more than
+/// the rest of the id handling.
+fn next_random() -> u64 {
+    RNG_STATE.with(|state| {
+        let x = state.get().wrapping_add(0xa076_1d64_78bd_642f);
+        state.set(x);
+        let t = u128::from(x) * u128::from(x ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) as u64) ^ (t as u64)
+    })
+}
 
 pub const TRACEPARENT: &str = "traceparent";
 pub const CORRELATION_ID: &str = "X-Correlation-Id";
@@ -23,7 +42,10 @@ pub struct TraceContext {
 
 impl TraceContext {
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let random = random_bytes::<24>();
+        let mut random = [0u8; 24];
+        for chunk in random.chunks_mut(8) {
+            chunk.copy_from_slice(&next_random().to_le_bytes());
+        }
         let incoming = headers
             .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
