@@ -618,6 +618,19 @@ mod tests {
     }
 
     #[test]
+    fn the_native_publish_recipe_in_the_nats_readme_is_a_valid_event() {
+        let readme = include_str!("../../nats/README.md");
+        let line = readme
+            .lines()
+            .find(|line| line.trim_start().starts_with("'{\"specversion\""))
+            .expect("the recipe's envelope line");
+        let json = line.trim().trim_matches('\'');
+        let envelope = Envelope::parse(json.as_bytes()).unwrap();
+        let data = BuddyEventData::from_envelope(&envelope).unwrap();
+        assert_eq!(data.event_type(), BuddyEventType::MatchCreated);
+    }
+
+    #[test]
     fn every_type_has_a_valid_example() {
         let examples = [
             json!({"tenant_id": "acme", "program_id": "p", "participant_id": "a", "role": "buddy"}),

@@ -88,3 +88,31 @@ async fn a_change_nats_cannot_apply_names_the_fields_and_the_way_out() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_consumer_files_are_valid_consumers_of_their_streams() {
+    use async_nats::jetstream::consumer::pull;
+
+    let nats = TestNats::start().await;
+    let js = nats.jetstream().await;
+    ensure_streams(&js, STREAMS, 1).await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats/replay");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let config: pull::Config = serde_json::from_slice(&std::fs::read(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let filter = config.filter_subject.clone();
+        let stream = STREAMS
+            .iter()
+            .map(|d| d.config(1).unwrap())
+            .find(|c| c.subjects.iter().any(|s| hookmesh_nats::subject_matches(s, &filter)))
+            .unwrap_or_else(|| panic!("{}: no stream holds {filter}", path.display()))
+            .name;
+        js.create_consumer_on_stream(config, stream.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        checked += 1;
+    }
+    assert!(checked >= 2);
+}
