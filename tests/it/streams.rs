@@ -106,7 +106,11 @@ async fn the_replay_consumer_files_are_valid_consumers_of_their_streams() {
         let stream = STREAMS
             .iter()
             .map(|d| d.config(1).unwrap())
-            .find(|c| c.subjects.iter().any(|s| hookmesh_nats::subject_matches(s, &filter)))
+            .find(|c| {
+                c.subjects
+                    .iter()
+                    .any(|s| hookmesh_nats::subject_matches(s, &filter))
+            })
             .unwrap_or_else(|| panic!("{}: no stream holds {filter}", path.display()))
             .name;
         js.create_consumer_on_stream(config, stream.as_str())
