@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use hookmesh_gateway::GatewayArgs;
 
 #[derive(Debug, Parser)]
@@ -24,6 +24,66 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the command line; the top-level help also lists every
+    /// environment variable of every command.
+    pub fn parse_with_environment_help() -> Self {
+        let command = Self::command();
+        let variables = environment_variables(&command);
+        let command = command.after_long_help(variables);
+        let matches = command.get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+    }
+}
+
+/// "Environment variables:" and one line per variable any command reads,
+/// with the first sentence of its help.
+fn environment_variables(command: &clap::Command) -> String {
+    let mut seen = std::collections::BTreeMap::new();
+    let mut collect = |command: &clap::Command| {
+        for argument in command.get_arguments() {
+            if let Some(variable) = argument.get_env() {
+                let help = argument
+                    .get_help()
+                    .map(|help| help.to_string())
+                    .unwrap_or_default();
+                seen.entry(variable.to_string_lossy().into_owned())
+                    .or_insert_with(|| first_sentence(&help).to_owned());
+            }
+        }
+    };
+    collect(command);
+    for sub in command.get_subcommands() {
+        collect(sub);
+    }
+    seen.insert(
+        hookmesh_nats::server::BINARY_VARIABLE.to_owned(),
+        "A specific nats-server binary for `up` and `bench` (else the first of 2.10 or newer on \
+         PATH)"
+            .to_owned(),
+    );
+    let mut text = String::from(
+        "Environment variables (each mirrors a flag; see `hookmesh <command> --help`):\n",
+    );
+    for (variable, help) in seen {
+        text.push_str(&format!("  {variable}\n          {help}\n"));
+    }
+    text
+}
+
+/// Up to the first full stop that ends a sentence (not the one in "e.g.").
+fn first_sentence(help: &str) -> &str {
+    let bytes = help.as_bytes();
+    let end = (0..bytes.len())
+        .find(|&i| {
+            bytes[i] == b'.'
+                && bytes.get(i + 1) == Some(&b' ')
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_uppercase)
+        })
+        .unwrap_or(help.len());
+    help[..end].trim_end_matches('.')
 }
 
 /// Settings every service shares.

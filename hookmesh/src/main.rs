@@ -12,13 +12,11 @@ mod shutdown;
 mod telemetry;
 mod up;
 
-use clap::Parser as _;
-
 /// Errors at the edge of the program: shown to the user, exit status 1.
 pub type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_with_environment_help();
     if let Err(error) = telemetry::init(&cli.common.log, cli.common.log_format) {
         eprintln!("hookmesh: error: HOOKMESH_LOG: {error}");
         return std::process::ExitCode::FAILURE;

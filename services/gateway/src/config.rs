@@ -30,8 +30,9 @@ pub const DEFAULT_RATE_LIMITS: &[(&str, u32)] = &[
     ("providers", 100_000),
 ];
 
-/// The gateway's flags; each mirrors an environment variable.
-#[derive(Debug, Clone, clap::Args)]
+/// The gateway's flags; each mirrors an environment variable. `Debug`
+/// shows whether each secret is set, never its value.
+#[derive(Clone, clap::Args)]
 #[command(next_help_heading = "Gateway")]
 pub struct GatewayArgs {
     /// Address the HTTP gateway listens on.
@@ -103,6 +104,38 @@ pub struct GatewayArgs {
     /// How long to wait for JetStream to confirm a publish before answering 503, in milliseconds.
     #[arg(long, env = "HOOKMESH_PUBLISH_TIMEOUT_MS", default_value_t = 5000)]
     pub publish_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for GatewayArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |value: &Option<String>| {
+            if set(value).is_some() {
+                "[set]"
+            } else {
+                "[unset]"
+            }
+        };
+        f.debug_struct("GatewayArgs")
+            .field("http_addr", &self.http_addr)
+            .field("api_keys", &secret(&self.api_keys))
+            .field("secret_buddy", &secret(&self.secret_buddy))
+            .field("secret_github", &secret(&self.secret_github))
+            .field("secret_gitlab", &secret(&self.secret_gitlab))
+            .field(
+                "secret_gitlab_signing",
+                &secret(&self.secret_gitlab_signing),
+            )
+            .field("secret_circleci", &secret(&self.secret_circleci))
+            .field("secret_jenkins", &secret(&self.secret_jenkins))
+            .field("secret_providers", &secret(&self.secret_providers))
+            .field("callback_secret", &secret(&self.callback_secret))
+            .field("providers", &self.providers)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("timestamp_tolerance_secs", &self.timestamp_tolerance_secs)
+            .field("rate_limits", &self.rate_limits)
+            .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .finish()
+    }
 }
 
 /// A configuration value that cannot be used, named by its variable.
@@ -331,6 +364,27 @@ mod tests {
                 .contains("unknown source")
         );
         assert!(parse_rate_limits("buddy=fast").is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: GatewayArgs,
+        }
+        let wrapper = Wrapper::try_parse_from([
+            "test",
+            "--secret-buddy",
+            "very-secret-value",
+            "--api-keys",
+            "acme:another-secret-value",
+        ])
+        .unwrap();
+        let shown = format!("{:?}", wrapper.args);
+        assert!(!shown.contains("very-secret-value") && !shown.contains("another-secret-value"));
+        assert!(shown.contains("secret_buddy: \"[set]\""), "{shown}");
     }
 
     #[test]
