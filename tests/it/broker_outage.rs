@@ -38,13 +38,9 @@ async fn the_gateway_answers_503_while_the_broker_is_down_and_recovers_by_itself
     assert!(refused.headers().contains_key("retry-after"));
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "broker_unavailable");
-    let ready = gateway
-        .http
-        .get(gateway.url("/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (status, ready) = gateway.get_json("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready["reason"], "the message broker is not connected");
 
     nats.restart().await;
     eventually(

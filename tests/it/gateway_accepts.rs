@@ -383,48 +383,21 @@ async fn provider_events_are_published_one_envelope_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_answer() {
     let (_nats, gateway) = mesh().await;
-    let health: Value = gateway
-        .http
-        .get(gateway.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, health) = gateway.get_json("/health").await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(health["status"], "healthy");
     assert!(health["version"].is_string() && health["timestamp"].is_string());
 
-    let ready = gateway
-        .http
-        .get(gateway.url("/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
-    let webhook: Value = gateway
-        .http
-        .get(gateway.url("/health/webhook"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, _) = gateway.get_json("/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, webhook) = gateway.get_json("/health/webhook").await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(webhook["broker"], "connected");
     assert_eq!(webhook["sources"]["buddy"], "accepting");
 
     let body = serde_json::to_vec(&buddy_body("e-metrics")).unwrap();
     accept(deliveries::buddy(&gateway, "wh-m", &body), "corr-m").await;
-    let metrics = gateway
-        .http
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.get_text("/metrics").await;
     assert!(
         metrics.contains(
             r#"hookmesh_gateway_requests_total{route="/webhooks/buddy-events",status="202"} 1"#

@@ -224,15 +224,7 @@ async fn missing_wrong_and_stale_credentials_are_refused_with_401() {
     }
     assert_eq!(total_messages(&nats.jetstream().await).await, 0);
 
-    let metrics = g
-        .http
-        .get(g.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.get_text("/metrics").await;
     let failures: u64 = metrics
         .lines()
         .filter(|line| line.starts_with("webhook_signature_failures_total"))

@@ -201,6 +201,30 @@ impl TestGateway {
         format!("{}{path}", self.base_url)
     }
 
+    /// `GET path` and its body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("the gateway answers")
+            .text()
+            .await
+            .expect("a text body")
+    }
+
+    /// `GET path`: its status and JSON body.
+    pub async fn get_json(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("the gateway answers");
+        let status = response.status();
+        (status, response.json().await.expect("a JSON body"))
+    }
+
     /// A JSON POST to `path` with `body` as the exact bytes sent.
     pub fn post(&self, path: &str, body: &[u8]) -> reqwest::RequestBuilder {
         self.http

@@ -193,7 +193,7 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
-    use crate::normalize::fixtures::load;
+    use crate::normalize::fixtures::{expect_event as event, load};
 
     fn deliver(event: &str, fixture: &str) -> Result<Normalized, ValidationErrors> {
         let mut headers = HeaderMap::new();
@@ -203,13 +203,6 @@ mod tests {
             HeaderValue::from_static("72d3162e-cc78-11e3-81ab-4c9367dc0958"),
         );
         normalize(&headers, &load("github", fixture))
-    }
-
-    fn event(normalized: Normalized) -> CiPipelineEvent {
-        match normalized {
-            Normalized::Event(event) => *event,
-            Normalized::Ignored(reason) => panic!("ignored: {reason}"),
-        }
     }
 
     #[test]

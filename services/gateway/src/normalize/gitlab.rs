@@ -205,7 +205,7 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
-    use crate::normalize::fixtures::load;
+    use crate::normalize::fixtures::{expect_event as event, load};
 
     fn deliver(kind: &'static str, fixture: &str) -> Result<Normalized, ValidationErrors> {
         let mut headers = HeaderMap::new();
@@ -215,13 +215,6 @@ mod tests {
             HeaderValue::from_static("0193f3f2-5a61-7cc3-a1f4-3b8d2a9e6c01"),
         );
         normalize(&headers, &load("gitlab", fixture))
-    }
-
-    fn event(normalized: Normalized) -> CiPipelineEvent {
-        match normalized {
-            Normalized::Event(event) => *event,
-            Normalized::Ignored(reason) => panic!("ignored: {reason}"),
-        }
     }
 
     #[test]

@@ -113,14 +113,7 @@ pub fn normalize(body: &Value) -> Result<Normalized, ValidationErrors> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::normalize::fixtures::load;
-
-    fn event(normalized: Normalized) -> CiPipelineEvent {
-        match normalized {
-            Normalized::Event(event) => *event,
-            Normalized::Ignored(reason) => panic!("ignored: {reason}"),
-        }
-    }
+    use crate::normalize::fixtures::{expect_event as event, load};
 
     #[test]
     fn a_failed_build_keeps_its_log_tail_and_failed_tests() {

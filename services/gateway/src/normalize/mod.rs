@@ -190,7 +190,18 @@ pub(crate) fn repository_from_url(url: &str) -> Option<String> {
 
 #[cfg(test)]
 pub(crate) mod fixtures {
+    use hookmesh_contracts::ci::CiPipelineEvent;
     use serde_json::Value;
+
+    use super::Normalized;
+
+    /// The event of a normalised delivery; fails the test if it was ignored.
+    pub fn expect_event(normalized: Normalized) -> CiPipelineEvent {
+        match normalized {
+            Normalized::Event(event) => *event,
+            Normalized::Ignored(reason) => panic!("ignored: {reason}"),
+        }
+    }
 
     /// A fixture from `tests/fixtures/ci/<platform>/<name>.json`.
     pub fn load(platform: &str, name: &str) -> Value {
