@@ -11,10 +11,12 @@
 //! Layout: [`validation`] holds the field-by-field parsing toolkit,
 //! [`envelope`] the CloudEvents 1.0 envelope, [`subjects`] every NATS subject
 //! name, and one module per seed family: [`sweep`] (003/000), [`buddy`] (002),
-//! [`ci`] (001) and [`delivery`] (004). [`schemas`] lists what is generated.
+//! [`ci`] (001) and [`delivery`] (004), with [`csr`] for what the CSR platform
+//! derives from buddy events. [`schemas`] lists what is generated.
 
 pub mod buddy;
 pub mod ci;
+pub mod csr;
 pub mod delivery;
 pub mod envelope;
 pub mod schemas;

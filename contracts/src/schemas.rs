@@ -11,6 +11,7 @@ use crate::buddy::{
     MatchEnded, MilestoneReached, ParticipantEnrolled,
 };
 use crate::ci::CiPipelineEvent;
+use crate::csr::{JourneyQuery, JourneyReport, JourneyTransition, MetricsQuery, MetricsReport};
 use crate::delivery::{DeliveryEvent, DeliveryWebhookBody};
 use crate::envelope::{Envelope, EventData, SchemaId};
 use crate::sweep::{BestResults, SweepCallback, SweepTrigger};
@@ -50,6 +51,11 @@ pub fn all() -> Vec<(String, Value)> {
         payload::<FeedbackSubmitted>(),
         payload::<MilestoneReached>(),
         payload::<CiPipelineEvent>(),
+        payload::<JourneyTransition>(),
+        generate::<MetricsQuery>(SchemaId::new("csr.metrics-query", 1)),
+        generate::<MetricsReport>(SchemaId::new("csr.metrics-report", 1)),
+        generate::<JourneyQuery>(SchemaId::new("csr.journey-query", 1)),
+        generate::<JourneyReport>(SchemaId::new("csr.journey-report", 1)),
         generate::<DeliveryWebhookBody>(DeliveryWebhookBody::SCHEMA),
         payload::<DeliveryEvent>(),
     ];

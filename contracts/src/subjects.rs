@@ -5,6 +5,7 @@
 
 use crate::buddy::BuddyEventType;
 use crate::ci::{CiPlatform, PipelineEventType};
+use crate::csr::JourneyStage;
 use crate::delivery::DeliveryStatus;
 use crate::validation::StrEnum as _;
 
@@ -30,6 +31,16 @@ pub fn provider_delivery(provider: &str, status: DeliveryStatus) -> String {
     format!("providers.{provider}.{status}")
 }
 
+/// `csr.journey.completed`: a participant reached a journey stage.
+pub fn csr_journey(stage: JourneyStage) -> String {
+    format!("csr.journey.{stage}")
+}
+
+/// The CSR read API's endpoints (NATS services API, request/reply). They
+/// live outside every stream's subjects, so requests are never stored.
+pub const CSR_METRICS_ENDPOINT: &str = "hookmesh.csr.metrics";
+pub const CSR_JOURNEY_ENDPOINT: &str = "hookmesh.csr.journey";
+
 /// `dlq.<original>`: where a message that can never be processed is kept.
 pub fn dead_letter(original: &str) -> String {
     format!("{DEAD_LETTER_PREFIX}.{original}")
@@ -53,6 +64,11 @@ pub fn examples() -> Vec<String> {
         DeliveryStatus::VARIANTS
             .iter()
             .map(|(_, s)| provider_delivery("sendgrid", *s)),
+    );
+    subjects.extend(
+        JourneyStage::VARIANTS
+            .iter()
+            .map(|(_, stage)| csr_journey(*stage)),
     );
     subjects.push(dead_letter(SWEEP_TRIGGER));
     subjects

@@ -1,6 +1,7 @@
 //! The command line. Every flag mirrors an environment variable, and
 //! `hookmesh --help` (or `hookmesh <command> --help`) lists them all.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
@@ -133,6 +134,8 @@ pub enum Command {
     Up(UpArgs),
     /// Run the HTTP gateway alone (one Kubernetes Deployment).
     Gateway(GatewayCommand),
+    /// Run the csr-consumer alone: buddy events into CSR metrics and journeys (seed 002).
+    CsrConsumer(ServiceCommand),
     /// Measure performance. Figures are reported as ratios against a baseline measured in the
     /// same run on the same machine.
     Bench(BenchArgs),
@@ -149,7 +152,44 @@ pub struct UpArgs {
     pub no_install: bool,
 
     #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
     pub gateway: GatewayArgs,
+}
+
+/// The database of the consumer services.
+#[derive(Clone, Args)]
+pub struct DatabaseArgs {
+    /// Database of the consumer services: sqlite://<path> or postgres://user:password@host/db.
+    /// `up` defaults to sqlite://<data dir>/hookmesh.db, a single service to sqlite://hookmesh.db.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseArgs")
+            .field(
+                "database_url",
+                &self
+                    .database_url
+                    .as_deref()
+                    .map(hookmesh_runtime::db::redacted),
+            )
+            .finish()
+    }
+}
+
+/// A consumer service run on its own.
+#[derive(Debug, Args)]
+pub struct ServiceCommand {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Address of the service's /health, /readyz and /metrics.
+    #[arg(long, env = "HOOKMESH_OPS_ADDR", default_value = "127.0.0.1:9090")]
+    pub ops_addr: SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +209,32 @@ pub enum BenchTarget {
     /// Signed provider webhooks through the gateway (a child `hookmesh gateway` process), against
     /// raw JetStream publish-and-ack of the same payload on the same broker, in one run.
     Gateway(GatewayBenchArgs),
+    /// Buddy events published natively to the csr-consumer: processing lag (event time to
+    /// applied) at a sustained rate, then the rate at which it drains a backlog.
+    Csr(CsrBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CsrBenchArgs {
+    /// Events per second offered in the sustained phase.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+
+    /// Seconds of the sustained phase.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+
+    /// Events in the backlog phase.
+    #[arg(long, default_value_t = 5000)]
+    pub backlog: usize,
+
+    /// The database to measure (default: a scratch SQLite file).
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Also print the results as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

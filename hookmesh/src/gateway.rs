@@ -30,22 +30,23 @@ pub struct RunningGateway {
     connection: Connection,
 }
 
-/// Connects to `nats_url`, ensures the streams and starts serving.
+/// Connects to `nats_url`, ensures the streams and starts serving; its
+/// `/metrics` shows all of `registry`.
 pub async fn start(
     args: &GatewayArgs,
     common: &CommonArgs,
     nats_url: &str,
+    metrics: GatewayMetrics,
+    registry: Arc<Registry>,
 ) -> Result<RunningGateway, AnyError> {
     let config = GatewayConfig::from_args(args, common.stream_replicas)?;
     let connection = hookmesh_nats::connect(nats_url, "hookmesh-gateway").await?;
-    let mut registry = Registry::default();
-    let metrics = GatewayMetrics::register(&mut registry);
     let (stop_keeper, keeper_stopped) = watch::channel(false);
     let gateway = Gateway::start(
         config,
         connection.clone(),
         metrics,
-        Arc::new(registry),
+        registry,
         keeper_stopped,
     )
     .await?;
@@ -98,7 +99,16 @@ pub async fn run(args: GatewayCommand, common: CommonArgs) -> Result<(), AnyErro
         .nats_url
         .clone()
         .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
-    let gateway = start(&args.gateway, &common, &nats_url).await?;
+    let mut registry = Registry::default();
+    let metrics = GatewayMetrics::register(&mut registry);
+    let gateway = start(
+        &args.gateway,
+        &common,
+        &nats_url,
+        metrics,
+        Arc::new(registry),
+    )
+    .await?;
     tracing::info!(url = %gateway.url, nats = %nats_url, "Gateway listening.");
     let signal = shutdown::signalled().await;
     tracing::info!(signal, "Stopping: finishing the requests in flight.");

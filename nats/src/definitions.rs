@@ -1,11 +1,16 @@
-//! The streams of `nats/streams/`, compiled into the binary.
+//! The streams of `nats/streams/`, the durable consumers of
+//! `nats/consumers/` and the KV buckets of `nats/kv/`, compiled into the
+//! binary.
 //!
-//! The files are the JetStream API's stream configuration JSON, so
-//! `nats stream add --config nats/streams/CI.json` creates exactly what the
-//! services create. Only `num_replicas` is overridden at run time
-//! (`HOOKMESH_STREAM_REPLICAS`: 1 locally, 3 in a cluster).
+//! The files are the JetStream API's own configuration JSON, so
+//! `nats stream add --config nats/streams/CI.json` and
+//! `nats consumer add BUDDY csr-consumer --config nats/consumers/BUDDY.csr-consumer.json`
+//! create exactly what the services create. A KV bucket is a stream named
+//! `KV_<bucket>`, so its file is a stream configuration too. Only
+//! `num_replicas` is overridden at run time (`HOOKMESH_STREAM_REPLICAS`: 1
+//! locally, 3 in a cluster).
 
-use async_nats::jetstream::stream;
+use async_nats::jetstream::{consumer, stream};
 use serde_json::{Map, Value};
 
 /// One stream definition file.
@@ -32,6 +37,7 @@ pub const STREAMS: &[StreamDefinition] = &[
     stream_file!("BUDDY.json"),
     stream_file!("CI.json"),
     stream_file!("PROVIDERS.json"),
+    stream_file!("CSR.json"),
     stream_file!("DEAD_LETTERS.json"),
 ];
 
@@ -56,6 +62,81 @@ impl StreamDefinition {
             .unwrap_or_else(|| self.file.to_owned())
     }
 }
+
+/// One durable consumer definition: `nats/consumers/<STREAM>.<durable>.json`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerDefinition {
+    /// The stream it reads.
+    pub stream: &'static str,
+    /// Path under `nats/`.
+    pub file: &'static str,
+    /// The file's contents.
+    pub json: &'static str,
+}
+
+macro_rules! consumer_file {
+    ($stream:literal, $durable:literal) => {
+        ConsumerDefinition {
+            stream: $stream,
+            file: concat!("consumers/", $stream, ".", $durable, ".json"),
+            json: include_str!(concat!("../consumers/", $stream, ".", $durable, ".json")),
+        }
+    };
+}
+
+/// The csr-consumer's durable consumer of `BUDDY`.
+pub const CSR_CONSUMER: ConsumerDefinition = consumer_file!("BUDDY", "csr-consumer");
+
+/// Every durable consumer of the mesh.
+pub const CONSUMERS: &[ConsumerDefinition] = &[CSR_CONSUMER];
+
+impl ConsumerDefinition {
+    /// The fields the file sets, as written.
+    pub fn fields(&self) -> Result<Map<String, Value>, serde_json::Error> {
+        serde_json::from_str(self.json)
+    }
+
+    /// The configuration to apply, with `replicas` replicas.
+    pub fn config(&self, replicas: usize) -> Result<consumer::pull::Config, serde_json::Error> {
+        let mut config: consumer::pull::Config = serde_json::from_str(self.json)?;
+        config.num_replicas = replicas;
+        Ok(config)
+    }
+
+    /// The durable name, from the file.
+    pub fn durable_name(&self) -> String {
+        self.fields()
+            .ok()
+            .and_then(|fields| fields.get("durable_name")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| self.file.to_owned())
+    }
+}
+
+/// One KV bucket: `nats/kv/<bucket>.json`, the configuration of its
+/// `KV_<bucket>` stream.
+#[derive(Debug, Clone, Copy)]
+pub struct BucketDefinition {
+    pub bucket: &'static str,
+    pub stream: StreamDefinition,
+}
+
+macro_rules! bucket_file {
+    ($bucket:literal) => {
+        BucketDefinition {
+            bucket: $bucket,
+            stream: StreamDefinition {
+                file: concat!("kv/", $bucket, ".json"),
+                json: include_str!(concat!("../kv/", $bucket, ".json")),
+            },
+        }
+    };
+}
+
+/// Ids of the buddy events the csr-consumer has applied.
+pub const CSR_EVENTS_BUCKET: BucketDefinition = bucket_file!("csr_events");
+
+/// Every KV bucket of the mesh.
+pub const BUCKETS: &[BucketDefinition] = &[CSR_EVENTS_BUCKET];
 
 /// Whether `subject` matches the NATS subject `filter` (`*` one token, `>`
 /// one or more trailing tokens).
@@ -117,6 +198,50 @@ mod tests {
                 .map(|(stream, _)| stream.as_str())
                 .collect();
             assert_eq!(streams.len(), 1, "{subject} is captured by {streams:?}");
+        }
+    }
+
+    #[test]
+    fn every_consumer_reads_a_declared_stream_and_is_named_after_its_file() {
+        for definition in CONSUMERS {
+            let config = definition
+                .config(1)
+                .unwrap_or_else(|e| panic!("{}: {e}", definition.file));
+            let durable = config.durable_name.clone().expect("consumers are durable");
+            assert_eq!(
+                definition.file,
+                format!("consumers/{}.{durable}.json", definition.stream)
+            );
+            let stream = STREAMS
+                .iter()
+                .map(|s| s.config(1).unwrap())
+                .find(|s| s.name == definition.stream)
+                .unwrap_or_else(|| panic!("{}: no stream {}", definition.file, definition.stream));
+            assert!(
+                stream
+                    .subjects
+                    .iter()
+                    .any(|s| subject_matches(s, &config.filter_subject)),
+                "{}: {} reads nothing of {}",
+                definition.file,
+                config.filter_subject,
+                definition.stream
+            );
+            assert!(
+                config.max_deliver as usize > config.backoff.len(),
+                "{}: NATS requires max_deliver > the backoff list",
+                definition.file
+            );
+        }
+    }
+
+    #[test]
+    fn every_bucket_is_a_kv_stream() {
+        for definition in BUCKETS {
+            let config = definition.stream.config(1).unwrap();
+            assert_eq!(config.name, format!("KV_{}", definition.bucket));
+            assert_eq!(config.subjects, [format!("$KV.{}.>", definition.bucket)]);
+            assert!(config.allow_direct && config.allow_rollup && config.deny_delete);
         }
     }
 

@@ -9,11 +9,13 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::{Consumer, pull};
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::stream::ConsumerErrorKind;
 use serde_json::Value;
 
-use crate::definitions::StreamDefinition;
+use crate::definitions::{BucketDefinition, ConsumerDefinition, StreamDefinition};
 
 /// Why the declared streams could not be put in place.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,25 @@ pub enum EnsureError {
         file: &'static str,
         fields: String,
         reason: String,
+    },
+    #[error(
+        "consumer {consumer} of {stream}: {fields} in nats/{file} differ from the running \
+         consumer, and NATS cannot change them in place ({reason}). Either restore the previous \
+         values in nats/{file}, or remove the consumer with `nats consumer rm {stream} {consumer}` \
+         and restart the service, which creates it anew and reads {stream} from its deliver \
+         policy again (the service's idempotency keys make re-reading safe)"
+    )]
+    CannotUpdateConsumer {
+        stream: String,
+        consumer: String,
+        file: &'static str,
+        fields: String,
+        reason: String,
+    },
+    #[error("nats/{file} is not a valid consumer definition: {source}")]
+    InvalidConsumerDefinition {
+        file: &'static str,
+        source: serde_json::Error,
     },
     #[error(
         "stream {stream}: JetStream did not answer ({reason}); is the broker running with JetStream enabled (`-js`)?"
@@ -93,7 +114,11 @@ pub async fn ensure_stream(
     for attempt in 0..2 {
         match js.get_stream(&desired.name).await {
             Ok(existing) => {
-                let fields = differing_fields(&declared, &desired, &existing.cached_info().config);
+                let fields = differing_fields(
+                    &declared,
+                    &config_json(&desired),
+                    &config_json(&existing.cached_info().config),
+                );
                 if fields.is_empty() {
                     return Ok(StreamChange::Unchanged);
                 }
@@ -137,17 +162,85 @@ fn is_name_taken(error: &jetstream::context::CreateStreamError) -> bool {
         if api.error_code() == jetstream::ErrorCode::STREAM_NAME_EXIST)
 }
 
+/// Ensures a KV bucket: its `KV_<bucket>` stream, from its file.
+pub async fn ensure_bucket(
+    js: &jetstream::Context,
+    definition: &BucketDefinition,
+    replicas: usize,
+) -> Result<StreamChange, EnsureError> {
+    ensure_stream(js, &definition.stream, replicas).await
+}
+
+/// Creates or updates a durable pull consumer from its file. NATS applies
+/// what it can in place; when it refuses, the error names the fields and
+/// the way out.
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    definition: &ConsumerDefinition,
+    replicas: usize,
+) -> Result<Consumer<pull::Config>, EnsureError> {
+    let invalid = |source| EnsureError::InvalidConsumerDefinition {
+        file: definition.file,
+        source,
+    };
+    let desired = definition.config(replicas).map_err(invalid)?;
+    let declared = definition.fields().map_err(invalid)?;
+    let durable = definition.durable_name();
+    let existing = js
+        .get_consumer_from_stream::<pull::Config, _, _>(&durable, definition.stream)
+        .await;
+    let fields = match &existing {
+        Ok(existing) => differing_fields(
+            &declared,
+            &config_json(&desired),
+            &config_json(&existing.cached_info().config),
+        ),
+        Err(_) => Vec::new(),
+    };
+    let unchanged = existing.is_ok() && fields.is_empty();
+    match js
+        .create_consumer_on_stream(desired, definition.stream)
+        .await
+    {
+        Ok(consumer) => {
+            if existing.is_err() {
+                tracing::info!(stream = definition.stream, consumer = %durable, "Created consumer.");
+            } else if !unchanged {
+                tracing::info!(stream = definition.stream, consumer = %durable, fields = %fields.join(", "), "Updated consumer definition.");
+            }
+            Ok(consumer)
+        }
+        Err(error) => match error.kind() {
+            ConsumerErrorKind::JetStream(api) => Err(EnsureError::CannotUpdateConsumer {
+                stream: definition.stream.to_owned(),
+                consumer: durable,
+                file: definition.file,
+                fields: if fields.is_empty() {
+                    "fields".to_owned()
+                } else {
+                    fields.join(", ")
+                },
+                reason: api.to_string(),
+            }),
+            _ => Err(EnsureError::Unavailable {
+                stream: definition.stream.to_owned(),
+                reason: error.to_string(),
+            }),
+        },
+    }
+}
+
+fn config_json(config: &impl serde::Serialize) -> Value {
+    serde_json::to_value(config).expect("configurations serialise")
+}
+
 /// The fields the definition file sets whose value differs in the running
-/// stream. Fields the file leaves out are the server's to default.
+/// stream or consumer. Fields the file leaves out are the server's to default.
 fn differing_fields(
     declared: &serde_json::Map<String, Value>,
-    desired: &stream::Config,
-    running: &stream::Config,
+    desired: &Value,
+    running: &Value,
 ) -> Vec<String> {
-    let as_json = |config: &stream::Config| {
-        serde_json::to_value(config).expect("stream configurations serialise")
-    };
-    let (desired, running) = (as_json(desired), as_json(running));
     let mut fields: Vec<String> = declared
         .keys()
         .chain(std::iter::once(&"num_replicas".to_owned()))
@@ -161,6 +254,8 @@ fn differing_fields(
 
 #[cfg(test)]
 mod tests {
+    use async_nats::jetstream::stream;
+
     use super::*;
     use crate::definitions::STREAMS;
 
@@ -174,6 +269,7 @@ mod tests {
         running.max_message_size = 1234; // declared as -1 in the file
         running.first_sequence = Some(7); // not declared: the server's business
         running.storage = stream::StorageType::Memory;
+        let (desired, running) = (config_json(&desired), config_json(&running));
         assert_eq!(
             differing_fields(&declared, &desired, &running),
             ["max_msg_size", "storage"]
@@ -188,7 +284,7 @@ mod tests {
         let running = definition.config(1).unwrap();
         let desired = definition.config(3).unwrap();
         assert_eq!(
-            differing_fields(&declared, &desired, &running),
+            differing_fields(&declared, &config_json(&desired), &config_json(&running)),
             ["num_replicas"]
         );
     }

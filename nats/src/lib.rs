@@ -15,8 +15,11 @@ pub mod server;
 
 use std::time::Duration;
 
-pub use definitions::{STREAMS, StreamDefinition, subject_matches};
-pub use ensure::{EnsureError, ensure_streams};
+pub use definitions::{
+    BUCKETS, BucketDefinition, CONSUMERS, ConsumerDefinition, STREAMS, StreamDefinition,
+    subject_matches,
+};
+pub use ensure::{EnsureError, ensure_bucket, ensure_consumer, ensure_streams};
 
 /// A client connection and a counter of its (re)connections, which a
 /// service watches to redo what a new broker may lack (ensuring streams).

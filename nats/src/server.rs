@@ -345,6 +345,14 @@ impl EmbeddedNats {
             .map_err(io_error("killing nats-server"))
     }
 
+    /// Resolves when the broker exits on its own (or fails to be watched).
+    pub async fn exited(&mut self) -> String {
+        match self.child.wait().await {
+            Ok(status) => status.to_string(),
+            Err(error) => format!("cannot be watched: {error}"),
+        }
+    }
+
     /// Kills the broker at once, as a crash would.
     pub async fn kill(mut self) -> Result<(), ServerError> {
         self.child

@@ -2,6 +2,8 @@
 //! duplicates, every refusal, broker outages, and the stream definitions.
 
 mod broker_outage;
+mod buddy_program;
+mod csr;
 mod deliveries;
 mod gateway_accepts;
 mod gateway_refuses;

@@ -326,6 +326,8 @@ where
 pub struct StoredMessage {
     pub subject: String,
     pub headers: async_nats::HeaderMap,
+    pub payload: bytes::Bytes,
+    /// The payload as JSON; `Null` when it is not JSON.
     pub envelope: serde_json::Value,
 }
 
@@ -348,7 +350,8 @@ pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> Vec<Store
             messages.push(StoredMessage {
                 subject: message.subject.to_string(),
                 headers: message.headers,
-                envelope: serde_json::from_slice(&message.payload).expect("envelopes are JSON"),
+                envelope: serde_json::from_slice(&message.payload).unwrap_or_default(),
+                payload: message.payload,
             });
         }
     }
@@ -364,4 +367,162 @@ pub async fn total_messages(js: &jetstream::Context) -> u64 {
         }
     }
     total
+}
+
+/// A database of the test's own: a fresh SQLite file, or a fresh PostgreSQL
+/// database, dropped afterwards.
+#[derive(Debug)]
+pub struct TestDb {
+    pub url: String,
+    postgres: Option<(String, String)>,
+    _dir: Option<TestDir>,
+}
+
+/// Where PostgreSQL test databases are created.
+pub const POSTGRES_VARIABLE: &str = "HOOKMESH_TEST_POSTGRES_URL";
+/// Set to `1` (CI does) to fail, rather than skip, PostgreSQL tests when
+/// the server cannot be reached.
+pub const REQUIRE_POSTGRES_VARIABLE: &str = "HOOKMESH_TEST_REQUIRE_POSTGRES";
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = TestDir::new("db");
+        Self {
+            url: hookmesh_runtime::db::sqlite_url(&dir.path().join("hookmesh.db")),
+            postgres: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A fresh database on the PostgreSQL server, or `None` (with a note)
+    /// when none is reachable and `HOOKMESH_TEST_REQUIRE_POSTGRES` is not set.
+    pub async fn postgres() -> Option<Self> {
+        use sqlx::Connection as _;
+        let admin = std::env::var(POSTGRES_VARIABLE)
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let mut connection = match sqlx::postgres::PgConnection::connect(&admin).await {
+            Ok(connection) => connection,
+            Err(error) => {
+                if std::env::var(REQUIRE_POSTGRES_VARIABLE).as_deref() == Ok("1") {
+                    panic!("PostgreSQL at {admin} is required but unreachable: {error}");
+                }
+                eprintln!("skipping the PostgreSQL variant: {admin} is unreachable ({error})");
+                return None;
+            }
+        };
+        let name = format!(
+            "hookmesh_test_{}_{}_{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed),
+            unix_now()
+        );
+        // The name is made of digits, letters and underscores only.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut connection)
+            .await
+            .expect("a test database can be created");
+        let (base, _) = admin.rsplit_once('/').expect("a database URL");
+        Some(Self {
+            url: format!("{base}/{name}"),
+            postgres: Some((admin, name)),
+            _dir: None,
+        })
+    }
+
+    /// Both backends: SQLite always, PostgreSQL where it runs.
+    pub async fn every_backend() -> Vec<Self> {
+        let mut databases = vec![Self::sqlite()];
+        databases.extend(Self::postgres().await);
+        databases
+    }
+
+    pub fn backend(&self) -> &'static str {
+        if self.postgres.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs outside any runtime guarantee; use a small one of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                use sqlx::Connection as _;
+                if let Ok(mut connection) = sqlx::postgres::PgConnection::connect(&admin).await {
+                    let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                        .execute(&mut connection)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A csr-consumer running in this process.
+#[derive(Debug)]
+pub struct TestCsr {
+    stop: watch::Sender<bool>,
+    service: Option<hookmesh_csr_consumer::CsrConsumer>,
+}
+
+impl TestCsr {
+    pub async fn start(nats_url: &str, database_url: &str) -> Self {
+        let connection = hookmesh_nats::connect(nats_url, "hookmesh-test-csr")
+            .await
+            .expect("the test broker accepts the csr-consumer");
+        let mut registry = Registry::default();
+        let consume = hookmesh_runtime::metrics::ConsumeFamilies::register(&mut registry)
+            .consumer("csr-consumer");
+        let metrics = hookmesh_csr_consumer::telemetry::CsrMetrics::register(&mut registry);
+        let (stop, stopped) = watch::channel(false);
+        let service = hookmesh_csr_consumer::CsrConsumer::start(
+            connection.client,
+            hookmesh_csr_consumer::CsrSettings {
+                database_url: database_url.to_owned(),
+                stream_replicas: 1,
+            },
+            metrics,
+            consume,
+            stopped,
+        )
+        .await
+        .expect("the csr-consumer starts");
+        Self {
+            stop,
+            service: Some(service),
+        }
+    }
+
+    /// Stops gracefully: settles the messages in hand and returns.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(service) = self.service.take() {
+            service.finished().await;
+        }
+    }
+}
+
+impl Drop for TestCsr {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Opens `url` for a test's own queries.
+pub async fn query_pool(url: &str) -> hookmesh_runtime::db::Pool {
+    hookmesh_runtime::db::connect(url)
+        .await
+        .expect("the test database opens")
 }

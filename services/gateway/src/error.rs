@@ -37,6 +37,9 @@ pub enum Rejection {
     Invalid(ValidationErrors),
     #[error("{0}")]
     Unavailable(#[from] PublishError),
+    /// A service the gateway asks for reads is not answering.
+    #[error("{0}")]
+    ServiceUnavailable(String),
 }
 
 /// Seconds to put in `Retry-After` when the broker is unavailable.
@@ -77,7 +80,7 @@ impl Rejection {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Malformed(_) | Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable(PublishError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -94,6 +97,7 @@ impl Rejection {
             Self::Malformed(_) => "malformed_json",
             Self::Invalid(_) => "invalid_payload",
             Self::Unavailable(_) => "broker_unavailable",
+            Self::ServiceUnavailable(_) => "service_unavailable",
         }
     }
 
@@ -101,7 +105,9 @@ impl Rejection {
         match self {
             Self::RateLimited { retry_after } => Some(retry_after_seconds(*retry_after)),
             Self::Unavailable(PublishError::TooLarge) => None,
-            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER.as_secs()),
+            Self::Unavailable(_) | Self::ServiceUnavailable(_) => {
+                Some(UNAVAILABLE_RETRY_AFTER.as_secs())
+            }
             _ => None,
         }
     }

@@ -7,6 +7,8 @@
 //! - [`publish`]: JetStream publishing (202 only after the ack) and keeping
 //!   the streams in place.
 //! - [`error`]: every refusal, mapped to its HTTP status in one place.
+//! - [`reads`]: `GET /api/…` answered by the owning service over NATS
+//!   request/reply.
 //! - [`config`], [`metrics`], [`ratelimit`], [`trace`].
 
 pub mod config;
@@ -15,6 +17,7 @@ pub mod metrics;
 pub mod normalize;
 pub mod publish;
 pub mod ratelimit;
+pub mod reads;
 mod routes;
 pub mod trace;
 pub mod verify;

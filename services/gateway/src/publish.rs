@@ -247,6 +247,11 @@ impl Publisher {
         self.client.connection_state() == State::Connected
     }
 
+    /// The broker connection, for request/reply reads.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
     /// Whether the streams were ensured since the last (re)connection.
     pub fn streams_ready(&self) -> bool {
         self.streams_ready.load(Ordering::Relaxed)

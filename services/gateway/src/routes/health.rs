@@ -5,28 +5,12 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hookmesh_contracts::Timestamp;
 use serde::Serialize;
 
 use crate::Gateway;
-
-#[derive(Serialize)]
-pub(super) struct Health {
-    status: &'static str,
-    version: &'static str,
-    timestamp: String,
-}
-
-/// `GET /health`: the process answers (003's format). Liveness only.
-pub(super) async fn health() -> Json<Health> {
-    Json(Health {
-        status: "healthy",
-        version: env!("CARGO_PKG_VERSION"),
-        timestamp: Timestamp::now().to_rfc3339(),
-    })
-}
 
 #[derive(Serialize)]
 struct WebhookHealth {
@@ -99,17 +83,5 @@ pub(super) async fn ready(State(gateway): State<Gateway>) -> Response {
 
 /// `GET /metrics`: every metric of the process, in the OpenMetrics text format.
 pub(super) async fn metrics(State(gateway): State<Gateway>) -> Response {
-    let mut text = String::new();
-    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &gateway.registry) {
-        tracing::error!(%error, "Could not encode the metrics.");
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    hookmesh_runtime::ops::metrics_response(&gateway.registry)
 }

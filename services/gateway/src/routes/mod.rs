@@ -8,6 +8,7 @@
 
 mod buddy;
 mod ci;
+mod csr;
 mod health;
 mod providers;
 mod sweeps;
@@ -37,9 +38,11 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/webhook/sweep-callback", post(sweeps::callback))
         .route("/webhook/trading-sweep", post(sweeps::callback))
         .route("/webhooks/buddy-events", post(buddy::receive))
+        .route("/api/csr/metrics", get(csr::metrics))
+        .route("/api/csr/participants/{id}/journey", get(csr::journey))
         .route("/webhooks/ci/{platform}", post(ci::receive))
         .route("/webhooks/providers/{provider}", post(providers::receive))
-        .route("/health", get(health::health))
+        .route("/health", get(hookmesh_runtime::ops::health))
         .route("/health/webhook", get(health::webhook_health))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(health::metrics))
@@ -56,6 +59,8 @@ fn route_label(path: &str) -> &'static str {
         "/webhook/sweep-callback" => "/webhook/sweep-callback",
         "/webhook/trading-sweep" => "/webhook/trading-sweep",
         "/webhooks/buddy-events" => "/webhooks/buddy-events",
+        "/api/csr/metrics" => "/api/csr/metrics",
+        p if p.starts_with("/api/csr/participants/") => "/api/csr/participants/{id}/journey",
         "/health" => "/health",
         "/health/webhook" => "/health/webhook",
         "/readyz" => "/readyz",
@@ -220,6 +225,39 @@ impl Gateway {
     }
 }
 
+/// The value of `name` in a URL query string, percent-decoded.
+pub(super) fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| percent_decode(value)).flatten()
+    })
+}
+
+/// Decodes `%XX` escapes and `+`; `None` for malformed escapes or non-UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// 202 with a JSON body.
 fn accepted(body: impl serde::Serialize) -> Response {
     (StatusCode::ACCEPTED, axum::Json(body)).into_response()
@@ -240,6 +278,15 @@ mod tests {
             "/webhooks/providers/{provider}"
         );
         assert_eq!(route_label("/random/path"), "unmatched");
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        let query = Some("token=ab%2Fcd&job_id=job_1+x");
+        assert_eq!(query_value(query, "job_id").as_deref(), Some("job_1 x"));
+        assert_eq!(query_value(query, "token").as_deref(), Some("ab/cd"));
+        assert_eq!(query_value(query, "missing"), None);
+        assert_eq!(query_value(Some("token=%zz"), "token"), None);
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use hookmesh_contracts::{TenantId, Timestamp, ValidationErrors};
 use ring::digest;
 use serde::Serialize;
 
-use super::{accepted, read_json_body};
+use super::{accepted, query_value, read_json_body};
 use crate::Gateway;
 use crate::error::Rejection;
 use crate::publish::OutgoingEvent;
@@ -113,38 +113,6 @@ struct CallbackAccepted {
     duplicate: bool,
 }
 
-fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (key == name).then(|| percent_decode(value)).flatten()
-    })
-}
-
-/// Decodes `%XX` escapes and `+`; `None` for malformed escapes or non-UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = text.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            byte => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// `POST /webhook/sweep-callback` and `POST /webhook/trading-sweep`: the
 /// Trading API's completion or failure callback → `sweeps.callback`, with the
 /// hookmesh job as the envelope's subject.
@@ -213,14 +181,5 @@ mod tests {
         assert_ne!(job_id(&acme, Some("k1")), job_id(&globex, Some("k1")));
         assert_ne!(job_id(&acme, None), job_id(&acme, None));
         assert!(job_id(&acme, None).starts_with("job_"));
-    }
-
-    #[test]
-    fn query_values_are_percent_decoded() {
-        let query = Some("token=ab%2Fcd&job_id=job_1+x");
-        assert_eq!(query_value(query, "job_id").as_deref(), Some("job_1 x"));
-        assert_eq!(query_value(query, "token").as_deref(), Some("ab/cd"));
-        assert_eq!(query_value(query, "missing"), None);
-        assert_eq!(query_value(Some("token=%zz"), "token"), None);
     }
 }

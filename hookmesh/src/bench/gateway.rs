@@ -7,7 +7,7 @@
 //! figure of merit is the ratio of the two rates; latencies are taken per
 //! request, resident memory and CPU time from `/proc`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,40 +15,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use hookmesh_gateway::verify::{StandardWebhooksKeys, random_bytes};
-use hookmesh_nats::server::{self, EmbeddedNats, EmbeddedOptions};
 use hookmesh_nats::{STREAMS, ensure_streams};
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+use super::{ScratchDir, broker, percentile_ms};
 use crate::AnyError;
-use crate::cli::{BenchArgs, BenchTarget, CommonArgs, GatewayBenchArgs};
+use crate::cli::{CommonArgs, GatewayBenchArgs};
 
 const PROVIDER: &str = "bench";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-pub async fn run(args: BenchArgs, common: CommonArgs) -> Result<(), AnyError> {
-    match args.target {
-        BenchTarget::Gateway(args) => gateway(args, common).await,
-    }
-}
-
-/// A scratch directory removed when dropped.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new() -> std::io::Result<Self> {
-        let path = std::env::temp_dir().join(format!("hookmesh-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The results of one measured phase.
 #[derive(Debug, Serialize)]
@@ -65,14 +42,7 @@ struct Phase {
 impl Phase {
     fn new(name: &'static str, mut latencies_us: Vec<u32>, errors: u64, seconds: f64) -> Self {
         latencies_us.sort_unstable();
-        let percentile = |p: f64| {
-            latencies_us
-                .get(
-                    ((latencies_us.len() as f64 * p) as usize)
-                        .min(latencies_us.len().saturating_sub(1)),
-                )
-                .map_or(0.0, |&us| f64::from(us) / 1000.0)
-        };
+        let percentile = |p: f64| percentile_ms(&latencies_us, p, 1000.0);
         Self {
             name,
             completed: latencies_us.len() as u64,
@@ -417,24 +387,9 @@ async fn wait_ready(address: &str, child: &mut Child) -> Result<(), AnyError> {
     Err("the gateway did not become ready within 30 s".into())
 }
 
-async fn gateway(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyError> {
-    let scratch = ScratchDir::new()?;
-    let broker = match &common.nats_url {
-        Some(_) => None,
-        None => {
-            let binary = server::find()?;
-            let options = EmbeddedOptions {
-                dir: scratch.0.join("nats"),
-                port: None,
-            };
-            Some(EmbeddedNats::start(&binary, &options).await?)
-        }
-    };
-    let nats_url = broker
-        .as_ref()
-        .map(|b| b.url().to_owned())
-        .or(common.nats_url.clone())
-        .expect("a broker URL");
+pub async fn run(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyError> {
+    let scratch = ScratchDir::new("gateway")?;
+    let (broker, nats_url) = broker(&scratch, &common).await?;
     let broker_pid = broker.as_ref().and_then(|b| broker_pid(b.dir()));
     let connection = hookmesh_nats::connect(&nats_url, "hookmesh-bench").await?;
     let js = jetstream::new(connection.client.clone());

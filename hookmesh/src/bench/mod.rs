@@ -1,0 +1,66 @@
+//! `hookmesh bench`: performance figures anyone can rerun, each reported
+//! against a baseline or under a load measured in the same run.
+
+mod csr;
+mod gateway;
+
+use std::path::PathBuf;
+
+use hookmesh_nats::server::{self, EmbeddedNats, EmbeddedOptions};
+
+use crate::AnyError;
+use crate::cli::{BenchArgs, BenchTarget, CommonArgs};
+
+pub async fn run(args: BenchArgs, common: CommonArgs) -> Result<(), AnyError> {
+    match args.target {
+        BenchTarget::Gateway(args) => gateway::run(args, common).await,
+        BenchTarget::Csr(args) => csr::run(args, common).await,
+    }
+}
+
+/// A scratch directory removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(label: &str) -> std::io::Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("hookmesh-bench-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The broker to measure against: NATS_URL when set, else an embedded one
+/// in `scratch` (and its URL).
+async fn broker(
+    scratch: &ScratchDir,
+    common: &CommonArgs,
+) -> Result<(Option<EmbeddedNats>, String), AnyError> {
+    if let Some(url) = &common.nats_url {
+        return Ok((None, url.clone()));
+    }
+    let binary = server::find()?;
+    let options = EmbeddedOptions {
+        dir: scratch.0.join("nats"),
+        port: None,
+    };
+    let embedded = EmbeddedNats::start(&binary, &options).await?;
+    let url = embedded.url().to_owned();
+    Ok((Some(embedded), url))
+}
+
+/// The `p` quantile of sorted `values`, divided by `per_ms` (values in
+/// units of 1/`per_ms` milliseconds).
+fn percentile_ms<T: Copy + Into<f64>>(sorted: &[T], p: f64, per_ms: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
+    sorted[index].into() / per_ms
+}

@@ -1,0 +1,121 @@
+//! Seed 002's reads: a program's daily CSR metrics and a participant's
+//! journeys, answered by the csr-consumer and scoped to the caller's tenant.
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hookmesh_contracts::ValidationErrors;
+use hookmesh_contracts::csr::{JourneyQuery, JourneyReport, MetricsQuery};
+use hookmesh_contracts::subjects::{CSR_JOURNEY_ENDPOINT, CSR_METRICS_ENDPOINT};
+use time::{Date, Duration, OffsetDateTime};
+
+use super::query_value;
+use crate::Gateway;
+use crate::error::Rejection;
+use crate::reads::ask;
+use crate::trace::TraceContext;
+use crate::verify::verify_api_key;
+
+/// Days shown when `from` is not given.
+const DEFAULT_DAYS: i64 = 30;
+
+fn json(body: Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+fn parse_day(text: &str) -> Option<Date> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(text, &format).ok()
+}
+
+/// `GET /api/csr/metrics?program=&from=&to=`: daily metrics of one program
+/// (`to` defaults to today, `from` to 29 days before `to`; days are UTC).
+pub(super) async fn metrics(
+    State(gateway): State<Gateway>,
+    Extension(trace): Extension<TraceContext>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    let tenant = gateway
+        .authenticated("api", verify_api_key(&gateway.config.api_keys, &headers))?
+        .clone();
+    gateway.admit(&format!("api:{tenant}"))?;
+    let mut errors = ValidationErrors::new();
+    let program = query_value(query.as_deref(), "program").filter(|p| !p.is_empty());
+    if program.is_none() {
+        errors.push("program", "is required");
+    }
+    let day = |name: &str, errors: &mut ValidationErrors| {
+        let text = query_value(query.as_deref(), name)?;
+        let parsed = parse_day(&text);
+        if parsed.is_none() {
+            errors.push(name, format!("must be a YYYY-MM-DD day, not {text:?}"));
+        }
+        parsed
+    };
+    let to = day("to", &mut errors).unwrap_or_else(|| OffsetDateTime::now_utc().date());
+    let from = day("from", &mut errors).unwrap_or(to - Duration::days(DEFAULT_DAYS - 1));
+    if from > to {
+        errors.push("from", "must not be after to");
+    }
+    let (Some(program), true) = (program, errors.is_empty()) else {
+        return Err(Rejection::Invalid(errors));
+    };
+    let request = MetricsQuery {
+        tenant_id: tenant,
+        program_id: program,
+        from: from.to_string(),
+        to: to.to_string(),
+    };
+    let answer = ask(
+        gateway.publisher.client(),
+        "CSR",
+        CSR_METRICS_ENDPOINT,
+        serde_json::to_vec(&request).expect("queries serialise"),
+        &trace,
+    )
+    .await?;
+    Ok(json(answer))
+}
+
+/// `GET /api/csr/participants/{id}/journey`: the participant's journey in
+/// each program, with the steps that led there.
+pub(super) async fn journey(
+    State(gateway): State<Gateway>,
+    Extension(trace): Extension<TraceContext>,
+    Path(participant): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    let tenant = gateway
+        .authenticated("api", verify_api_key(&gateway.config.api_keys, &headers))?
+        .clone();
+    gateway.admit(&format!("api:{tenant}"))?;
+    let request = JourneyQuery {
+        tenant_id: tenant,
+        participant_id: participant.clone(),
+    };
+    let answer = ask(
+        gateway.publisher.client(),
+        "CSR",
+        CSR_JOURNEY_ENDPOINT,
+        serde_json::to_vec(&request).expect("queries serialise"),
+        &trace,
+    )
+    .await?;
+    let report: JourneyReport = serde_json::from_slice(&answer).map_err(|e| {
+        Rejection::ServiceUnavailable(format!("the CSR service answered unreadably: {e}"))
+    })?;
+    if report.programs.is_empty() {
+        return Err(Rejection::NotFound(format!(
+            "no journey for participant {participant:?}"
+        )));
+    }
+    Ok(json(answer))
+}

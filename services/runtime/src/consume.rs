@@ -1,0 +1,372 @@
+//! The consume loop every consumer service runs.
+//!
+//! A service supplies a [`Handler`] that turns a batch of deliveries into
+//! one [`Outcome`] each; this loop does everything else, the same way for
+//! every service:
+//!
+//! - ensures the durable pull consumer from its file in `nats/consumers/`;
+//! - hands over batches of up to `max_batch` messages, or fewer when no more
+//!   arrive within `max_wait` (0: whatever is there);
+//! - keeps the batch's messages alive with progress acks while the handler
+//!   works, so a slow step is not redelivered mid-work;
+//! - settles each message as its outcome says, and nowhere else:
+//!   `Done` → ack, `Retry` → nak with the handler's delay (the consumer's
+//!   `backoff` list applies only to ack timeouts), `DeadLetter` → copy to the
+//!   dead-letter stream, then terminate. A `Retry` on the last allowed
+//!   delivery is dead-lettered instead of dropped;
+//! - dead-letters messages the server gives up on by itself (ack timeouts on
+//!   the last delivery), from its max-deliveries advisory;
+//! - on shutdown, stops fetching, settles what it holds, and returns.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use futures_util::StreamExt as _;
+use hookmesh_contracts::Timestamp;
+use hookmesh_nats::{ConsumerDefinition, EnsureError, ensure_consumer};
+use tokio::sync::watch;
+
+use crate::dead_letter::{self, DeadLetter};
+use crate::metrics::ConsumeMetrics;
+
+/// One message as a handler sees it.
+#[derive(Debug)]
+pub struct Delivery {
+    message: jetstream::Message,
+    pub subject: String,
+    pub stream_sequence: u64,
+    /// Which delivery of this message this is (1 for the first).
+    pub delivered: u64,
+    /// When the broker stored the message.
+    pub published: Timestamp,
+}
+
+impl Delivery {
+    fn new(message: jetstream::Message) -> Result<Self, String> {
+        let info = message.info().map_err(|e| e.to_string())?;
+        let (stream_sequence, delivered) = (info.stream_sequence, info.delivered.max(1) as u64);
+        let published = Timestamp::from(info.published);
+        Ok(Self {
+            subject: message.subject.to_string(),
+            stream_sequence,
+            delivered,
+            published,
+            message,
+        })
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.message.payload
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(name))
+            .map(|value| value.as_str())
+    }
+
+    /// The correlation id the gateway (or a native publisher) attached.
+    pub fn correlation_id(&self) -> &str {
+        self.header("X-Correlation-Id").unwrap_or("")
+    }
+
+    pub fn traceparent(&self) -> &str {
+        self.header("traceparent").unwrap_or("")
+    }
+
+    pub(crate) fn headers(&self) -> Option<&async_nats::HeaderMap> {
+        self.message.headers.as_ref()
+    }
+}
+
+/// What to do with a message, decided by the handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Processed, or a duplicate of something already processed: acknowledge.
+    Done,
+    /// Could succeed later (a dependency is down): redeliver after `delay`.
+    Retry { delay: Duration, reason: String },
+    /// Can never succeed (invalid, unknown schema version): copy it to the
+    /// dead-letter stream with `reason`, then stop redelivering it.
+    DeadLetter { reason: String },
+}
+
+impl Outcome {
+    /// A retry with seed 000's schedule: 2 s, 4 s, 8 s, … capped at 60 s,
+    /// by delivery count.
+    pub fn retry(delivered: u64, reason: impl Into<String>) -> Self {
+        let exponent = delivered.clamp(1, 6) as u32;
+        Self::Retry {
+            delay: Duration::from_secs(2u64.pow(exponent)).min(Duration::from_secs(60)),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn dead_letter(reason: impl Into<String>) -> Self {
+        Self::DeadLetter {
+            reason: reason.into(),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Retry { .. } => "retry",
+            Self::DeadLetter { .. } => "dead_letter",
+        }
+    }
+}
+
+/// A service's processing of batches.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles `batch`; returns one outcome per delivery, in order.
+    fn handle(&self, batch: &[Delivery]) -> impl Future<Output = Vec<Outcome>> + Send;
+}
+
+/// How a service consumes.
+#[derive(Debug, Clone)]
+pub struct ConsumeSettings {
+    pub definition: ConsumerDefinition,
+    pub replicas: usize,
+    /// Largest batch handed to the handler.
+    pub max_batch: usize,
+    /// Longest a partial batch waits for more; zero hands over whatever has
+    /// arrived.
+    pub max_wait: Duration,
+}
+
+/// Why consuming could not start or continue.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error(transparent)]
+    Definition(#[from] EnsureError),
+    #[error("cannot pull from consumer {consumer}: {reason}")]
+    Pull { consumer: String, reason: String },
+}
+
+/// Runs `handler` over the consumer until `shutdown` turns true.
+pub async fn run<H: Handler>(
+    js: jetstream::Context,
+    settings: ConsumeSettings,
+    handler: Arc<H>,
+    metrics: ConsumeMetrics,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConsumeError> {
+    let consumer = ensure_consumer(&js, &settings.definition, settings.replicas).await?;
+    let config = consumer.cached_info().config.clone();
+    let durable = settings.definition.durable_name();
+    let settler = Settler {
+        js: js.clone(),
+        stream: settings.definition.stream.to_owned(),
+        consumer: durable.clone(),
+        max_deliver: u64::try_from(config.max_deliver).unwrap_or(0),
+        metrics: metrics.clone(),
+    };
+    tokio::spawn(dead_letter::forward_exhausted(
+        js.clone(),
+        settings.definition.stream.to_owned(),
+        durable.clone(),
+        shutdown.clone(),
+    ));
+    let progress_every = (config.ack_wait / 3).max(Duration::from_millis(500));
+    let pull_error = |error: &dyn std::fmt::Display| ConsumeError::Pull {
+        consumer: durable.clone(),
+        reason: error.to_string(),
+    };
+    let mut messages = consumer.messages().await.map_err(|e| pull_error(&e))?;
+    let mut batch: Vec<Delivery> = Vec::with_capacity(settings.max_batch);
+    let mut deadline = None;
+    tracing::info!(consumer = %durable, stream = settings.definition.stream, "Consuming.");
+    loop {
+        let flush_due = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
+            next = messages.next() => match next {
+                Some(Ok(message)) => match Delivery::new(message) {
+                    Ok(delivery) => {
+                        if batch.is_empty() {
+                            deadline = Some(tokio::time::Instant::now() + settings.max_wait);
+                        }
+                        batch.push(delivery);
+                        if batch.len() >= settings.max_batch {
+                            settler.process(handler.as_ref(), &mut batch, progress_every).await;
+                            deadline = None;
+                        }
+                    }
+                    Err(reason) => tracing::warn!(consumer = %durable, %reason, "A message without JetStream metadata was skipped."),
+                },
+                Some(Err(error)) => {
+                    // Missed heartbeats and similar: the stream carries on.
+                    tracing::warn!(consumer = %durable, %error, "Pulling messages failed; continuing.");
+                }
+                None => return Err(pull_error(&"the message stream ended")),
+            },
+            () = flush_due => {
+                settler.process(handler.as_ref(), &mut batch, progress_every).await;
+                deadline = None;
+            }
+        }
+    }
+    // Settle what is in hand before returning; the rest stays with the broker.
+    settler
+        .process(handler.as_ref(), &mut batch, progress_every)
+        .await;
+    tracing::info!(consumer = %durable, "Stopped consuming.");
+    Ok(())
+}
+
+/// Applies outcomes to messages: the one place where ack, nak, term and
+/// dead-lettering are decided.
+struct Settler {
+    js: jetstream::Context,
+    stream: String,
+    consumer: String,
+    max_deliver: u64,
+    metrics: ConsumeMetrics,
+}
+
+impl Settler {
+    async fn process<H: Handler>(
+        &self,
+        handler: &H,
+        batch: &mut Vec<Delivery>,
+        progress_every: Duration,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let outcomes = {
+            let batch: &[Delivery] = batch;
+            let handling = handler.handle(batch);
+            tokio::pin!(handling);
+            let mut progress = tokio::time::interval(progress_every);
+            progress.tick().await;
+            loop {
+                tokio::select! {
+                    outcomes = &mut handling => break outcomes,
+                    _ = progress.tick() => {
+                        for delivery in batch {
+                            let _ = delivery.message.ack_with(AckKind::Progress).await;
+                        }
+                    }
+                }
+            }
+        };
+        self.metrics
+            .handled(batch.len(), started.elapsed().as_secs_f64());
+        if outcomes.len() != batch.len() {
+            tracing::error!(
+                consumer = %self.consumer,
+                expected = batch.len(),
+                got = outcomes.len(),
+                "The handler returned the wrong number of outcomes; retrying the batch."
+            );
+        }
+        let outcomes = outcomes
+            .into_iter()
+            .chain(std::iter::repeat(Outcome::retry(1, "no outcome")));
+        for (delivery, outcome) in batch.drain(..).zip(outcomes) {
+            self.settle(delivery, outcome).await;
+        }
+    }
+
+    async fn settle(&self, delivery: Delivery, outcome: Outcome) {
+        let outcome = match outcome {
+            Outcome::Retry { reason, .. }
+                if self.max_deliver > 0 && delivery.delivered >= self.max_deliver =>
+            {
+                Outcome::dead_letter(format!(
+                    "gave up after {} deliveries: {reason}",
+                    delivery.delivered
+                ))
+            }
+            other => other,
+        };
+        self.metrics.settled(outcome.label());
+        let settled = match &outcome {
+            Outcome::Done => delivery.message.ack().await,
+            Outcome::Retry { delay, reason } => {
+                tracing::warn!(
+                    consumer = %self.consumer,
+                    subject = %delivery.subject,
+                    stream_sequence = delivery.stream_sequence,
+                    delivery_attempt = delivery.delivered,
+                    correlation_id = delivery.correlation_id(),
+                    retry_in = ?delay,
+                    %reason,
+                    "Processing failed; the message will be redelivered."
+                );
+                delivery.message.ack_with(AckKind::Nak(Some(*delay))).await
+            }
+            Outcome::DeadLetter { reason } => {
+                let letter = DeadLetter {
+                    stream: &self.stream,
+                    consumer: &self.consumer,
+                    subject: &delivery.subject,
+                    sequence: delivery.stream_sequence,
+                    deliveries: delivery.delivered,
+                    reason,
+                    headers: delivery.headers(),
+                    payload: delivery.message.payload.clone(),
+                };
+                match dead_letter::publish(&self.js, &letter).await {
+                    Ok(()) => {
+                        tracing::warn!(
+                            consumer = %self.consumer,
+                            subject = %delivery.subject,
+                            stream_sequence = delivery.stream_sequence,
+                            delivery_attempt = delivery.delivered,
+                            correlation_id = delivery.correlation_id(),
+                            %reason,
+                            "Moved a message to the dead-letter stream."
+                        );
+                        self.metrics.dead_lettered();
+                        delivery.message.ack_with(AckKind::Term).await
+                    }
+                    Err(error) => {
+                        tracing::error!(consumer = %self.consumer, %error, "Could not dead-letter a message; it will be redelivered.");
+                        delivery
+                            .message
+                            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                            .await
+                    }
+                }
+            }
+        };
+        if let Err(error) = settled {
+            // The broker redelivers after ack_wait; idempotency makes that safe.
+            tracing::warn!(consumer = %self.consumer, %error, "Could not settle a message with the broker.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_follow_the_2_4_8_schedule_and_are_capped() {
+        let delays: Vec<_> = (1..=8)
+            .map(|delivered| match Outcome::retry(delivered, "x") {
+                Outcome::Retry { delay, .. } => delay.as_secs(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+}

@@ -1,0 +1,151 @@
+//! The database: one URL, SQLite or PostgreSQL, through sqlx's `Any`
+//! driver, so every service's SQL runs unchanged on both.
+//!
+//! The SQL the services write stays within what both accept: `$1`
+//! placeholders in order, `INSERT … ON CONFLICT … DO NOTHING / DO UPDATE`,
+//! `BIGINT` milliseconds for instants, `TEXT` days (`2025-01-27`).
+//! Write transactions start with a write, so SQLite takes its write lock at
+//! once (waiting on `busy_timeout`) instead of failing when a read lock
+//! cannot be upgraded.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use sqlx::Executor as _;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+
+pub use sqlx::AnyPool as Pool;
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Why the database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("DATABASE_URL must start with sqlite:// or postgres://, not {0:?}")]
+    UnsupportedUrl(String),
+    #[error("cannot open the database ({url}): {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot apply the database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl Backend {
+    pub fn of(url: &str) -> Result<Self, DbError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(DbError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+}
+
+/// `sqlite://<path>`, created when missing.
+pub fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// The URL with its password hidden, for logs and errors.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens a pool. SQLite gets WAL, a busy timeout, and one connection per
+/// pool: writes serialise anyway, and one connection never deadlocks itself.
+pub async fn connect(url: &str) -> Result<Pool, DbError> {
+    static DRIVERS: Once = Once::new();
+    DRIVERS.call_once(sqlx::any::install_default_drivers);
+    let backend = Backend::of(url)?;
+    if backend == Backend::Sqlite
+        && let Some(path) = url
+            .strip_prefix("sqlite://")
+            .map(|rest| rest.split('?').next().unwrap_or(rest))
+        && let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let options = match backend {
+        Backend::Sqlite => {
+            AnyPoolOptions::new()
+                .max_connections(1)
+                .after_connect(|connection, _| {
+                    Box::pin(async move {
+                        connection
+                            .execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                        Ok(())
+                    })
+                })
+        }
+        Backend::Postgres => AnyPoolOptions::new().max_connections(10),
+    };
+    options
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .map_err(|source| DbError::Connect {
+            url: redacted(url),
+            source,
+        })
+}
+
+/// Applies a service's migrations. Each service numbers its own range
+/// (sweep-worker 1xxx, csr-consumer 2xxx, batch-processor 3xxx) and ignores
+/// the others', so they can share one database.
+pub async fn migrate(pool: &Pool, migrator: &Migrator) -> Result<(), DbError> {
+    let mut migrator = Migrator {
+        migrations: migrator.migrations.clone(),
+        ..Migrator::DEFAULT
+    };
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await?;
+    Ok(())
+}
+
+/// Whether `error` is a unique-constraint violation: the database's own
+/// verdict that a row (an event, a result) is already there.
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_backend() {
+        assert_eq!(Backend::of("sqlite://x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of("postgres://u@h/db").unwrap(), Backend::Postgres);
+        assert!(Backend::of("mysql://h/db").is_err());
+    }
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redacted("postgres://hookmesh:s3cret@db:5432/mesh"),
+            "postgres://hookmesh:***@db:5432/mesh"
+        );
+        assert_eq!(redacted("postgres://db/mesh"), "postgres://db/mesh");
+        assert_eq!(redacted("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+}

@@ -1,0 +1,25 @@
+//! What every hookmesh consumer service shares, so that each service is
+//! only its domain logic and its SQL.
+//!
+//! - [`consume`]: the consume loop — batches, progress acks, and the one
+//!   place where outcomes become ack, nak, term or a dead letter.
+//! - [`dead_letter`]: the dead-letter stream's format and publisher.
+//! - [`kv`]: idempotency keys in a JetStream KV bucket.
+//! - [`db`]: the database pool (SQLite or PostgreSQL) and migrations.
+//! - [`metrics`], [`ops`]: the consume loop's metrics and the operations
+//!   endpoints (`/health`, `/readyz`, `/metrics`).
+//! - [`supervise`]: restarting a failed loop with backoff.
+
+pub mod consume;
+pub mod db;
+pub mod dead_letter;
+pub mod kv;
+pub mod metrics;
+pub mod ops;
+pub mod supervise;
+
+pub use consume::{ConsumeSettings, Delivery, Handler, Outcome};
+pub use supervise::supervise;
+
+/// Errors at a service's edge, where their kinds no longer matter.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
