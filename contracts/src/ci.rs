@@ -225,6 +225,98 @@ impl CiPipelineEvent {
     }
 }
 
+str_enum! {
+    /// What a failure was classified as (the batch-processor's rules,
+    /// documented in `docs/batch.md`). A failure may match several.
+    pub enum ErrorPattern {
+        Timeout = "timeout",
+        ConnectionRefused = "connection_refused",
+        Network = "network",
+        OutOfMemory = "out_of_memory",
+        DiskFull = "disk_full",
+        TestFailure = "test_failure",
+        Dependency = "dependency",
+        Compilation = "compilation",
+        Permission = "permission",
+        Infrastructure = "infrastructure",
+        Cancelled = "cancelled",
+        /// Nothing recognisable: look at the logs.
+        Unknown = "unknown",
+    }
+}
+
+/// A pipeline run or job failed; the payload of `ci.failure.detected`,
+/// published once per `pipeline.failed` event that moved a run to failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CiFailureDetected {
+    pub platform: CiPlatform,
+    pub repository: String,
+    pub pipeline_id: String,
+    /// Set when a job (not the whole run) failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// The `pipeline.failed` event's id.
+    pub event_id: String,
+    /// The classification of `failure_context`, never empty.
+    pub error_patterns: Vec<ErrorPattern>,
+    /// The failure signals the platform sent.
+    pub failure_context: FailureContext,
+    pub metadata: CiMetadata,
+    /// When the platform says the run failed.
+    pub failed_at: Timestamp,
+    /// When the mesh stored the failure webhook (JetStream's time).
+    pub received_at: Timestamp,
+    /// When the failure was recorded and this event written.
+    pub detected_at: Timestamp,
+}
+
+impl EventData for CiFailureDetected {
+    const SCHEMA: SchemaId = SchemaId::new("ci.failure-detected", 1);
+
+    fn parse(value: &Value) -> Result<Self, ValidationErrors> {
+        parse_object(value, |o| {
+            let platform = o.required("platform", variant);
+            let repository = o.required("repository", string(1, 512));
+            let pipeline_id = o.required("pipeline_id", string(1, 512));
+            let job_id = o.optional("job_id", identifier(256));
+            let event_id = o.required("event_id", string(1, 256));
+            let error_patterns = o.required_with("error_patterns", |value, path, errors| {
+                array_of(value, path, errors, 1, 32, |value, path, errors| {
+                    variant(value)
+                        .map_err(|message| errors.push(path, message))
+                        .ok()
+                })
+            });
+            let failure_context = o.required_with("failure_context", |value, path, errors| {
+                read_object(value, path, errors, FailureContext::read)
+            });
+            let metadata = o.required_with("metadata", |value, path, errors| {
+                read_object(value, path, errors, CiMetadata::read)
+            });
+            let failed_at = o.required("failed_at", timestamp);
+            let received_at = o.required("received_at", timestamp);
+            let detected_at = o.required("detected_at", timestamp);
+            Some(Self {
+                platform: platform?,
+                repository: repository?,
+                pipeline_id: pipeline_id?,
+                job_id: job_id?,
+                event_id: event_id?,
+                error_patterns: error_patterns?,
+                failure_context: failure_context?,
+                metadata: metadata?,
+                failed_at: failed_at?,
+                received_at: received_at?,
+                detected_at: detected_at?,
+            })
+        })
+    }
+
+    fn event_type(&self) -> &'static str {
+        "ci.failure.detected"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -269,5 +361,33 @@ mod tests {
             fields,
             ["platform", "metadata.branch", "failure_context.exit_code"]
         );
+    }
+
+    #[test]
+    fn a_failure_detection_round_trips_and_needs_a_pattern() {
+        let detected = CiFailureDetected {
+            platform: CiPlatform::Gitlab,
+            repository: "acme/payments".into(),
+            pipeline_id: "1203344".into(),
+            job_id: Some("88".into()),
+            event_id: "evt-1".into(),
+            error_patterns: vec![ErrorPattern::Timeout, ErrorPattern::Infrastructure],
+            failure_context: FailureContext {
+                reason: Some("stuck_or_timeout_failure".into()),
+                ..FailureContext::default()
+            },
+            metadata: CiMetadata::default(),
+            failed_at: Timestamp::parse_rfc3339("2025-01-15T10:30:00Z").unwrap(),
+            received_at: Timestamp::parse_rfc3339("2025-01-15T10:30:01Z").unwrap(),
+            detected_at: Timestamp::parse_rfc3339("2025-01-15T10:30:02Z").unwrap(),
+        };
+        let mut json = serde_json::to_value(&detected).unwrap();
+        assert_eq!(json["error_patterns"], json!(["timeout", "infrastructure"]));
+        assert_eq!(CiFailureDetected::parse(&json).unwrap(), detected);
+        json["error_patterns"] = json!([]);
+        json["platform"] = json!("travis");
+        let errors = CiFailureDetected::parse(&json).unwrap_err();
+        let fields: Vec<_> = errors.errors().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["platform", "error_patterns"]);
     }
 }

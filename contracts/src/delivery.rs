@@ -9,9 +9,10 @@ use serde_json::{Map, Value};
 
 use crate::envelope::{EventData, SchemaId};
 use crate::str_enum;
+use crate::tenant::{TenantId, tenant_id};
 use crate::timestamp::Timestamp;
 use crate::validation::{
-    Object, ValidationErrors, array_of, free_object, identifier, kind_of, parse_object,
+    Object, ValidationErrors, array_of, free_object, identifier, integer, kind_of, parse_object,
     read_object, string, timestamp, variant,
 };
 
@@ -184,6 +185,76 @@ impl EventData for DeliveryEvent {
     }
 }
 
+/// Recipients of a campaign counted by status. A recipient counts toward
+/// every status its events show it reached: `clicked` implies `opened` and
+/// `delivered`, `opened` implies `delivered`, `complained` implies
+/// `delivered`. Each count is of distinct recipients, so none exceeds the
+/// campaign's size.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub struct CampaignCounts {
+    pub delivered: u64,
+    pub opened: u64,
+    pub clicked: u64,
+    pub bounced: u64,
+    pub complained: u64,
+    pub failed: u64,
+}
+
+/// Every recipient of a campaign has an outcome (delivered, bounced or
+/// failed); the payload of `delivery.campaign.completed`, published once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CampaignCompleted {
+    pub tenant_id: TenantId,
+    pub campaign_id: String,
+    /// Recipients in the campaign.
+    pub size: u64,
+    pub counts: CampaignCounts,
+    pub completed_at: Timestamp,
+}
+
+impl EventData for CampaignCompleted {
+    const SCHEMA: SchemaId = SchemaId::new("delivery.campaign-completed", 1);
+
+    fn parse(value: &Value) -> Result<Self, ValidationErrors> {
+        parse_object(value, |o| {
+            let tenant_id = o.required("tenant_id", tenant_id);
+            let campaign_id = o.required("campaign_id", identifier(256));
+            let size = o.required("size", integer(0, i64::MAX));
+            let counts = o.required_with("counts", |value, path, errors| {
+                read_object(value, path, errors, |o| {
+                    let mut count = |key: &str| o.required(key, integer(0, i64::MAX));
+                    let (delivered, opened, clicked) =
+                        (count("delivered"), count("opened"), count("clicked"));
+                    let (bounced, complained, failed) =
+                        (count("bounced"), count("complained"), count("failed"));
+                    Some(CampaignCounts {
+                        delivered: delivered?,
+                        opened: opened?,
+                        clicked: clicked?,
+                        bounced: bounced?,
+                        complained: complained?,
+                        failed: failed?,
+                    })
+                })
+            });
+            let completed_at = o.required("completed_at", timestamp);
+            Some(Self {
+                tenant_id: tenant_id?,
+                campaign_id: campaign_id?,
+                size: size?,
+                counts: counts?,
+                completed_at: completed_at?,
+            })
+        })
+    }
+
+    fn event_type(&self) -> &'static str {
+        "delivery.campaign.completed"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -257,5 +328,39 @@ mod tests {
         assert_eq!(json["provider"], "sendgrid");
         assert_eq!(json["message_id"], "msg_1");
         assert_eq!(DeliveryEvent::parse(&json).unwrap(), payload);
+    }
+
+    #[test]
+    fn a_campaign_completion_round_trips() {
+        let completed = CampaignCompleted {
+            tenant_id: TenantId::parse("acme").unwrap(),
+            campaign_id: "spring-sale".into(),
+            size: 3,
+            counts: CampaignCounts {
+                delivered: 2,
+                opened: 1,
+                bounced: 1,
+                ..CampaignCounts::default()
+            },
+            completed_at: Timestamp::parse_rfc3339("2025-03-01T10:00:00Z").unwrap(),
+        };
+        let json = serde_json::to_value(&completed).unwrap();
+        assert_eq!(json["counts"]["delivered"], 2);
+        assert_eq!(CampaignCompleted::parse(&json).unwrap(), completed);
+        let errors = CampaignCompleted::parse(&json!({"tenant_id": "acme", "campaign_id": "c",
+            "size": -1, "counts": {"delivered": 1}, "completed_at": "2025-03-01T10:00:00Z"}))
+        .unwrap_err();
+        let fields: Vec<_> = errors.errors().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "size",
+                "counts.opened",
+                "counts.clicked",
+                "counts.bounced",
+                "counts.complained",
+                "counts.failed"
+            ]
+        );
     }
 }

@@ -10,9 +10,9 @@ use crate::buddy::{
     BuddyWebhookEvent, CheckinCompleted, EventAttended, FeedbackSubmitted, MatchCreated,
     MatchEnded, MilestoneReached, ParticipantEnrolled,
 };
-use crate::ci::CiPipelineEvent;
+use crate::ci::{CiFailureDetected, CiPipelineEvent};
 use crate::csr::{JourneyQuery, JourneyReport, JourneyTransition, MetricsQuery, MetricsReport};
-use crate::delivery::{DeliveryEvent, DeliveryWebhookBody};
+use crate::delivery::{CampaignCompleted, DeliveryEvent, DeliveryWebhookBody};
 use crate::envelope::{Envelope, EventData, SchemaId};
 use crate::sweep::{BestResults, SweepCallback, SweepTrigger};
 use crate::validation::FieldError;
@@ -51,6 +51,7 @@ pub fn all() -> Vec<(String, Value)> {
         payload::<FeedbackSubmitted>(),
         payload::<MilestoneReached>(),
         payload::<CiPipelineEvent>(),
+        payload::<CiFailureDetected>(),
         payload::<JourneyTransition>(),
         generate::<MetricsQuery>(SchemaId::new("csr.metrics-query", 1)),
         generate::<MetricsReport>(SchemaId::new("csr.metrics-report", 1)),
@@ -58,6 +59,7 @@ pub fn all() -> Vec<(String, Value)> {
         generate::<JourneyReport>(SchemaId::new("csr.journey-report", 1)),
         generate::<DeliveryWebhookBody>(DeliveryWebhookBody::SCHEMA),
         payload::<DeliveryEvent>(),
+        payload::<CampaignCompleted>(),
     ];
     schemas.sort_by(|a, b| a.0.cmp(&b.0));
     schemas

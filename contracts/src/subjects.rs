@@ -36,6 +36,13 @@ pub fn csr_journey(stage: JourneyStage) -> String {
     format!("csr.journey.{stage}")
 }
 
+/// A CI run or job failed (the batch-processor's detection, seed 001).
+pub const CI_FAILURE_DETECTED: &str = "ci.failure.detected";
+/// Consumed CI events: everything the gateway publishes under `ci.pipeline.`.
+pub const CI_PIPELINE_EVENTS: &str = "ci.pipeline.>";
+/// Every recipient of a campaign has an outcome (seed 004).
+pub const CAMPAIGN_COMPLETED: &str = "delivery.campaign.completed";
+
 /// The CSR read API's endpoints (NATS services API, request/reply). They
 /// live outside every stream's subjects, so requests are never stored.
 pub const CSR_METRICS_ENDPOINT: &str = "hookmesh.csr.metrics";
@@ -70,6 +77,8 @@ pub fn examples() -> Vec<String> {
             .iter()
             .map(|(_, stage)| csr_journey(*stage)),
     );
+    subjects.push(CI_FAILURE_DETECTED.to_owned());
+    subjects.push(CAMPAIGN_COMPLETED.to_owned());
     subjects.push(dead_letter(SWEEP_TRIGGER));
     subjects
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use hookmesh_gateway::GatewayArgs;
 
@@ -136,6 +137,11 @@ pub enum Command {
     Gateway(GatewayCommand),
     /// Run the csr-consumer alone: buddy events into CSR metrics and journeys (seed 002).
     CsrConsumer(ServiceCommand),
+    /// Run the batch-processor alone: provider delivery events (seed 004) and CI/CD pipeline
+    /// events (seed 001) in batches.
+    BatchProcessor(BatchProcessorCommand),
+    /// Inspect and replay the dead-letter stream: messages a consumer could never process.
+    Dlq(DlqArgs),
     /// Measure performance. Figures are reported as ratios against a baseline measured in the
     /// same run on the same machine.
     Bench(BenchArgs),
@@ -153,6 +159,9 @@ pub struct UpArgs {
 
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub batch: BatchArgs,
 
     #[command(flatten)]
     pub gateway: GatewayArgs,
@@ -190,6 +199,113 @@ pub struct ServiceCommand {
     /// Address of the service's /health, /readyz and /metrics.
     #[arg(long, env = "HOOKMESH_OPS_ADDR", default_value = "127.0.0.1:9090")]
     pub ops_addr: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchProcessorCommand {
+    #[command(flatten)]
+    pub service: ServiceCommand,
+
+    #[command(flatten)]
+    pub batch: BatchArgs,
+}
+
+/// How the batch-processor batches and enriches.
+#[derive(Clone, Args)]
+pub struct BatchArgs {
+    /// Most events per batch. A batch is handed over when it holds this many, or when its first
+    /// event has waited HOOKMESH_BATCH_INTERVAL_MS, whichever comes first.
+    #[arg(long, env = "HOOKMESH_BATCH_SIZE", default_value_t = hookmesh_batch_processor::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
+    pub batch_size: usize,
+
+    /// Longest the first event of a batch waits for the batch to fill, in milliseconds.
+    #[arg(long, env = "HOOKMESH_BATCH_INTERVAL_MS", default_value_t = hookmesh_batch_processor::DEFAULT_BATCH_INTERVAL.as_millis() as u64)]
+    pub batch_interval_ms: u64,
+
+    /// Database the recipients are looked up in for enrichment (a read replica, say). Unset:
+    /// DATABASE_URL.
+    #[arg(long, env = "HOOKMESH_LOOKUP_DATABASE_URL", hide_env_values = true)]
+    pub lookup_database_url: Option<String>,
+
+    /// Longest a batch's enrichment lookups may take together, in milliseconds; events whose
+    /// lookup is late go on unenriched.
+    #[arg(long, env = "HOOKMESH_ENRICH_TIMEOUT_MS", default_value_t = 1000)]
+    pub enrich_timeout_ms: u64,
+
+    /// Enrichment lookups in flight at once.
+    #[arg(long, env = "HOOKMESH_ENRICH_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from))]
+    pub enrich_concurrency: usize,
+}
+
+impl std::fmt::Debug for BatchArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchArgs")
+            .field("batch_size", &self.batch_size)
+            .field("batch_interval_ms", &self.batch_interval_ms)
+            .field(
+                "lookup_database_url",
+                &self
+                    .lookup_database_url
+                    .as_deref()
+                    .map(hookmesh_runtime::db::redacted),
+            )
+            .field("enrich_timeout_ms", &self.enrich_timeout_ms)
+            .field("enrich_concurrency", &self.enrich_concurrency)
+            .finish()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    /// Where `hookmesh up` keeps its broker: when NATS_URL is unset, the broker of a running
+    /// `up` in this directory is used.
+    #[arg(long, env = "HOOKMESH_DATA_DIR", default_value = ".hookmesh")]
+    pub data_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub action: DlqAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// List dead letters: sequence, time, original subject, consumer, deliveries and reason.
+    List {
+        /// Only dead letters whose original subject matches this NATS subject filter
+        /// (`providers.>`, `ci.pipeline.github.*`).
+        #[arg(long)]
+        subject: Option<String>,
+
+        /// Show at most this many, oldest first.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+
+        /// Print one JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter: every header and the payload.
+    Show {
+        /// Its sequence in the DEAD_LETTERS stream (from `list`).
+        sequence: u64,
+    },
+    /// Publish dead letters again to their original subjects, then remove them from the
+    /// dead-letter stream (unless --keep).
+    Replay {
+        /// Sequences in the DEAD_LETTERS stream.
+        sequences: Vec<u64>,
+
+        /// Replay every dead letter (filtered by --subject when given).
+        #[arg(long, conflicts_with = "sequences")]
+        all: bool,
+
+        /// With --all: only those whose original subject matches this filter.
+        #[arg(long, requires = "all")]
+        subject: Option<String>,
+
+        /// Leave the dead letters in the stream after replaying them.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 #[derive(Debug, Args)]

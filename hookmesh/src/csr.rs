@@ -1,16 +1,14 @@
 //! `hookmesh csr-consumer`, and the csr-consumer inside `hookmesh up`.
 
-use std::sync::Arc;
-
 use hookmesh_csr_consumer::telemetry::CsrMetrics;
 use hookmesh_csr_consumer::{CsrConsumer, CsrSettings};
 use hookmesh_runtime::metrics::{ConsumeFamilies, ConsumeMetrics};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::AnyError;
 use crate::cli::{CommonArgs, ServiceCommand};
 use crate::gateway::DEFAULT_NATS_URL;
-use crate::{AnyError, shutdown};
 
 /// The database a single service uses when DATABASE_URL is unset.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hookmesh.db?mode=rwc";
@@ -47,18 +45,15 @@ pub async fn run(args: ServiceCommand, common: CommonArgs) -> Result<(), AnyErro
     let metrics = CsrMetrics::register(&mut registry);
     let (stop, stopped) = watch::channel(false);
     let service = start(&nats_url, &database_url, &common, metrics, consume, stopped).await?;
-    let ops = hookmesh_runtime::ops::router(Arc::new(registry), service.readiness());
-    let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
-    let ops_server = tokio::spawn(hookmesh_runtime::ops::serve(args.ops_addr, ops, async {
-        let _ = ops_stopped.await;
-    }));
     tracing::info!(ops = %args.ops_addr, database = %hookmesh_runtime::db::redacted(&database_url), "csr-consumer running.");
-    let signal = shutdown::signalled().await;
-    tracing::info!(signal, "Stopping: settling the messages in hand.");
-    let _ = stop.send(true);
-    service.finished().await;
-    let _ = stop_ops.send(());
-    ops_server.await??;
-    tracing::info!("csr-consumer stopped.");
-    Ok(())
+    let readiness = service.readiness();
+    crate::service::serve_until_signalled(
+        "csr-consumer",
+        args.ops_addr,
+        registry,
+        readiness,
+        stop,
+        service.finished(),
+    )
+    .await
 }

@@ -4,11 +4,14 @@
 //! the command; each command module wires libraries together and owns its
 //! start-up and shutdown.
 
+mod batch;
 mod bench;
 mod cli;
 mod csr;
+mod dlq;
 mod gateway;
 mod local_secrets;
+mod service;
 mod shutdown;
 mod telemetry;
 mod up;
@@ -37,6 +40,8 @@ fn main() -> std::process::ExitCode {
             cli::Command::Up(args) => up::run(args, cli.common).await,
             cli::Command::Gateway(args) => gateway::run(args, cli.common).await,
             cli::Command::CsrConsumer(args) => csr::run(args, cli.common).await,
+            cli::Command::BatchProcessor(args) => batch::run(args, cli.common).await,
+            cli::Command::Dlq(args) => dlq::run(args, cli.common).await,
             cli::Command::Bench(args) => bench::run(args, cli.common).await,
         }
     });

@@ -11,6 +11,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hookmesh_batch_processor::telemetry::BatchMetrics;
 use hookmesh_csr_consumer::telemetry::CsrMetrics;
 use hookmesh_gateway::GatewayMetrics;
 use hookmesh_nats::server::{self, EmbeddedNats, EmbeddedOptions, NatsServerBinary, ServerError};
@@ -19,7 +20,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::cli::{CommonArgs, UpArgs};
-use crate::{AnyError, csr, gateway, local_secrets, shutdown};
+use crate::{AnyError, batch, csr, gateway, local_secrets, shutdown};
 
 /// Longest a graceful stop may take before hookmesh stops waiting for it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -129,6 +130,7 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
     let gateway_metrics = GatewayMetrics::register(&mut registry);
     let consume = ConsumeFamilies::register(&mut registry);
     let csr_metrics = CsrMetrics::register(&mut registry);
+    let batch_metrics = BatchMetrics::register(&mut registry);
     let registry = Arc::new(registry);
     let (stop_services, services_stopped) = watch::channel(false);
 
@@ -142,11 +144,19 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
             services_stopped.clone(),
         )
         .await?;
+        let batch = batch::start(
+            &nats_url,
+            batch::settings(&args.batch, &database_url, &common),
+            batch_metrics,
+            consume.clone(),
+            services_stopped.clone(),
+        )
+        .await?;
         let gateway =
             gateway::start(&args.gateway, &common, &nats_url, gateway_metrics, registry).await?;
-        Ok::<_, AnyError>((gateway, csr))
+        Ok::<_, AnyError>((gateway, csr, batch))
     };
-    let (gateway, csr) = match started.await {
+    let (gateway, csr, batch) = match started.await {
         Ok(running) => running,
         Err(error) => {
             let _ = stop_services.send(true);
@@ -191,7 +201,7 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
     let graceful = async {
         let stopped = gateway.stop().await;
         let _ = stop_services.send(true);
-        csr.finished().await;
+        tokio::join!(csr.finished(), batch.finished());
         stopped
     };
     // A second signal, or a stop that hangs, must not keep hookmesh running.

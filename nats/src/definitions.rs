@@ -38,6 +38,7 @@ pub const STREAMS: &[StreamDefinition] = &[
     stream_file!("CI.json"),
     stream_file!("PROVIDERS.json"),
     stream_file!("CSR.json"),
+    stream_file!("DELIVERY.json"),
     stream_file!("DEAD_LETTERS.json"),
 ];
 
@@ -87,8 +88,14 @@ macro_rules! consumer_file {
 /// The csr-consumer's durable consumer of `BUDDY`.
 pub const CSR_CONSUMER: ConsumerDefinition = consumer_file!("BUDDY", "csr-consumer");
 
+/// The batch-processor's durable consumer of `PROVIDERS` (delivery events).
+pub const DELIVERY_CONSUMER: ConsumerDefinition = consumer_file!("PROVIDERS", "batch-processor");
+
+/// The batch-processor's durable consumer of `CI` (pipeline events only).
+pub const CI_CONSUMER: ConsumerDefinition = consumer_file!("CI", "batch-processor");
+
 /// Every durable consumer of the mesh.
-pub const CONSUMERS: &[ConsumerDefinition] = &[CSR_CONSUMER];
+pub const CONSUMERS: &[ConsumerDefinition] = &[CSR_CONSUMER, DELIVERY_CONSUMER, CI_CONSUMER];
 
 impl ConsumerDefinition {
     /// The fields the file sets, as written.
@@ -135,8 +142,11 @@ macro_rules! bucket_file {
 /// Ids of the buddy events the csr-consumer has applied.
 pub const CSR_EVENTS_BUCKET: BucketDefinition = bucket_file!("csr_events");
 
+/// Keys of the provider and CI events the batch-processor has applied.
+pub const WEBHOOK_DEDUP_BUCKET: BucketDefinition = bucket_file!("webhook_dedup");
+
 /// Every KV bucket of the mesh.
-pub const BUCKETS: &[BucketDefinition] = &[CSR_EVENTS_BUCKET];
+pub const BUCKETS: &[BucketDefinition] = &[CSR_EVENTS_BUCKET, WEBHOOK_DEDUP_BUCKET];
 
 /// Whether `subject` matches the NATS subject `filter` (`*` one token, `>`
 /// one or more trailing tokens).

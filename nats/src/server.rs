@@ -362,6 +362,14 @@ impl EmbeddedNats {
     }
 }
 
+/// The client URL of an embedded broker running on `dir` (the `nats`
+/// directory under `hookmesh up`'s data directory), if one is.
+pub fn running_url(dir: &Path) -> Option<String> {
+    let pid = std::fs::read_to_string(dir.join("nats-server.pid")).ok()?;
+    let alive = PathBuf::from(format!("/proc/{}", pid.trim())).exists();
+    alive.then(|| read_ports_file(&dir.join("ports"))).flatten()
+}
+
 fn read_ports_file(ports_dir: &Path) -> Option<String> {
     let entries = std::fs::read_dir(ports_dir).ok()?;
     for entry in entries.flatten() {

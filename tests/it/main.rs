@@ -1,10 +1,13 @@
 //! hookmesh against a real nats-server: every route's happy path and
 //! duplicates, every refusal, broker outages, and the stream definitions.
 
+mod batch;
 mod broker_outage;
 mod buddy_program;
+mod ci_runs;
 mod csr;
 mod deliveries;
+mod delivery_program;
 mod gateway_accepts;
 mod gateway_refuses;
 mod streams;

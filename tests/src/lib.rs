@@ -436,6 +436,24 @@ impl TestDb {
         databases
     }
 
+    /// The PostgreSQL server's administrative URL (panics for SQLite).
+    pub fn admin_url(&self) -> String {
+        self.postgres
+            .as_ref()
+            .expect("a PostgreSQL database")
+            .0
+            .clone()
+    }
+
+    /// The PostgreSQL database's name (panics for SQLite).
+    pub fn name(&self) -> String {
+        self.postgres
+            .as_ref()
+            .expect("a PostgreSQL database")
+            .1
+            .clone()
+    }
+
     pub fn backend(&self) -> &'static str {
         if self.postgres.is_some() {
             "postgres"
@@ -515,6 +533,97 @@ impl TestCsr {
 }
 
 impl Drop for TestCsr {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// A batch-processor running in this process, with its own metrics.
+#[derive(Debug)]
+pub struct TestBatch {
+    stop: watch::Sender<bool>,
+    service: Option<hookmesh_batch_processor::BatchProcessor>,
+    registry: Registry,
+}
+
+/// Settings for a test batch-processor: small batches that flush fast.
+pub fn batch_settings(database_url: &str) -> hookmesh_batch_processor::BatchSettings {
+    hookmesh_batch_processor::BatchSettings {
+        database_url: database_url.to_owned(),
+        lookup_database_url: None,
+        stream_replicas: 1,
+        batch_size: 100,
+        batch_interval: Duration::from_millis(50),
+        enrich: hookmesh_batch_processor::engine::enrich::EnrichSettings::default(),
+    }
+}
+
+impl TestBatch {
+    pub async fn start(nats_url: &str, settings: hookmesh_batch_processor::BatchSettings) -> Self {
+        let connection = hookmesh_nats::connect(nats_url, "hookmesh-test-batch")
+            .await
+            .expect("the test broker accepts the batch-processor");
+        let mut registry = Registry::default();
+        let consume = hookmesh_runtime::metrics::ConsumeFamilies::register(&mut registry);
+        let metrics = hookmesh_batch_processor::telemetry::BatchMetrics::register(&mut registry);
+        let (stop, stopped) = watch::channel(false);
+        let service = hookmesh_batch_processor::BatchProcessor::start(
+            connection.client,
+            settings,
+            metrics,
+            consume,
+            stopped,
+        )
+        .await
+        .expect("the batch-processor starts");
+        let readiness = service.readiness();
+        eventually(Duration::from_secs(30), "the batch-processor ready", || {
+            let ready = readiness.iter().all(|(_, check)| check().is_ok());
+            async move { ready.then_some(()) }
+        })
+        .await;
+        Self {
+            stop,
+            service: Some(service),
+            registry,
+        }
+    }
+
+    pub fn service(&self) -> &hookmesh_batch_processor::BatchProcessor {
+        self.service.as_ref().expect("running")
+    }
+
+    pub fn metrics_text(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("metrics encode");
+        text
+    }
+
+    /// The value of a counter or gauge sample, e.g.
+    /// `webhook_duplicates_total{family="delivery",layer="kv"}`; 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("metrics encode");
+        text.lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == sample).then(|| value.parse().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Stops gracefully: commits and acks the batches in hand, then returns.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(service) = self.service.take() {
+            service.finished().await;
+        }
+    }
+}
+
+impl Drop for TestBatch {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }

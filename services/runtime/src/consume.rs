@@ -177,7 +177,20 @@ pub async fn run<H: Handler>(
         consumer: durable.clone(),
         reason: error.to_string(),
     };
-    let mut messages = consumer.messages().await.map_err(|e| pull_error(&e))?;
+    // Pull ahead enough for the next batch to be waiting while this one is
+    // handled, within what the consumer lets be unacknowledged.
+    let ack_pending = usize::try_from(config.max_ack_pending).unwrap_or(0);
+    let mut pull_batch = (settings.max_batch * 2).max(200);
+    if ack_pending > 0 {
+        pull_batch = pull_batch.min(ack_pending);
+    }
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(pull_batch)
+        .heartbeat(Duration::from_secs(15))
+        .messages()
+        .await
+        .map_err(|e| pull_error(&e))?;
     let mut batch: Vec<Delivery> = Vec::with_capacity(settings.max_batch);
     let mut deadline = None;
     tracing::info!(consumer = %durable, stream = settings.definition.stream, "Consuming.");

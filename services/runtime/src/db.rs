@@ -69,6 +69,27 @@ pub fn redacted(url: &str) -> String {
 /// Opens a pool. SQLite gets WAL, a busy timeout, and one connection per
 /// pool: writes serialise anyway, and one connection never deadlocks itself.
 pub async fn connect(url: &str) -> Result<Pool, DbError> {
+    options(url)?
+        .connect(url)
+        .await
+        .map_err(|source| DbError::Connect {
+            url: redacted(url),
+            source,
+        })
+}
+
+/// A pool that connects on first use, for a database that may be down
+/// when the service starts (a lookup replica).
+pub fn connect_lazy(url: &str) -> Result<Pool, DbError> {
+    options(url)?
+        .connect_lazy(url)
+        .map_err(|source| DbError::Connect {
+            url: redacted(url),
+            source,
+        })
+}
+
+fn options(url: &str) -> Result<AnyPoolOptions, DbError> {
     static DRIVERS: Once = Once::new();
     DRIVERS.call_once(sqlx::any::install_default_drivers);
     let backend = Backend::of(url)?;
@@ -99,14 +120,7 @@ pub async fn connect(url: &str) -> Result<Pool, DbError> {
         }
         Backend::Postgres => AnyPoolOptions::new().max_connections(10),
     };
-    options
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
-        .await
-        .map_err(|source| DbError::Connect {
-            url: redacted(url),
-            source,
-        })
+    Ok(options.acquire_timeout(Duration::from_secs(10)))
 }
 
 /// Applies a service's migrations. Each service numbers its own range
@@ -120,6 +134,39 @@ pub async fn migrate(pool: &Pool, migrator: &Migrator) -> Result<(), DbError> {
     migrator.set_ignore_missing(true);
     migrator.run(pool).await?;
     Ok(())
+}
+
+/// Most bind parameters one statement carries: below SQLite's 32 766 and
+/// PostgreSQL's 65 535.
+const MAX_BINDS: usize = 30_000;
+
+/// Rows of `columns` values each that fit in one statement.
+pub fn rows_per_statement(columns: usize) -> usize {
+    (MAX_BINDS / columns.max(1)).max(1)
+}
+
+/// `($1, $2), ($3, $4)`: placeholders for `rows` rows of `columns` values,
+/// numbered from `$first`. (sqlx's query builder writes `?` for the `Any`
+/// driver, which PostgreSQL does not accept.)
+pub fn values_placeholders(rows: usize, columns: usize, first: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 6);
+    let mut next = first;
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&next.to_string());
+            next += 1;
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// Whether `error` is a unique-constraint violation: the database's own
@@ -137,6 +184,13 @@ mod tests {
         assert_eq!(Backend::of("sqlite://x.db").unwrap(), Backend::Sqlite);
         assert_eq!(Backend::of("postgres://u@h/db").unwrap(), Backend::Postgres);
         assert!(Backend::of("mysql://h/db").is_err());
+    }
+
+    #[test]
+    fn placeholders_are_numbered_row_by_row() {
+        assert_eq!(values_placeholders(2, 3, 1), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values_placeholders(1, 1, 7), "($7)");
+        assert_eq!(rows_per_statement(15), 2000);
     }
 
     #[test]

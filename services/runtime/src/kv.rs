@@ -8,9 +8,24 @@
 //! unique constraint stays the final word. When KV is unreachable, callers
 //! carry on and rely on that constraint.
 
+use std::collections::HashSet;
+use std::future::IntoFuture as _;
+use std::time::Duration;
+
 use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt as _;
+use futures_util::future::try_join_all;
 use hookmesh_nats::{BucketDefinition, EnsureError, ensure_bucket};
 use ring::digest;
+
+/// Most keys one batched read asks for (the server refuses much larger
+/// batches).
+const READ_CHUNK: usize = 1000;
+/// Most writes awaited at once (below the client's limit of acknowledgements
+/// in flight).
+const WRITE_CHUNK: usize = 1000;
+/// Longest a batched read may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the bucket could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +40,7 @@ pub enum SeenKeysError {
 #[derive(Clone)]
 pub struct SeenKeys {
     store: kv::Store,
+    js: jetstream::Context,
     bucket: &'static str,
 }
 
@@ -53,6 +69,7 @@ impl SeenKeys {
                 })?;
         Ok(Self {
             store,
+            js: js.clone(),
             bucket: definition.bucket,
         })
     }
@@ -87,6 +104,88 @@ impl SeenKeys {
             Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
             Err(error) => Err(self.unavailable(error)),
         }
+    }
+
+    /// Which of `keys` are recorded, in one request per thousand keys: a
+    /// JetStream batched direct get (`multi_last`) answers with the keys it
+    /// has and then an end-of-batch status, instead of one round trip each.
+    pub async fn contains_many(&self, keys: &[String]) -> Result<HashSet<String>, SeenKeysError> {
+        let mut found = HashSet::new();
+        for chunk in keys.chunks(READ_CHUNK) {
+            tokio::time::timeout(READ_TIMEOUT, self.read_chunk(chunk, &mut found))
+                .await
+                .map_err(|_| self.unavailable(format!("no answer within {READ_TIMEOUT:?}")))??;
+        }
+        Ok(found)
+    }
+
+    async fn read_chunk(
+        &self,
+        keys: &[String],
+        found: &mut HashSet<String>,
+    ) -> Result<(), SeenKeysError> {
+        let prefix = format!("$KV.{}.", self.bucket);
+        let subjects: Vec<String> = keys.iter().map(|key| format!("{prefix}{key}")).collect();
+        let request = serde_json::json!({ "multi_last": subjects, "batch": subjects.len() });
+        let client = self.js.client();
+        let inbox = client.new_inbox();
+        let mut replies = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        client
+            .publish_with_reply(
+                format!("$JS.API.DIRECT.GET.KV_{}", self.bucket),
+                inbox,
+                request.to_string().into(),
+            )
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        while let Some(reply) = replies.next().await {
+            if let Some(status) = reply.status {
+                return match status.as_u16() {
+                    // End of batch, or none of the keys is there.
+                    204 | 404 => Ok(()),
+                    code => Err(self.unavailable(format!(
+                        "batched read answered {code} {}",
+                        reply.description.as_deref().unwrap_or("")
+                    ))),
+                };
+            }
+            let headers = reply.headers.as_ref();
+            let deleted = headers
+                .and_then(|h| h.get("KV-Operation"))
+                .is_some_and(|op| op.as_str() != "PUT");
+            let key = headers
+                .and_then(|h| h.get("Nats-Subject"))
+                .and_then(|subject| subject.as_str().strip_prefix(&prefix));
+            if let (Some(key), false) = (key, deleted) {
+                found.insert(key.to_owned());
+            }
+        }
+        Err(self.unavailable("the reply subscription ended"))
+    }
+
+    /// Records every key, with the writes in flight together rather than one
+    /// round trip after another.
+    pub async fn insert_many(&self, keys: &[String]) -> Result<(), SeenKeysError> {
+        for chunk in keys.chunks(WRITE_CHUNK) {
+            let mut acks = Vec::with_capacity(chunk.len());
+            for key in chunk {
+                acks.push(
+                    self.js
+                        .publish(
+                            format!("$KV.{}.{key}", self.bucket),
+                            bytes::Bytes::from_static(b"1"),
+                        )
+                        .await
+                        .map_err(|e| self.unavailable(e))?
+                        .into_future(),
+                );
+            }
+            try_join_all(acks).await.map_err(|e| self.unavailable(e))?;
+        }
+        Ok(())
     }
 
     fn unavailable(&self, error: impl std::fmt::Display) -> SeenKeysError {

@@ -8,6 +8,7 @@
 //! - [`db`]: the database pool (SQLite or PostgreSQL) and migrations.
 //! - [`metrics`], [`ops`]: the consume loop's metrics and the operations
 //!   endpoints (`/health`, `/readyz`, `/metrics`).
+//! - [`outbox`]: events decided in a transaction, published after it.
 //! - [`supervise`]: restarting a failed loop with backoff.
 
 pub mod consume;
@@ -16,6 +17,7 @@ pub mod dead_letter;
 pub mod kv;
 pub mod metrics;
 pub mod ops;
+pub mod outbox;
 pub mod supervise;
 
 pub use consume::{ConsumeSettings, Delivery, Handler, Outcome};

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -14,9 +16,72 @@ use axum::routing::get;
 use hookmesh_contracts::Timestamp;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::db::Pool;
 
 /// A readiness check: `Ok` when ready, the reason otherwise.
 pub type Check = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Ready while the client is connected to the broker.
+pub fn broker_check(client: async_nats::Client) -> Check {
+    Arc::new(move || match client.connection_state() {
+        async_nats::connection::State::Connected => Ok(()),
+        _ => Err("not connected".to_owned()),
+    })
+}
+
+/// Whether the database answers: set by each batch's commit or failure,
+/// and by a ping every few seconds when there is no traffic.
+#[derive(Debug, Clone)]
+pub struct DatabaseHealth {
+    ok: Arc<AtomicBool>,
+}
+
+impl Default for DatabaseHealth {
+    fn default() -> Self {
+        Self {
+            ok: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+impl DatabaseHealth {
+    pub fn record(&self, ok: bool) {
+        self.ok.store(ok, Ordering::Relaxed);
+    }
+
+    pub fn check(&self) -> Check {
+        let ok = self.ok.clone();
+        Arc::new(move || {
+            if ok.load(Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err("unreachable".to_owned())
+            }
+        })
+    }
+
+    /// Pings `pool` every five seconds until `shutdown` turns true.
+    pub fn watch(&self, pool: Pool, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        let health = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let ping = sqlx::query("SELECT 1").execute(&pool).await;
+                health.record(ping.is_ok());
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = shutdown.changed() => {
+                        if *shutdown.borrow() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub struct Health {

@@ -1,0 +1,73 @@
+//! `hookmesh batch-processor`, and the batch-processor inside `hookmesh up`.
+
+use std::time::Duration;
+
+use hookmesh_batch_processor::engine::enrich::EnrichSettings;
+use hookmesh_batch_processor::telemetry::BatchMetrics;
+use hookmesh_batch_processor::{BatchProcessor, BatchSettings};
+use hookmesh_runtime::metrics::ConsumeFamilies;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::AnyError;
+use crate::cli::{BatchArgs, BatchProcessorCommand, CommonArgs};
+use crate::csr::DEFAULT_DATABASE_URL;
+use crate::gateway::DEFAULT_NATS_URL;
+
+/// The service's settings from the command line.
+pub fn settings(args: &BatchArgs, database_url: &str, common: &CommonArgs) -> BatchSettings {
+    BatchSettings {
+        database_url: database_url.to_owned(),
+        lookup_database_url: args.lookup_database_url.clone(),
+        stream_replicas: common.stream_replicas,
+        batch_size: args.batch_size,
+        batch_interval: Duration::from_millis(args.batch_interval_ms),
+        enrich: EnrichSettings {
+            timeout: Duration::from_millis(args.enrich_timeout_ms),
+            concurrency: args.enrich_concurrency,
+            ..EnrichSettings::default()
+        },
+    }
+}
+
+/// Connects and starts the batch-processor.
+pub async fn start(
+    nats_url: &str,
+    settings: BatchSettings,
+    metrics: BatchMetrics,
+    consume: ConsumeFamilies,
+    shutdown: watch::Receiver<bool>,
+) -> Result<BatchProcessor, AnyError> {
+    let connection = hookmesh_nats::connect(nats_url, "hookmesh-batch-processor").await?;
+    Ok(BatchProcessor::start(connection.client, settings, metrics, consume, shutdown).await?)
+}
+
+pub async fn run(args: BatchProcessorCommand, common: CommonArgs) -> Result<(), AnyError> {
+    let nats_url = common
+        .nats_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
+    let database_url = args
+        .service
+        .database
+        .database_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let mut registry = Registry::default();
+    let consume = ConsumeFamilies::register(&mut registry);
+    let metrics = BatchMetrics::register(&mut registry);
+    let (stop, stopped) = watch::channel(false);
+    let settings = settings(&args.batch, &database_url, &common);
+    let service = start(&nats_url, settings, metrics, consume, stopped).await?;
+    tracing::info!(ops = %args.service.ops_addr, database = %hookmesh_runtime::db::redacted(&database_url), batch = ?args.batch, "batch-processor running.");
+    let readiness = service.readiness();
+    crate::service::serve_until_signalled(
+        "batch-processor",
+        args.service.ops_addr,
+        registry,
+        readiness,
+        stop,
+        service.finished(),
+    )
+    .await
+}

@@ -1,0 +1,116 @@
+//! The delivery family (seed 004): provider events about messages move
+//! each recipient's status forward, count toward its campaign, and
+//! complete the campaign once every recipient has an outcome.
+//!
+//! - [`status`]: the status order and the counters (plain code);
+//! - [`store`]: the tables and the one-transaction batch.
+
+pub mod status;
+pub mod store;
+
+use hookmesh_contracts::Timestamp;
+use hookmesh_contracts::delivery::DeliveryEvent;
+use hookmesh_contracts::envelope::Envelope;
+use hookmesh_contracts::subjects::provider_delivery;
+use hookmesh_contracts::validation::StrEnum as _;
+use hookmesh_runtime::{BoxError, Delivery};
+
+use self::store::{DeliveryFact, DeliveryStore, RecipientLookup};
+use crate::engine::dedup::DedupKey;
+use crate::engine::enrich::Enricher;
+use crate::engine::{Applied, Family, Fresh};
+use crate::telemetry::BatchMetrics;
+
+#[derive(Debug)]
+pub struct DeliveryFamily {
+    store: DeliveryStore,
+    enricher: Enricher<RecipientLookup>,
+    metrics: BatchMetrics,
+}
+
+impl DeliveryFamily {
+    pub fn new(
+        store: DeliveryStore,
+        enricher: Enricher<RecipientLookup>,
+        metrics: BatchMetrics,
+    ) -> Self {
+        Self {
+            store,
+            enricher,
+            metrics,
+        }
+    }
+}
+
+/// Reads a `providers.<provider>.<event_type>` message as strictly as the
+/// gateway reads the webhook.
+pub fn parse_delivery(subject: &str, payload: &[u8]) -> Result<DeliveryFact, String> {
+    let envelope = Envelope::parse(payload)
+        .map_err(|errors| format!("not a valid CloudEvents envelope: {errors}"))?;
+    let event: DeliveryEvent = envelope
+        .data_as()
+        .map_err(|errors| format!("not a valid delivery event: {errors}"))?;
+    let expected = provider_delivery(&event.provider, event.delivery.event_type);
+    if subject != expected {
+        return Err(format!(
+            "published on {subject:?}, but a {} event of provider {:?} belongs on {expected:?}",
+            event.delivery.event_type.as_str(),
+            event.provider
+        ));
+    }
+    Ok(DeliveryFact {
+        provider: event.provider,
+        status: event.delivery.event_type,
+        message_id: event.delivery.message_id,
+        event_id: envelope.id,
+        occurred_at: event.delivery.timestamp,
+        reason: event.delivery.reason,
+        url: event.delivery.url,
+    })
+}
+
+impl Family for DeliveryFamily {
+    type Event = DeliveryFact;
+
+    const NAME: &'static str = "delivery";
+
+    fn parse(&self, delivery: &Delivery) -> Result<DeliveryFact, String> {
+        parse_delivery(&delivery.subject, delivery.payload())
+    }
+
+    fn dedup_key(&self, fact: &DeliveryFact) -> DedupKey {
+        DedupKey::new(
+            Self::NAME,
+            &fact.provider,
+            fact.status.as_str(),
+            &fact.message_id,
+        )
+    }
+
+    fn event_type(&self, fact: &DeliveryFact) -> &'static str {
+        fact.status.as_str()
+    }
+
+    async fn apply(&self, events: Vec<Fresh<DeliveryFact>>) -> Result<Vec<Applied>, BoxError> {
+        let keys: Vec<_> = events
+            .iter()
+            .map(|fresh| (fresh.event.provider.clone(), fresh.event.message_id.clone()))
+            .collect();
+        let enrichment = self.enricher.enrich(&keys).await;
+        let events: Vec<_> = events.into_iter().zip(enrichment).collect();
+        let outcome = self.store.apply(&events, Timestamp::now()).await?;
+        for completed in &outcome.completed {
+            self.metrics.campaign_completed();
+            tracing::info!(
+                tenant = completed.tenant_id.as_str(),
+                campaign = %completed.campaign_id,
+                size = completed.size,
+                delivered = completed.counts.delivered,
+                bounced = completed.counts.bounced,
+                failed = completed.counts.failed,
+                "A campaign completed."
+            );
+        }
+        Ok(outcome.applied)
+    }
+}

@@ -1,0 +1,610 @@
+//! The delivery family's tables, written set-based: a batch is a handful of
+//! statements whatever its size (one insert into the events log, one locked
+//! read of the recipients, one update of the recipients, one of the
+//! campaigns, one completion check), in one transaction.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use hookmesh_contracts::delivery::{CampaignCompleted, CampaignCounts, DeliveryStatus};
+use hookmesh_contracts::envelope::Envelope;
+use hookmesh_contracts::subjects::CAMPAIGN_COMPLETED;
+use hookmesh_contracts::validation::StrEnum as _;
+use hookmesh_contracts::{TenantId, Timestamp};
+use hookmesh_runtime::db::{Backend, Pool, rows_per_statement, values_placeholders};
+use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
+use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
+
+use super::status::{CounterDelta, RecipientState};
+use crate::engine::enrich::{Enrichment, Lookup};
+use crate::engine::{Applied, Fresh};
+
+/// A delivery event as the family applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFact {
+    pub provider: String,
+    pub status: DeliveryStatus,
+    pub message_id: String,
+    /// The envelope id.
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub reason: Option<String>,
+    pub url: Option<String>,
+}
+
+/// A recipient as the lookup table knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientInfo {
+    pub tenant_id: String,
+    pub campaign_id: String,
+    pub address: String,
+}
+
+/// `(provider, message id)`: a recipient's key.
+pub type RecipientKey = (String, String);
+
+/// A recipient the sending application registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecipient {
+    pub provider: String,
+    pub message_id: String,
+    pub address: String,
+}
+
+/// A campaign's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignRow {
+    pub size: u64,
+    pub counts: CampaignCounts,
+    pub settled: u64,
+    pub completed_at: Option<Timestamp>,
+}
+
+/// Why a campaign could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("campaign {0:?} is already registered")]
+    Exists(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// What a batch did.
+#[derive(Debug, Default)]
+pub struct DeliveryOutcome {
+    pub applied: Vec<Applied>,
+    pub completed: Vec<CampaignCompleted>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryStore {
+    pool: Pool,
+    backend: Backend,
+    outbox: Outbox,
+}
+
+/// Counts are stored as BIGINT; they are never negative.
+fn count(row: &sqlx::any::AnyRow, column: &str) -> Result<u64, sqlx::Error> {
+    let value: i64 = row.try_get(column)?;
+    Ok(u64::try_from(value).unwrap_or(0))
+}
+
+fn counts(row: &sqlx::any::AnyRow) -> Result<CampaignCounts, sqlx::Error> {
+    Ok(CampaignCounts {
+        delivered: count(row, "delivered_count")?,
+        opened: count(row, "opened_count")?,
+        clicked: count(row, "clicked_count")?,
+        bounced: count(row, "bounced_count")?,
+        complained: count(row, "complained_count")?,
+        failed: count(row, "failed_count")?,
+    })
+}
+
+fn status(text: &str) -> Result<DeliveryStatus, sqlx::Error> {
+    DeliveryStatus::from_wire(text)
+        .ok_or_else(|| sqlx::Error::Decode(format!("not a delivery status: {text:?}").into()))
+}
+
+const COUNT_COLUMNS: &str = "delivered_count, opened_count, clicked_count, bounced_count, \
+                             complained_count, failed_count";
+
+impl DeliveryStore {
+    pub fn new(pool: Pool, backend: Backend, outbox: Outbox) -> Self {
+        Self {
+            pool,
+            backend,
+            outbox,
+        }
+    }
+
+    /// Applies a batch of fresh events (with their enrichment) in one
+    /// transaction.
+    pub async fn apply(
+        &self,
+        events: &[(Fresh<DeliveryFact>, Enrichment<RecipientInfo>)],
+        now: Timestamp,
+    ) -> Result<DeliveryOutcome, sqlx::Error> {
+        let now_millis = now.unix_millis();
+        let mut tx = self.pool.begin().await?;
+        // The first statement writes, so SQLite takes its write lock now.
+        let new = insert_events(&mut tx, events, now_millis).await?;
+
+        let mut statuses: BTreeMap<RecipientKey, Vec<DeliveryStatus>> = BTreeMap::new();
+        for (fresh, _) in events {
+            let fact = &fresh.event;
+            if new.contains(&log_key(fact)) {
+                statuses
+                    .entry((fact.provider.clone(), fact.message_id.clone()))
+                    .or_default()
+                    .push(fact.status);
+            }
+        }
+        let keys: Vec<&RecipientKey> = statuses.keys().collect();
+        let current = self.lock_recipients(&mut tx, &keys).await?;
+
+        let mut changes = Vec::new();
+        let mut deltas: BTreeMap<(String, String), CounterDelta> = BTreeMap::new();
+        for (key, events) in &statuses {
+            let Some((campaign, before)) = current.get(key) else {
+                continue;
+            };
+            let after = events.iter().fold(*before, |state, s| state.with(*s));
+            if after != *before {
+                changes.push((key, after));
+                deltas
+                    .entry(campaign.clone())
+                    .or_default()
+                    .add(CounterDelta::between(*before, after));
+            }
+        }
+        update_recipients(&mut tx, &changes, now_millis).await?;
+        if self.backend == Backend::Postgres {
+            lock_campaigns(&mut tx, &deltas).await?;
+        }
+        update_campaigns(&mut tx, &deltas).await?;
+        let settling: Vec<&(String, String)> = deltas
+            .iter()
+            .filter(|(_, delta)| delta.settled > 0)
+            .map(|(campaign, _)| campaign)
+            .collect();
+        let completed = complete_campaigns(&mut tx, &settling, now).await?;
+        if !completed.is_empty() {
+            let messages: Vec<OutboxMessage> = completed.iter().map(completion_message).collect();
+            self.outbox.write(&mut tx, &messages, now_millis).await?;
+        }
+
+        let mut applied = Vec::with_capacity(events.len());
+        let mut unmatched = Vec::new();
+        for (fresh, _) in events {
+            let fact = &fresh.event;
+            applied.push(if !new.contains(&log_key(fact)) {
+                Applied::Duplicate
+            } else if current.contains_key(&(fact.provider.clone(), fact.message_id.clone())) {
+                Applied::New
+            } else {
+                unmatched.push(fact);
+                Applied::Unmatched
+            });
+        }
+        mark_unmatched(&mut tx, &unmatched).await?;
+        tx.commit().await?;
+        if !completed.is_empty() {
+            self.outbox.nudge();
+        }
+        Ok(DeliveryOutcome { applied, completed })
+    }
+
+    /// The current state of `keys`, locked until the transaction ends (on
+    /// PostgreSQL; SQLite's write lock already excludes other writers), in
+    /// key order so that replicas never deadlock on each other.
+    async fn lock_recipients(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        keys: &[&RecipientKey],
+    ) -> Result<HashMap<RecipientKey, ((String, String), RecipientState)>, sqlx::Error> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let mut current = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(rows_per_statement(2)) {
+            let sql = format!(
+                "SELECT provider, message_id, tenant_id, campaign_id, status, evidence \
+                 FROM delivery_recipients WHERE (provider, message_id) IN (VALUES {}) \
+                 ORDER BY provider, message_id{lock}",
+                values_placeholders(chunk.len(), 2, 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for (provider, message_id) in chunk {
+                query = query.bind(provider).bind(message_id);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                let state = RecipientState {
+                    status: status(row.try_get("status")?)?,
+                    evidence: row.try_get("evidence")?,
+                };
+                current.insert(
+                    (row.try_get("provider")?, row.try_get("message_id")?),
+                    (
+                        (row.try_get("tenant_id")?, row.try_get("campaign_id")?),
+                        state,
+                    ),
+                );
+            }
+        }
+        Ok(current)
+    }
+
+    /// Registers a campaign and its recipients, each in status `sent`; the
+    /// campaign's size is the number of recipients.
+    pub async fn register_campaign(
+        &self,
+        tenant: &TenantId,
+        campaign_id: &str,
+        recipients: &[NewRecipient],
+        now: Timestamp,
+    ) -> Result<(), RegisterError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO delivery_campaigns (tenant_id, campaign_id, size, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, campaign_id) DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(campaign_id)
+        .bind(recipients.len() as i64)
+        .bind(now.unix_millis())
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(RegisterError::Exists(campaign_id.to_owned()));
+        }
+        for chunk in recipients.chunks(rows_per_statement(5)) {
+            let sql = format!(
+                "INSERT INTO delivery_recipients \
+                 (provider, message_id, tenant_id, campaign_id, address) VALUES {}",
+                values_placeholders(chunk.len(), 5, 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for recipient in chunk {
+                query = query
+                    .bind(&recipient.provider)
+                    .bind(&recipient.message_id)
+                    .bind(tenant.as_str())
+                    .bind(campaign_id)
+                    .bind(&recipient.address);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn campaign(
+        &self,
+        tenant: &TenantId,
+        campaign_id: &str,
+    ) -> Result<Option<CampaignRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT size, settled_count, completed_at, {COUNT_COLUMNS} FROM delivery_campaigns \
+             WHERE tenant_id = $1 AND campaign_id = $2"
+        );
+        let Some(row) = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .bind(campaign_id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let completed_at: Option<i64> = row.try_get("completed_at")?;
+        Ok(Some(CampaignRow {
+            size: count(&row, "size")?,
+            counts: counts(&row)?,
+            settled: count(&row, "settled_count")?,
+            completed_at: completed_at.and_then(Timestamp::from_unix_millis),
+        }))
+    }
+
+    /// A recipient's status, if registered.
+    pub async fn recipient_status(
+        &self,
+        provider: &str,
+        message_id: &str,
+    ) -> Result<Option<DeliveryStatus>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT status FROM delivery_recipients WHERE provider = $1 AND message_id = $2",
+        )
+        .bind(provider)
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| status(row.try_get("status")?)).transpose()
+    }
+}
+
+fn log_key(fact: &DeliveryFact) -> (String, String, String) {
+    (
+        fact.provider.clone(),
+        fact.status.as_str().to_owned(),
+        fact.message_id.clone(),
+    )
+}
+
+/// Appends the events to the log; returns the keys that were new (the
+/// others were applied before: the database layer of deduplication).
+async fn insert_events(
+    tx: &mut Transaction<'static, Any>,
+    events: &[(Fresh<DeliveryFact>, Enrichment<RecipientInfo>)],
+    now_millis: i64,
+) -> Result<HashSet<(String, String, String)>, sqlx::Error> {
+    const COLUMNS: usize = 13;
+    // In key order: replicas inserting overlapping keys then wait on each
+    // other instead of deadlocking.
+    let mut events: Vec<_> = events.iter().collect();
+    events.sort_by(|a, b| {
+        let (a, b) = (&a.0.event, &b.0.event);
+        (&a.provider, a.status.as_str(), &a.message_id).cmp(&(
+            &b.provider,
+            b.status.as_str(),
+            &b.message_id,
+        ))
+    });
+    let mut new = HashSet::with_capacity(events.len());
+    for chunk in events.chunks(rows_per_statement(COLUMNS)) {
+        let sql = format!(
+            "INSERT INTO delivery_events (provider, event_type, message_id, event_id, \
+             occurred_at, received_at, processed_at, stream_sequence, tenant_id, campaign_id, \
+             recipient, reason, url) VALUES {} \
+             ON CONFLICT (provider, event_type, message_id) DO NOTHING \
+             RETURNING provider, event_type, message_id",
+            values_placeholders(chunk.len(), COLUMNS, 1)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for (fresh, enrichment) in chunk {
+            let fact = &fresh.event;
+            let info = match enrichment {
+                Enrichment::Found(info) => Some(info),
+                Enrichment::Unknown | Enrichment::Skipped => None,
+            };
+            query = query
+                .bind(&fact.provider)
+                .bind(fact.status.as_str())
+                .bind(&fact.message_id)
+                .bind(&fact.event_id)
+                .bind(fact.occurred_at.unix_millis())
+                .bind(fresh.received_at.unix_millis())
+                .bind(now_millis)
+                .bind(fresh.stream_sequence as i64)
+                .bind(info.map(|i| i.tenant_id.clone()))
+                .bind(info.map(|i| i.campaign_id.clone()))
+                .bind(info.map(|i| i.address.clone()))
+                .bind(fact.reason.clone())
+                .bind(fact.url.clone());
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            new.insert((
+                row.try_get("provider")?,
+                row.try_get("event_type")?,
+                row.try_get("message_id")?,
+            ));
+        }
+    }
+    Ok(new)
+}
+
+async fn update_recipients(
+    tx: &mut Transaction<'static, Any>,
+    changes: &[(&RecipientKey, RecipientState)],
+    now_millis: i64,
+) -> Result<(), sqlx::Error> {
+    for chunk in changes.chunks(rows_per_statement(4) - 1) {
+        let sql = format!(
+            "UPDATE delivery_recipients SET status = v.column3, evidence = v.column4, \
+             updated_at = $1 FROM (VALUES {}) AS v \
+             WHERE delivery_recipients.provider = v.column1 \
+             AND delivery_recipients.message_id = v.column2",
+            values_placeholders(chunk.len(), 4, 2)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(now_millis);
+        for ((provider, message_id), state) in chunk {
+            query = query
+                .bind(provider)
+                .bind(message_id)
+                .bind(state.status.as_str())
+                .bind(state.evidence);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Locks the campaigns a batch updates in key order, so that replicas
+/// updating the same campaigns never deadlock on each other.
+async fn lock_campaigns(
+    tx: &mut Transaction<'static, Any>,
+    deltas: &BTreeMap<(String, String), CounterDelta>,
+) -> Result<(), sqlx::Error> {
+    let keys: Vec<_> = deltas.keys().collect();
+    for chunk in keys.chunks(rows_per_statement(2)) {
+        let sql = format!(
+            "SELECT tenant_id FROM delivery_campaigns WHERE (tenant_id, campaign_id) IN (VALUES {}) \
+             ORDER BY tenant_id, campaign_id FOR UPDATE",
+            values_placeholders(chunk.len(), 2, 1)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for (tenant, campaign) in chunk {
+            query = query.bind(tenant).bind(campaign);
+        }
+        query.fetch_all(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn update_campaigns(
+    tx: &mut Transaction<'static, Any>,
+    deltas: &BTreeMap<(String, String), CounterDelta>,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<_> = deltas.iter().filter(|(_, d)| !d.is_zero()).collect();
+    for chunk in rows.chunks(rows_per_statement(9)) {
+        let sql = format!(
+            "UPDATE delivery_campaigns SET \
+             delivered_count = delivered_count + v.column3, \
+             opened_count = opened_count + v.column4, \
+             clicked_count = clicked_count + v.column5, \
+             bounced_count = bounced_count + v.column6, \
+             complained_count = complained_count + v.column7, \
+             failed_count = failed_count + v.column8, \
+             settled_count = settled_count + v.column9 \
+             FROM (VALUES {}) AS v \
+             WHERE delivery_campaigns.tenant_id = v.column1 \
+             AND delivery_campaigns.campaign_id = v.column2",
+            values_placeholders(chunk.len(), 9, 1)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for ((tenant, campaign), delta) in chunk {
+            query = query
+                .bind(tenant)
+                .bind(campaign)
+                .bind(delta.delivered)
+                .bind(delta.opened)
+                .bind(delta.clicked)
+                .bind(delta.bounced)
+                .bind(delta.complained)
+                .bind(delta.failed)
+                .bind(delta.settled);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Marks the campaigns among `candidates` whose recipients are all settled
+/// as completed, once: the `completed_at IS NULL` condition is evaluated
+/// under the row lock, so two replicas cannot both complete one campaign.
+async fn complete_campaigns(
+    tx: &mut Transaction<'static, Any>,
+    candidates: &[&(String, String)],
+    now: Timestamp,
+) -> Result<Vec<CampaignCompleted>, sqlx::Error> {
+    let mut completed = Vec::new();
+    for chunk in candidates.chunks(rows_per_statement(2) - 1) {
+        let sql = format!(
+            "UPDATE delivery_campaigns SET completed_at = $1 \
+             WHERE completed_at IS NULL AND settled_count >= size \
+             AND (tenant_id, campaign_id) IN (VALUES {}) \
+             RETURNING tenant_id, campaign_id, size, {COUNT_COLUMNS}",
+            values_placeholders(chunk.len(), 2, 2)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(now.unix_millis());
+        for (tenant, campaign) in chunk {
+            query = query.bind(tenant).bind(campaign);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let tenant: String = row.try_get("tenant_id")?;
+            completed.push(CampaignCompleted {
+                tenant_id: TenantId::parse(&tenant).map_err(|e| sqlx::Error::Decode(e.into()))?,
+                campaign_id: row.try_get("campaign_id")?,
+                size: count(&row, "size")?,
+                counts: counts(&row)?,
+                completed_at: now,
+            });
+        }
+    }
+    Ok(completed)
+}
+
+async fn mark_unmatched(
+    tx: &mut Transaction<'static, Any>,
+    unmatched: &[&DeliveryFact],
+) -> Result<(), sqlx::Error> {
+    for chunk in unmatched.chunks(rows_per_statement(3)) {
+        let sql = format!(
+            "UPDATE delivery_events SET matched = FALSE \
+             WHERE (provider, event_type, message_id) IN (VALUES {})",
+            values_placeholders(chunk.len(), 3, 1)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for fact in chunk {
+            query = query
+                .bind(&fact.provider)
+                .bind(fact.status.as_str())
+                .bind(&fact.message_id);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+fn completion_message(completed: &CampaignCompleted) -> OutboxMessage {
+    let id = format!("{}:{}", completed.tenant_id.as_str(), completed.campaign_id);
+    let envelope = Envelope::new(
+        id.clone(),
+        "/batch-processor",
+        completed.completed_at,
+        completed.tenant_id.clone(),
+        Some(completed.campaign_id.clone()),
+        completed.clone(),
+    );
+    OutboxMessage {
+        msg_id: format!("{CAMPAIGN_COMPLETED}:{id}"),
+        subject: CAMPAIGN_COMPLETED.to_owned(),
+        payload: String::from_utf8(envelope.to_json()).expect("JSON is UTF-8"),
+    }
+}
+
+/// The recipients table as 004's lookup table, read without locks.
+#[derive(Debug, Clone)]
+pub struct RecipientLookup {
+    pool: Pool,
+}
+
+impl RecipientLookup {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+}
+
+impl Lookup for RecipientLookup {
+    type Key = RecipientKey;
+    type Value = RecipientInfo;
+
+    async fn lookup(
+        &self,
+        keys: Vec<RecipientKey>,
+    ) -> Result<HashMap<RecipientKey, RecipientInfo>, String> {
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(rows_per_statement(2)) {
+            let sql = format!(
+                "SELECT provider, message_id, tenant_id, campaign_id, address \
+                 FROM delivery_recipients WHERE (provider, message_id) IN (VALUES {})",
+                values_placeholders(chunk.len(), 2, 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for (provider, message_id) in chunk {
+                query = query.bind(provider).bind(message_id);
+            }
+            let rows = query
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| e.to_string())?;
+            for row in rows {
+                let read = || -> Result<_, sqlx::Error> {
+                    Ok((
+                        (row.try_get("provider")?, row.try_get("message_id")?),
+                        RecipientInfo {
+                            tenant_id: row.try_get("tenant_id")?,
+                            campaign_id: row.try_get("campaign_id")?,
+                            address: row.try_get("address")?,
+                        },
+                    ))
+                };
+                let (key, info) = read().map_err(|e| e.to_string())?;
+                found.insert(key, info);
+            }
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,209 @@
+//! The transactional outbox: an event decided inside a database transaction
+//! (a campaign completed, a failure detected) is written to an outbox table
+//! in that same transaction, and published to JetStream after the commit.
+//!
+//! So no event is lost when the process stops between the commit and the
+//! publish, and none is published for a transaction that rolled back.
+//! Publishing again after a crash is harmless: each message carries its
+//! `Nats-Msg-Id`, so JetStream keeps one copy, and replicas racing on the
+//! same rows do the same.
+//!
+//! A service's outbox table has the columns `msg_id` (primary key),
+//! `subject`, `payload`, `created_at` and `published_at`.
+
+use std::future::IntoFuture as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use futures_util::future::join_all;
+use hookmesh_contracts::Timestamp;
+use hookmesh_contracts::envelope::CLOUDEVENTS_CONTENT_TYPE;
+use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
+use tokio::sync::{Notify, watch};
+
+use crate::db::{Pool, rows_per_statement, values_placeholders};
+
+/// Rows published per round.
+const ROUND: i64 = 500;
+/// How often the table is looked at without a nudge.
+const IDLE_CHECK: Duration = Duration::from_secs(2);
+
+/// One event to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// Its `Nats-Msg-Id`, and its key in the table.
+    pub msg_id: String,
+    pub subject: String,
+    /// The CloudEvents envelope, as JSON.
+    pub payload: String,
+}
+
+/// A service's outbox table and the task that drains it.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    pool: Pool,
+    table: &'static str,
+    nudge: Arc<Notify>,
+}
+
+impl Outbox {
+    /// `table` is a fixed name from the service's migrations.
+    pub fn new(pool: Pool, table: &'static str) -> Self {
+        Self {
+            pool,
+            table,
+            nudge: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Writes `messages` inside `tx`. A message id already in the table is
+    /// left as it was.
+    pub async fn write(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        messages: &[OutboxMessage],
+        now_millis: i64,
+    ) -> Result<(), sqlx::Error> {
+        for chunk in messages.chunks(rows_per_statement(4)) {
+            let sql = format!(
+                "INSERT INTO {} (msg_id, subject, payload, created_at) VALUES {} \
+                 ON CONFLICT (msg_id) DO NOTHING",
+                self.table,
+                values_placeholders(chunk.len(), 4, 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for message in chunk {
+                query = query
+                    .bind(&message.msg_id)
+                    .bind(&message.subject)
+                    .bind(&message.payload)
+                    .bind(now_millis);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks the publishing task to look now (call after a commit that wrote
+    /// messages).
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    async fn unpublished(&self) -> Result<Vec<OutboxMessage>, sqlx::Error> {
+        let sql = format!(
+            "SELECT msg_id, subject, payload FROM {} WHERE published_at IS NULL \
+             ORDER BY created_at LIMIT $1",
+            self.table
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(ROUND)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(OutboxMessage {
+                    msg_id: row.try_get("msg_id")?,
+                    subject: row.try_get("subject")?,
+                    payload: row.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_published(&self, ids: &[&str], now_millis: i64) -> Result<(), sqlx::Error> {
+        for chunk in ids.chunks(rows_per_statement(1) - 1) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "UPDATE {} SET published_at = $1 WHERE msg_id IN ({})",
+                self.table,
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(now_millis);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes one round; returns how many were published.
+    async fn publish_round(
+        &self,
+        js: &jetstream::Context,
+        on_published: &(dyn Fn(&OutboxMessage) + Send + Sync),
+    ) -> Result<usize, String> {
+        let pending = self.unpublished().await.map_err(|e| e.to_string())?;
+        let mut sent = Vec::with_capacity(pending.len());
+        let mut acks = Vec::with_capacity(pending.len());
+        for message in &pending {
+            let publish = PublishMessage::build()
+                .payload(message.payload.clone().into())
+                .message_id(&message.msg_id)
+                .header("Content-Type", CLOUDEVENTS_CONTENT_TYPE);
+            match js.send_publish(message.subject.clone(), publish).await {
+                Ok(ack) => {
+                    sent.push(message);
+                    acks.push(ack.into_future());
+                }
+                Err(error) => {
+                    tracing::warn!(%error, subject = %message.subject, "Cannot publish from the outbox yet.");
+                    break;
+                }
+            }
+        }
+        let mut published = Vec::with_capacity(sent.len());
+        for (message, acked) in sent.into_iter().zip(join_all(acks).await) {
+            match acked {
+                Ok(_) => published.push(message),
+                Err(error) => {
+                    tracing::warn!(%error, subject = %message.subject, "An outbox message was not acknowledged; it will be published again.");
+                }
+            }
+        }
+        let ids: Vec<&str> = published.iter().map(|m| m.msg_id.as_str()).collect();
+        self.mark_published(&ids, Timestamp::now().unix_millis())
+            .await
+            .map_err(|e| format!("marking published: {e}"))?;
+        for message in &published {
+            on_published(message);
+        }
+        Ok(published.len())
+    }
+
+    /// Drains the table whenever nudged, and every few seconds, until
+    /// `shutdown`; `on_published` sees each message once JetStream has it.
+    pub async fn run(
+        self,
+        js: jetstream::Context,
+        on_published: impl Fn(&OutboxMessage) + Send + Sync + 'static,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            loop {
+                match self.publish_round(&js, &on_published).await {
+                    Ok(count) if count as i64 >= ROUND => continue,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, table = self.table, "Cannot drain the outbox; retrying.");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                }
+                () = self.nudge.notified() => {}
+                () = tokio::time::sleep(IDLE_CHECK) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The batch-processor's delivery family end to end (seed 004's lists, for
+//! real): deduplication is exact over a thousand-odd events with
+//! duplicates, across providers, event types and concurrent consumers;
+//! counters equal an independent model after duplicates, reordering and a
+//! shutdown mid-batch; KV down fails open; a database outage loses nothing;
+//! a failing enrichment is skipped; a poison message is dead-lettered and
+//! replay brings dead letters back.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hookmesh_batch_processor::BatchSettings;
+use hookmesh_runtime::dead_letter::{self, DeadLetter};
+use hookmesh_tests::{
+    TestBatch, TestDb, TestGateway, TestNats, batch_settings, eventually, query_pool,
+    stream_messages, test_config,
+};
+use sqlx::Row as _;
+
+use crate::buddy_program::Random;
+use crate::delivery_program::{
+    Program, Sent, envelope, expected_campaigns, expected_statuses, generate, post_to_gateway,
+    publish_natively, register, stored_campaigns,
+};
+
+async fn count(database_url: &str, sql: &'static str) -> i64 {
+    let pool = query_pool(database_url).await;
+    let count = sqlx::query(sql)
+        .fetch_one(&pool)
+        .await
+        .map(|row| row.try_get::<i64, _>(0).unwrap())
+        .unwrap_or(-1);
+    pool.close().await;
+    count
+}
+
+async fn logged(database_url: &str) -> i64 {
+    count(database_url, "SELECT COUNT(*) FROM delivery_events").await
+}
+
+async fn wait_logged(database_url: &str, expected: usize) {
+    eventually(
+        Duration::from_secs(120),
+        "every distinct event logged",
+        || async { (logged(database_url).await == expected as i64).then_some(()) },
+    )
+    .await;
+}
+
+/// Events each processor has settled as applied, unmatched or duplicate.
+fn settled(processors: &[&TestBatch]) -> f64 {
+    processors
+        .iter()
+        .map(|p| {
+            ["applied", "unmatched", "duplicate"]
+                .iter()
+                .map(|status| {
+                    p.metric(&format!(
+                        "webhooks_processed_total{{family=\"delivery\",status=\"{status}\"}}"
+                    ))
+                })
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+fn duplicates(processors: &[&TestBatch]) -> f64 {
+    processors
+        .iter()
+        .flat_map(|p| {
+            ["memory", "kv", "database"].map(|layer| {
+                p.metric(&format!(
+                    "webhook_duplicates_total{{family=\"delivery\",layer=\"{layer}\"}}"
+                ))
+            })
+        })
+        .sum()
+}
+
+async fn stored_statuses(database_url: &str) -> BTreeMap<(String, String), String> {
+    let pool = query_pool(database_url).await;
+    let rows = sqlx::query("SELECT provider, message_id, status FROM delivery_recipients")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows.into_iter()
+        .map(|row| {
+            (
+                (row.get("provider"), row.get("message_id")),
+                row.get("status"),
+            )
+        })
+        .collect()
+}
+
+async fn assert_matches_model(processor: &TestBatch, database_url: &str, program: &Program) {
+    let stored = stored_campaigns(processor.service().delivery_store(), program).await;
+    assert_eq!(stored, expected_campaigns(program), "campaign counters");
+    for campaign in stored.values() {
+        for count in campaign.counts {
+            assert!(
+                count <= campaign.size,
+                "a counter never exceeds the campaign"
+            );
+        }
+    }
+    let expected: BTreeMap<(String, String), String> = expected_statuses(program)
+        .into_iter()
+        .map(|((provider, message), status)| ((provider.to_owned(), message), status.to_owned()))
+        .collect();
+    assert_eq!(
+        stored_statuses(database_url).await,
+        expected,
+        "recipient statuses"
+    );
+}
+
+fn shuffled(program: &Program, seed: u64) -> Vec<Sent> {
+    let mut events = program.events.clone();
+    Random::new(seed).shuffle(&mut events);
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_is_exact_across_providers_event_types_and_concurrent_consumers() {
+    for db in TestDb::every_backend().await {
+        let nats = TestNats::start().await;
+        let gateway = TestGateway::start(nats.url(), test_config()).await;
+        let first = TestBatch::start(nats.url(), batch_settings(&db.url)).await;
+        let second = TestBatch::start(nats.url(), batch_settings(&db.url)).await;
+        let program = generate(7, 4, 150);
+        register(first.service().delivery_store(), &program).await;
+        let js = nats.jetstream().await;
+
+        // Every event twice natively, and every third one a third time
+        // through the gateway: each copy under its own message id.
+        publish_natively(&js, &shuffled(&program, 1), "a").await;
+        publish_natively(&js, &shuffled(&program, 2), "b").await;
+        let thirds: Vec<Sent> = program.events.iter().step_by(3).cloned().collect();
+        post_to_gateway(&gateway, &thirds, "c").await;
+        let published = 2 * program.events.len() + thirds.len();
+        assert!(
+            published > 2000,
+            "a thousand-odd events, {published} deliveries"
+        );
+
+        wait_logged(&db.url, program.events.len()).await;
+        eventually(
+            Duration::from_secs(60),
+            "every delivery settled",
+            || async { (settled(&[&first, &second]) == published as f64).then_some(()) },
+        )
+        .await;
+        assert_eq!(
+            duplicates(&[&first, &second]),
+            (published - program.events.len()) as f64,
+            "{}: every duplicate, and only duplicates, caught",
+            db.backend()
+        );
+        assert_matches_model(&first, &db.url, &program).await;
+        let unmatched = count(
+            &db.url,
+            "SELECT COUNT(*) FROM delivery_events WHERE matched = FALSE",
+        )
+        .await;
+        assert_eq!(
+            unmatched, 12,
+            "events of unregistered messages are logged as unmatched"
+        );
+        first.stop().await;
+        second.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_equal_the_model_after_duplicates_reordering_and_a_shutdown_mid_batch() {
+    for db in TestDb::every_backend().await {
+        let nats = TestNats::start().await;
+        let js = nats.jetstream().await;
+        let settings = BatchSettings {
+            batch_size: 40,
+            ..batch_settings(&db.url)
+        };
+        let processor = TestBatch::start(nats.url(), settings.clone()).await;
+        let program = generate(11, 3, 200);
+        register(processor.service().delivery_store(), &program).await;
+
+        publish_natively(&js, &shuffled(&program, 3), "a").await;
+        eventually(
+            Duration::from_secs(60),
+            "part of the events applied",
+            || async { (logged(&db.url).await > 40).then_some(()) },
+        )
+        .await;
+        processor.stop().await;
+        let at_stop = logged(&db.url).await;
+
+        let processor = TestBatch::start(nats.url(), settings).await;
+        publish_natively(&js, &shuffled(&program, 4), "b").await;
+        wait_logged(&db.url, program.events.len()).await;
+        assert!(at_stop <= program.events.len() as i64);
+        assert_matches_model(&processor, &db.url, &program).await;
+
+        // Each completed campaign is announced once, with its final counts.
+        let expected = expected_campaigns(&program);
+        let completed: Vec<&String> = expected
+            .iter()
+            .filter(|(_, c)| c.completed)
+            .map(|(id, _)| id)
+            .collect();
+        let announced = eventually(Duration::from_secs(30), "completions published", || async {
+            let messages = stream_messages(&js, "DELIVERY").await;
+            (messages.len() >= completed.len()).then_some(messages)
+        })
+        .await;
+        assert_eq!(
+            announced.len(),
+            completed.len(),
+            "one event per completed campaign"
+        );
+        for message in &announced {
+            assert_eq!(message.subject, "delivery.campaign.completed");
+            let data = &message.envelope["data"];
+            let campaign = data["campaign_id"].as_str().unwrap();
+            let model = &expected[campaign];
+            assert!(model.completed);
+            assert_eq!(data["size"], model.size);
+            assert_eq!(data["counts"]["delivered"], model.counts[0]);
+            assert_eq!(data["counts"]["bounced"], model.counts[3]);
+            assert_eq!(data["counts"]["failed"], model.counts[5]);
+        }
+        processor.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kv_down_dedup_fails_open_and_the_database_keeps_counts_exact() {
+    let db = TestDb::sqlite();
+    let nats = TestNats::start().await;
+    let js = nats.jetstream().await;
+    let processor = TestBatch::start(nats.url(), batch_settings(&db.url)).await;
+    let program = generate(21, 2, 100);
+    register(processor.service().delivery_store(), &program).await;
+    publish_natively(&js, &program.events, "a").await;
+    wait_logged(&db.url, program.events.len()).await;
+    processor.stop().await;
+
+    // A fresh process (nothing in memory), then the bucket disappears.
+    let processor = TestBatch::start(nats.url(), batch_settings(&db.url)).await;
+    js.delete_stream("KV_webhook_dedup").await.unwrap();
+    publish_natively(&js, &shuffled(&program, 5), "b").await;
+    eventually(
+        Duration::from_secs(60),
+        "the duplicates settled",
+        || async { (settled(&[&processor]) == program.events.len() as f64).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        processor.metric("webhook_duplicates_total{family=\"delivery\",layer=\"database\"}"),
+        program.events.len() as f64,
+        "the unique constraint caught every duplicate"
+    );
+    assert!(processor.metric("webhook_dedup_fail_open_total{family=\"delivery\"}") > 0.0);
+    assert_eq!(logged(&db.url).await, program.events.len() as i64);
+    assert_matches_model(&processor, &db.url, &program).await;
+    processor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_naks_retries_and_loses_nothing() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let nats = TestNats::start().await;
+    let js = nats.jetstream().await;
+    let processor = TestBatch::start(nats.url(), batch_settings(&db.url)).await;
+    let program = generate(31, 2, 80);
+    register(processor.service().delivery_store(), &program).await;
+
+    let admin = query_pool(&db.admin_url()).await;
+    let name = db.name();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&admin)
+        .await
+        .unwrap();
+    publish_natively(&js, &program.events, "a").await;
+    eventually(
+        Duration::from_secs(60),
+        "batches refused and naked",
+        || async {
+            (processor.metric("webhooks_processed_total{family=\"delivery\",status=\"retry\"}")
+                > 0.0)
+                .then_some(())
+        },
+    )
+    .await;
+
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    wait_logged(&db.url, program.events.len()).await;
+    assert_matches_model(&processor, &db.url, &program).await;
+    assert!(
+        stream_messages(&js, "DEAD_LETTERS").await.is_empty(),
+        "nothing gave up during a short outage"
+    );
+    processor.stop().await;
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_enrichment_is_skipped_and_processing_continues() {
+    let db = TestDb::sqlite();
+    let nats = TestNats::start().await;
+    let js = nats.jetstream().await;
+    let mut settings = batch_settings(&db.url);
+    // A lookup replica that does not answer.
+    settings.lookup_database_url = Some("postgres://nobody@127.0.0.1:9/none".to_owned());
+    settings.enrich.timeout = Duration::from_millis(200);
+    let processor = TestBatch::start(nats.url(), settings).await;
+    let program = generate(41, 2, 60);
+    register(processor.service().delivery_store(), &program).await;
+    publish_natively(&js, &program.events, "a").await;
+    wait_logged(&db.url, program.events.len()).await;
+
+    assert_matches_model(&processor, &db.url, &program).await;
+    let fallbacks = processor.metric("webhook_enrichment_fallbacks_total{reason=\"timeout\"}")
+        + processor.metric("webhook_enrichment_fallbacks_total{reason=\"error\"}");
+    assert!(fallbacks > 0.0, "the skipped lookups are counted");
+    let enriched = count(
+        &db.url,
+        "SELECT COUNT(*) FROM delivery_events WHERE tenant_id IS NOT NULL",
+    )
+    .await;
+    assert_eq!(enriched, 0, "no event carries enrichment it could not get");
+    processor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrichment_attaches_the_recipient_to_the_events_log() {
+    let db = TestDb::sqlite();
+    let nats = TestNats::start().await;
+    let js = nats.jetstream().await;
+    let processor = TestBatch::start(nats.url(), batch_settings(&db.url)).await;
+    let program = generate(43, 2, 30);
+    register(processor.service().delivery_store(), &program).await;
+    publish_natively(&js, &program.events, "a").await;
+    wait_logged(&db.url, program.events.len()).await;
+    let pool = query_pool(&db.url).await;
+    let row = sqlx::query(
+        "SELECT tenant_id, campaign_id, recipient FROM delivery_events \
+         WHERE provider = 'ses' AND message_id = 'msg-0-0000' AND matched = TRUE LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        row.get::<Option<String>, _>("tenant_id").as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        row.get::<Option<String>, _>("campaign_id").as_deref(),
+        Some("campaign-1")
+    );
+    assert_eq!(
+        row.get::<Option<String>, _>("recipient").as_deref(),
+        Some("msg-0-0000@example.com")
+    );
+    pool.close().await;
+    processor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_dead_lettered_with_its_reason_and_replay_brings_letters_back() {
+    let db = TestDb::sqlite();
+    let nats = TestNats::start().await;
+    let js = nats.jetstream().await;
+    let processor = TestBatch::start(nats.url(), batch_settings(&db.url)).await;
+    let program = generate(51, 2, 20);
+    register(processor.service().delivery_store(), &program).await;
+
+    // A schema version the consumer does not know, between good events.
+    let (before, after) = program.events.split_at(program.events.len() / 2);
+    publish_natively(&js, before, "a").await;
+    let mut poison: serde_json::Value =
+        serde_json::from_slice(&envelope(&before[0], "poison-1")).unwrap();
+    poison["dataschema"] = "urn:hookmesh:schema:delivery.event:v9".into();
+    let subject = format!("providers.{}.{}", before[0].provider, before[0].status);
+    js.publish(subject.clone(), serde_json::to_vec(&poison).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    publish_natively(&js, after, "b").await;
+    wait_logged(&db.url, program.events.len()).await;
+
+    let letters = eventually(Duration::from_secs(30), "the dead letter", || async {
+        let letters = dead_letter::list(&js, None, 10).await.ok()?;
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.subject, subject);
+    assert_eq!(letter.stream, "PROVIDERS");
+    assert_eq!(letter.consumer, "batch-processor");
+    assert!(
+        letter
+            .error
+            .contains("schema version 9 of delivery.event is not supported"),
+        "{}",
+        letter.error
+    );
+
+    // Replay sends it back to its subject; still poison, it comes back to
+    // the dead letters, and the replayed copy left them.
+    dead_letter::replay(&js, letter, false).await.unwrap();
+    let again = eventually(
+        Duration::from_secs(30),
+        "the poison dead-lettered again",
+        || async {
+            let letters = dead_letter::list(&js, None, 10).await.ok()?;
+            (letters.len() == 1 && letters[0].sequence != letter.sequence).then_some(letters)
+        },
+    )
+    .await;
+    assert_eq!(again[0].payload, letter.payload);
+
+    // A good event that was dead-lettered (say, after a long outage) is
+    // applied once replayed.
+    let statuses = expected_statuses(&program);
+    let (_, message_id) = statuses
+        .iter()
+        .find(|((provider, _), status)| {
+            *provider == "sendgrid" && ["sent", "delivered", "opened"].contains(status)
+        })
+        .map(|(key, _)| key.clone())
+        .expect("a recipient that has not clicked");
+    let late = Sent {
+        provider: "sendgrid",
+        status: "clicked",
+        message_id,
+        second: 99_999,
+    };
+    let late_subject = format!("providers.{}.{}", late.provider, late.status);
+    dead_letter::publish(
+        &js,
+        &DeadLetter {
+            stream: "PROVIDERS",
+            consumer: "batch-processor",
+            subject: &late_subject,
+            sequence: 999_999,
+            deliveries: 6,
+            reason: "gave up after 6 deliveries: database: pool timed out",
+            headers: None,
+            payload: envelope(&late, "late-click").into(),
+        },
+    )
+    .await
+    .unwrap();
+    let stored = dead_letter::list(&js, Some("providers.sendgrid.clicked"), 10)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "list filters by original subject");
+    dead_letter::replay(&js, &stored[0], false).await.unwrap();
+    let expected = program.events.len() + 1;
+    wait_logged(&db.url, expected).await;
+    assert_eq!(
+        processor
+            .service()
+            .delivery_store()
+            .recipient_status(late.provider, &late.message_id)
+            .await
+            .unwrap()
+            .map(|s| s.to_string())
+            .as_deref(),
+        Some("clicked")
+    );
+    processor.stop().await;
+}
