@@ -10,7 +10,8 @@
 //!
 //! Layout: [`validation`] holds the field-by-field parsing toolkit,
 //! [`envelope`] the CloudEvents 1.0 envelope, [`subjects`] every NATS subject
-//! name, and one module per seed family: [`sweep`] (003/000), [`buddy`] (002),
+//! name, and one module per seed family: [`sweep`] (003/000) with
+//! [`sweep_jobs`] for the sweep-worker's jobs, [`buddy`] (002),
 //! [`ci`] (001) and [`delivery`] (004), with [`csr`] for what the CSR platform
 //! derives from buddy events. [`schemas`] lists what is generated.
 
@@ -19,9 +20,11 @@ pub mod ci;
 pub mod csr;
 pub mod delivery;
 pub mod envelope;
+pub mod hex;
 pub mod schemas;
 pub mod subjects;
 pub mod sweep;
+pub mod sweep_jobs;
 pub mod tenant;
 pub mod timestamp;
 pub mod validation;

@@ -15,6 +15,9 @@ use crate::csr::{JourneyQuery, JourneyReport, JourneyTransition, MetricsQuery, M
 use crate::delivery::{CampaignCompleted, DeliveryEvent, DeliveryWebhookBody};
 use crate::envelope::{Envelope, EventData, SchemaId};
 use crate::sweep::{BestResults, SweepCallback, SweepTrigger};
+use crate::sweep_jobs::{
+    JobListQuery, JobQuery, PipelineJob, PipelineJobPage, RecordedJob, SweepDeadline, SweepJobEvent,
+};
 use crate::validation::FieldError;
 
 /// The schema of the CloudEvents envelope itself.
@@ -42,6 +45,13 @@ pub fn all() -> Vec<(String, Value)> {
         payload::<SweepTrigger>(),
         payload::<SweepCallback>(),
         generate::<BestResults>(BestResults::SCHEMA),
+        payload::<SweepJobEvent>(),
+        payload::<SweepDeadline>(),
+        generate::<JobQuery>(SchemaId::new("sweep.job-query", 1)),
+        generate::<JobListQuery>(SchemaId::new("sweep.job-list-query", 1)),
+        generate::<PipelineJob>(SchemaId::new("sweep.pipeline-job", 1)),
+        generate::<PipelineJobPage>(SchemaId::new("sweep.pipeline-job-page", 1)),
+        generate::<RecordedJob>(SchemaId::new("sweep.recorded-job", 1)),
         generate::<BuddyWebhookEvent>(BuddyWebhookEvent::SCHEMA),
         payload::<ParticipantEnrolled>(),
         payload::<MatchCreated>(),

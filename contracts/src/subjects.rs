@@ -7,12 +7,33 @@ use crate::buddy::BuddyEventType;
 use crate::ci::{CiPlatform, PipelineEventType};
 use crate::csr::JourneyStage;
 use crate::delivery::DeliveryStatus;
+use crate::sweep_jobs::JobEventName;
 use crate::validation::StrEnum as _;
 
 /// Sweep requests accepted by `POST /api/pipelines/trigger`.
 pub const SWEEP_TRIGGER: &str = "sweeps.trigger";
 /// Trading API completion callbacks.
 pub const SWEEP_CALLBACK: &str = "sweeps.callback";
+/// The sweep-worker's reminder to poll the Trading API when no callback
+/// came in time.
+pub const SWEEP_DEADLINE: &str = "sweeps.deadline";
+/// Every job event: `sweeps.jobs.<job>.<event>`.
+pub const SWEEP_JOB_EVENTS: &str = "sweeps.jobs.>";
+
+/// `sweeps.jobs.job_123.completed`; `job_id` must be a valid job id.
+pub fn sweep_job_event(job_id: &str, event: JobEventName) -> String {
+    format!("sweeps.jobs.{job_id}.{event}")
+}
+
+/// Every event of one job.
+pub fn sweep_job_events(job_id: &str) -> String {
+    format!("sweeps.jobs.{job_id}.*")
+}
+
+/// The sweep read API's endpoints (NATS services API, request/reply).
+pub const SWEEP_JOB_ENDPOINT: &str = "hookmesh.sweeps.job";
+pub const SWEEP_LIST_ENDPOINT: &str = "hookmesh.sweeps.list";
+
 /// Prefix of the dead-letter subjects: `dlq.<original subject>`.
 pub const DEAD_LETTER_PREFIX: &str = "dlq";
 
@@ -56,7 +77,16 @@ pub fn dead_letter(original: &str) -> String {
 /// One example of every subject family, for checks against the stream
 /// definitions.
 pub fn examples() -> Vec<String> {
-    let mut subjects = vec![SWEEP_TRIGGER.to_owned(), SWEEP_CALLBACK.to_owned()];
+    let mut subjects = vec![
+        SWEEP_TRIGGER.to_owned(),
+        SWEEP_CALLBACK.to_owned(),
+        SWEEP_DEADLINE.to_owned(),
+    ];
+    subjects.extend(
+        JobEventName::VARIANTS
+            .iter()
+            .map(|(_, event)| sweep_job_event("job_1", *event)),
+    );
     subjects.extend(
         BuddyEventType::VARIANTS
             .iter()

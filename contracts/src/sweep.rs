@@ -228,7 +228,7 @@ pub struct SweepResultData {
 pub fn callback_token(secret: &[u8], job_id: &str) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
     let tag = ring::hmac::sign(&key, format!("sweep-callback:{job_id}").as_bytes());
-    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(tag.as_ref())
 }
 
 /// Body the Trading API posts to a sweep's callback URL (003's
@@ -345,7 +345,7 @@ pub struct SweepResult {
 }
 
 impl SweepResult {
-    fn read(o: &mut Object<'_>) -> Option<Self> {
+    pub(crate) fn read(o: &mut Object<'_>) -> Option<Self> {
         let ticker = o.required("ticker", string(1, 64));
         let strategy_type = o.required("strategy_type", variant);
         let fast_period = o.required("fast_period", integer(1, 100_000));

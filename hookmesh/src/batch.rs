@@ -22,6 +22,7 @@ pub fn settings(args: &BatchArgs, database_url: &str, common: &CommonArgs) -> Ba
         stream_replicas: common.stream_replicas,
         batch_size: args.batch_size,
         batch_interval: Duration::from_millis(args.batch_interval_ms),
+        workers: args.batch_workers,
         enrich: EnrichSettings {
             timeout: Duration::from_millis(args.enrich_timeout_ms),
             concurrency: args.enrich_concurrency,

@@ -132,7 +132,7 @@ pub enum Command {
     /// service in one process. Unset secrets and API keys are generated once into the data
     /// directory. Prints a line containing `ready` and the gateway URL once it accepts traffic;
     /// SIGINT or SIGTERM stops it gracefully.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Run the HTTP gateway alone (one Kubernetes Deployment).
     Gateway(GatewayCommand),
     /// Run the csr-consumer alone: buddy events into CSR metrics and journeys (seed 002).
@@ -140,6 +140,8 @@ pub enum Command {
     /// Run the batch-processor alone: provider delivery events (seed 004) and CI/CD pipeline
     /// events (seed 001) in batches.
     BatchProcessor(BatchProcessorCommand),
+    /// Run the sweep-worker alone: trading sweep jobs through the Trading API (seeds 000, 003).
+    SweepWorker(SweepWorkerCommand),
     /// Inspect and replay the dead-letter stream: messages a consumer could never process.
     Dlq(DlqArgs),
     /// Measure performance. Figures are reported as ratios against a baseline measured in the
@@ -162,6 +164,9 @@ pub struct UpArgs {
 
     #[command(flatten)]
     pub batch: BatchArgs,
+
+    #[command(flatten)]
+    pub sweep: SweepArgs,
 
     #[command(flatten)]
     pub gateway: GatewayArgs,
@@ -222,6 +227,11 @@ pub struct BatchArgs {
     #[arg(long, env = "HOOKMESH_BATCH_INTERVAL_MS", default_value_t = hookmesh_batch_processor::DEFAULT_BATCH_INTERVAL.as_millis() as u64)]
     pub batch_interval_ms: u64,
 
+    /// Batches of each family handled at once: while one waits on the database, the next is
+    /// read and deduplicated.
+    #[arg(long, env = "HOOKMESH_BATCH_WORKERS", default_value_t = hookmesh_batch_processor::DEFAULT_WORKERS, value_parser = clap::value_parser!(u16).range(1..=32).map(usize::from))]
+    pub batch_workers: usize,
+
     /// Database the recipients are looked up in for enrichment (a read replica, say). Unset:
     /// DATABASE_URL.
     #[arg(long, env = "HOOKMESH_LOOKUP_DATABASE_URL", hide_env_values = true)]
@@ -242,6 +252,7 @@ impl std::fmt::Debug for BatchArgs {
         f.debug_struct("BatchArgs")
             .field("batch_size", &self.batch_size)
             .field("batch_interval_ms", &self.batch_interval_ms)
+            .field("batch_workers", &self.batch_workers)
             .field(
                 "lookup_database_url",
                 &self
@@ -251,6 +262,100 @@ impl std::fmt::Debug for BatchArgs {
             )
             .field("enrich_timeout_ms", &self.enrich_timeout_ms)
             .field("enrich_concurrency", &self.enrich_concurrency)
+            .finish()
+    }
+}
+
+/// How the sweep-worker reaches the Trading API, waits for it and reports.
+#[derive(Clone, Args)]
+#[command(next_help_heading = "Sweep-worker")]
+pub struct SweepArgs {
+    /// Base URL of the Trading API (seed 003). Unset: `up` starts the built-in simulator;
+    /// `sweep-worker` refuses to start.
+    #[arg(long, env = "TRADING_API_URL")]
+    pub trading_api_url: Option<String>,
+
+    /// The Trading API's key, sent as X-API-Key. `up` generates one for the simulator.
+    #[arg(long, env = "TRADING_API_KEY", hide_env_values = true)]
+    pub trading_api_key: Option<String>,
+
+    /// Base URL at which the Trading API reaches the gateway's callback routes; each sweep's
+    /// callback URL is <this>/webhook/sweep-callback?job_id=…&token=…. Unset in `up`: the gateway's
+    /// own URL.
+    #[arg(long, env = "HOOKMESH_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Seconds a submitted sweep may go without a callback; then the Trading API is polled and
+    /// the job completed or failed (seed 000: one hour).
+    #[arg(
+        long,
+        env = "HOOKMESH_SWEEP_CALLBACK_TIMEOUT_SECS",
+        default_value_t = 3600.0
+    )]
+    pub callback_timeout_secs: f64,
+
+    /// Seconds between attempts while the Trading API is unavailable, comma-separated; when they
+    /// are used up the job fails with the reason (seed 000: 2, 4, 8).
+    #[arg(
+        long,
+        env = "HOOKMESH_SWEEP_RETRY_DELAYS",
+        value_delimiter = ',',
+        default_value = "2,4,8"
+    )]
+    pub retry_delays_secs: Vec<f64>,
+
+    /// Slack-compatible incoming webhook URL that hears of every COMPLETED and FAILED job. Unset:
+    /// no notifications.
+    #[arg(long, env = "HOOKMESH_NOTIFY_WEBHOOK_URL", hide_env_values = true)]
+    pub notify_webhook_url: Option<String>,
+
+    /// In `up` with the built-in simulator: how long each sweep runs there, in seconds.
+    #[arg(long, env = "HOOKMESH_SIM_RUN_TIME_SECS", default_value_t = 5.0)]
+    pub sim_run_time_secs: f64,
+}
+
+impl std::fmt::Debug for SweepArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SweepArgs")
+            .field("trading_api_url", &self.trading_api_url)
+            .field(
+                "trading_api_key",
+                &self.trading_api_key.as_ref().map(|_| "[set]"),
+            )
+            .field("public_url", &self.public_url)
+            .field("callback_timeout_secs", &self.callback_timeout_secs)
+            .field("retry_delays_secs", &self.retry_delays_secs)
+            .field(
+                "notify_webhook_url",
+                &self.notify_webhook_url.as_ref().map(|_| "[set]"),
+            )
+            .field("sim_run_time_secs", &self.sim_run_time_secs)
+            .finish()
+    }
+}
+
+#[derive(Args)]
+pub struct SweepWorkerCommand {
+    #[command(flatten)]
+    pub service: ServiceCommand,
+
+    #[command(flatten)]
+    pub sweep: SweepArgs,
+
+    /// Secret that signs each sweep's callback URL; the gateway must have the same one.
+    #[arg(long, env = "HOOKMESH_CALLBACK_SECRET", hide_env_values = true)]
+    pub callback_secret: Option<String>,
+}
+
+impl std::fmt::Debug for SweepWorkerCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SweepWorkerCommand")
+            .field("service", &self.service)
+            .field("sweep", &self.sweep)
+            .field(
+                "callback_secret",
+                &self.callback_secret.as_ref().map(|_| "[set]"),
+            )
             .finish()
     }
 }
@@ -328,6 +433,46 @@ pub enum BenchTarget {
     /// Buddy events published natively to the csr-consumer: processing lag (event time to
     /// applied) at a sustained rate, then the rate at which it drains a backlog.
     Csr(CsrBenchArgs),
+    /// Delivery events through the batch-processor: events/s from publish to committed for each
+    /// batch size and database, beside the raw JetStream consume rate of the same run; lag at a
+    /// sustained rate; memory per 10k buffered events; CI failure detection latency.
+    Batch(BatchBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BatchBenchArgs {
+    /// Events in each backlog run (and in the raw consume baseline).
+    #[arg(long, default_value_t = 100_000)]
+    pub events: usize,
+
+    /// Batch sizes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 1000])]
+    pub batch_sizes: Vec<usize>,
+
+    /// Batches handled at once (HOOKMESH_BATCH_WORKERS).
+    #[arg(long, default_value_t = hookmesh_batch_processor::DEFAULT_WORKERS)]
+    pub workers: usize,
+
+    /// Events per second offered in each sustained (lag) phase.
+    #[arg(long, default_value_t = 5000)]
+    pub rate: u32,
+
+    /// Seconds of each sustained phase.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+
+    /// Also measure PostgreSQL: an administrative URL on which a scratch database is created
+    /// (and dropped) per run, e.g. postgres://postgres@127.0.0.1:5432/postgres.
+    #[arg(long, env = "HOOKMESH_BENCH_POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
+
+    /// Skip SQLite (measure PostgreSQL only).
+    #[arg(long, requires = "postgres_url")]
+    pub no_sqlite: bool,
+
+    /// Also print the results as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

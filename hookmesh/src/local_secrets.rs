@@ -9,10 +9,10 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use hookmesh_gateway::GatewayArgs;
 use hookmesh_gateway::verify::{hex_encode, random_bytes};
 
 use crate::AnyError;
+use crate::cli::UpArgs;
 
 /// The file, under the data directory.
 pub const FILE_NAME: &str = "secrets.env";
@@ -20,7 +20,13 @@ pub const FILE_NAME: &str = "secrets.env";
 struct LocalSecret {
     variable: &'static str,
     generate: fn() -> String,
-    slot: fn(&mut GatewayArgs) -> &mut Option<String>,
+    slot: fn(&mut UpArgs) -> &mut Option<String>,
+    /// Whether this run needs the secret.
+    needed: fn(&UpArgs) -> bool,
+}
+
+fn always(_: &UpArgs) -> bool {
+    true
 }
 
 fn hex_secret() -> String {
@@ -31,32 +37,38 @@ const SECRETS: &[LocalSecret] = &[
     LocalSecret {
         variable: "HOOKMESH_API_KEYS",
         generate: || format!("local:hm_{}", hex_encode(&random_bytes::<24>())),
-        slot: |args| &mut args.api_keys,
+        slot: |args| &mut args.gateway.api_keys,
+        needed: always,
     },
     LocalSecret {
         variable: "HOOKMESH_SECRET_BUDDY",
         generate: hex_secret,
-        slot: |args| &mut args.secret_buddy,
+        slot: |args| &mut args.gateway.secret_buddy,
+        needed: always,
     },
     LocalSecret {
         variable: "HOOKMESH_SECRET_GITHUB",
         generate: hex_secret,
-        slot: |args| &mut args.secret_github,
+        slot: |args| &mut args.gateway.secret_github,
+        needed: always,
     },
     LocalSecret {
         variable: "HOOKMESH_SECRET_GITLAB",
         generate: hex_secret,
-        slot: |args| &mut args.secret_gitlab,
+        slot: |args| &mut args.gateway.secret_gitlab,
+        needed: always,
     },
     LocalSecret {
         variable: "HOOKMESH_SECRET_CIRCLECI",
         generate: hex_secret,
-        slot: |args| &mut args.secret_circleci,
+        slot: |args| &mut args.gateway.secret_circleci,
+        needed: always,
     },
     LocalSecret {
         variable: "HOOKMESH_SECRET_JENKINS",
         generate: hex_secret,
-        slot: |args| &mut args.secret_jenkins,
+        slot: |args| &mut args.gateway.secret_jenkins,
+        needed: always,
     },
     LocalSecret {
         variable: "HOOKMESH_SECRET_PROVIDERS",
@@ -66,12 +78,21 @@ const SECRETS: &[LocalSecret] = &[
                 base64::engine::general_purpose::STANDARD.encode(random_bytes::<24>())
             )
         },
-        slot: |args| &mut args.secret_providers,
+        slot: |args| &mut args.gateway.secret_providers,
+        needed: always,
     },
     LocalSecret {
         variable: "HOOKMESH_CALLBACK_SECRET",
         generate: hex_secret,
-        slot: |args| &mut args.callback_secret,
+        slot: |args| &mut args.gateway.callback_secret,
+        needed: always,
+    },
+    LocalSecret {
+        variable: "TRADING_API_KEY",
+        generate: || format!("sim_{}", hex_encode(&random_bytes::<16>())),
+        slot: |args| &mut args.sweep.trading_api_key,
+        // Only the built-in simulator's key is ours to make up.
+        needed: |args| args.sweep.trading_api_url.is_none(),
     },
 ];
 
@@ -112,12 +133,15 @@ fn write(path: &Path, values: &BTreeMap<String, String>) -> Result<(), AnyError>
 /// Fills every unset secret of `args` from the data directory's file,
 /// generating (and saving) the ones it lacks. Returns the file's path when
 /// any secret came from it.
-pub fn fill(data_dir: &Path, args: &mut GatewayArgs) -> Result<Option<PathBuf>, AnyError> {
+pub fn fill(data_dir: &Path, args: &mut UpArgs) -> Result<Option<PathBuf>, AnyError> {
     let path = data_dir.join(FILE_NAME);
     let mut stored = read(&path)?;
     let mut generated = false;
     let mut used = false;
     for secret in SECRETS {
+        if !(secret.needed)(args) {
+            continue;
+        }
         let slot = (secret.slot)(args);
         if slot
             .as_deref()

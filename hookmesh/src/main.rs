@@ -13,6 +13,7 @@ mod gateway;
 mod local_secrets;
 mod service;
 mod shutdown;
+mod sweep;
 mod telemetry;
 mod up;
 
@@ -37,10 +38,11 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            cli::Command::Up(args) => up::run(args, cli.common).await,
+            cli::Command::Up(args) => up::run(*args, cli.common).await,
             cli::Command::Gateway(args) => gateway::run(args, cli.common).await,
             cli::Command::CsrConsumer(args) => csr::run(args, cli.common).await,
             cli::Command::BatchProcessor(args) => batch::run(args, cli.common).await,
+            cli::Command::SweepWorker(args) => sweep::run(args, cli.common).await,
             cli::Command::Dlq(args) => dlq::run(args, cli.common).await,
             cli::Command::Bench(args) => bench::run(args, cli.common).await,
         }

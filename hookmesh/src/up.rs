@@ -16,11 +16,12 @@ use hookmesh_csr_consumer::telemetry::CsrMetrics;
 use hookmesh_gateway::GatewayMetrics;
 use hookmesh_nats::server::{self, EmbeddedNats, EmbeddedOptions, NatsServerBinary, ServerError};
 use hookmesh_runtime::metrics::ConsumeFamilies;
+use hookmesh_sweep_worker::telemetry::SweepMetrics;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::cli::{CommonArgs, UpArgs};
-use crate::{AnyError, batch, csr, gateway, local_secrets, shutdown};
+use crate::{AnyError, batch, csr, gateway, local_secrets, shutdown, sweep};
 
 /// Longest a graceful stop may take before hookmesh stops waiting for it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -103,7 +104,7 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
         )
     })?;
     let data_dir = args.data_dir.canonicalize()?;
-    if let Some(path) = local_secrets::fill(&data_dir, &mut args.gateway)? {
+    if let Some(path) = local_secrets::fill(&data_dir, &mut args)? {
         println!(
             "hookmesh: secrets and the API key of this local mesh are in {} (generated once; \
              variables you set take precedence)",
@@ -131,6 +132,7 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
     let consume = ConsumeFamilies::register(&mut registry);
     let csr_metrics = CsrMetrics::register(&mut registry);
     let batch_metrics = BatchMetrics::register(&mut registry);
+    let sweep_metrics = SweepMetrics::register(&mut registry);
     let registry = Arc::new(registry);
     let (stop_services, services_stopped) = watch::channel(false);
 
@@ -154,9 +156,49 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
         .await?;
         let gateway =
             gateway::start(&args.gateway, &common, &nats_url, gateway_metrics, registry).await?;
-        Ok::<_, AnyError>((gateway, csr, batch))
+        // The Trading API: the one configured, or the built-in simulator.
+        let simulator = match &args.sweep.trading_api_url {
+            Some(_) => None,
+            None => {
+                let key = args.sweep.trading_api_key.clone().unwrap_or_default();
+                let simulator = sweep::start_simulator(&key, args.sweep.sim_run_time_secs).await?;
+                println!(
+                    "hookmesh: Trading API simulator at {} (TRADING_API_URL is unset; its key is \
+                     TRADING_API_KEY in the secrets file; GET/PUT /_sim/knobs changes its behaviour)",
+                    simulator.url()
+                );
+                Some(simulator)
+            }
+        };
+        let trading_api_url = args
+            .sweep
+            .trading_api_url
+            .clone()
+            .or_else(|| simulator.as_ref().map(|s| s.url()))
+            .unwrap_or_default();
+        let public_url = args
+            .sweep
+            .public_url
+            .clone()
+            .unwrap_or_else(|| gateway.url.clone());
+        let endpoints = sweep::Endpoints {
+            trading_api_url: &trading_api_url,
+            trading_api_key: args.sweep.trading_api_key.as_deref().unwrap_or_default(),
+            public_url: &public_url,
+            callback_secret: args.gateway.callback_secret.as_deref().unwrap_or_default(),
+        };
+        let sweep_settings = sweep::settings(&args.sweep, endpoints, &database_url, &common)?;
+        let sweeps = sweep::start(
+            &nats_url,
+            sweep_settings,
+            sweep_metrics,
+            consume.clone(),
+            services_stopped.clone(),
+        )
+        .await?;
+        Ok::<_, AnyError>((gateway, csr, batch, sweeps, simulator))
     };
-    let (gateway, csr, batch) = match started.await {
+    let (gateway, csr, batch, sweeps, _simulator) = match started.await {
         Ok(running) => running,
         Err(error) => {
             let _ = stop_services.send(true);
@@ -201,7 +243,7 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
     let graceful = async {
         let stopped = gateway.stop().await;
         let _ = stop_services.send(true);
-        tokio::join!(csr.finished(), batch.finished());
+        tokio::join!(csr.finished(), batch.finished(), sweeps.finished());
         stopped
     };
     // A second signal, or a stop that hangs, must not keep hookmesh running.

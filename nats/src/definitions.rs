@@ -94,8 +94,32 @@ pub const DELIVERY_CONSUMER: ConsumerDefinition = consumer_file!("PROVIDERS", "b
 /// The batch-processor's durable consumer of `CI` (pipeline events only).
 pub const CI_CONSUMER: ConsumerDefinition = consumer_file!("CI", "batch-processor");
 
+/// The sweep-worker's durable consumer of sweep requests.
+pub const SWEEP_TRIGGER_CONSUMER: ConsumerDefinition =
+    consumer_file!("SWEEPS", "sweep-worker-trigger");
+
+/// The sweep-worker's durable consumer of Trading API callbacks.
+pub const SWEEP_CALLBACK_CONSUMER: ConsumerDefinition =
+    consumer_file!("SWEEPS", "sweep-worker-callback");
+
+/// The sweep-worker's durable consumer of its own deadlines.
+pub const SWEEP_DEADLINE_CONSUMER: ConsumerDefinition =
+    consumer_file!("SWEEPS", "sweep-worker-deadline");
+
+/// The sweep-worker's durable consumer of finished jobs, for notifications.
+pub const SWEEP_NOTIFY_CONSUMER: ConsumerDefinition =
+    consumer_file!("SWEEPS", "sweep-worker-notify");
+
 /// Every durable consumer of the mesh.
-pub const CONSUMERS: &[ConsumerDefinition] = &[CSR_CONSUMER, DELIVERY_CONSUMER, CI_CONSUMER];
+pub const CONSUMERS: &[ConsumerDefinition] = &[
+    CSR_CONSUMER,
+    DELIVERY_CONSUMER,
+    CI_CONSUMER,
+    SWEEP_TRIGGER_CONSUMER,
+    SWEEP_CALLBACK_CONSUMER,
+    SWEEP_DEADLINE_CONSUMER,
+    SWEEP_NOTIFY_CONSUMER,
+];
 
 impl ConsumerDefinition {
     /// The fields the file sets, as written.
@@ -145,8 +169,13 @@ pub const CSR_EVENTS_BUCKET: BucketDefinition = bucket_file!("csr_events");
 /// Keys of the provider and CI events the batch-processor has applied.
 pub const WEBHOOK_DEDUP_BUCKET: BucketDefinition = bucket_file!("webhook_dedup");
 
+/// Every sweep job the sweep-worker has recorded, with its tenant: the
+/// gateway refuses callbacks for any other.
+pub const SWEEP_JOBS_BUCKET: BucketDefinition = bucket_file!("sweep_jobs");
+
 /// Every KV bucket of the mesh.
-pub const BUCKETS: &[BucketDefinition] = &[CSR_EVENTS_BUCKET, WEBHOOK_DEDUP_BUCKET];
+pub const BUCKETS: &[BucketDefinition] =
+    &[CSR_EVENTS_BUCKET, WEBHOOK_DEDUP_BUCKET, SWEEP_JOBS_BUCKET];
 
 /// Whether `subject` matches the NATS subject `filter` (`*` one token, `>`
 /// one or more trailing tokens).
@@ -227,18 +256,31 @@ mod tests {
                 .map(|s| s.config(1).unwrap())
                 .find(|s| s.name == definition.stream)
                 .unwrap_or_else(|| panic!("{}: no stream {}", definition.file, definition.stream));
+            let filters: Vec<&String> = std::iter::once(&config.filter_subject)
+                .filter(|filter| !filter.is_empty())
+                .chain(&config.filter_subjects)
+                .collect();
+            assert!(!filters.is_empty(), "{}: no filter", definition.file);
+            for filter in filters {
+                let example = filter.replace(['*', '>'], "x");
+                assert!(
+                    stream.subjects.iter().any(|s| subject_matches(s, &example)),
+                    "{}: {filter} reads nothing of {}",
+                    definition.file,
+                    definition.stream
+                );
+            }
+            // With a backoff list, nats-server takes backoff[0] as the ack
+            // wait and stretches every delayed nak by backoff[n] - ack_wait
+            // (measured: a 400 ms nak on the third delivery waited 2.4 s),
+            // so retries follow explicit nak delays alone.
             assert!(
-                stream
-                    .subjects
-                    .iter()
-                    .any(|s| subject_matches(s, &config.filter_subject)),
-                "{}: {} reads nothing of {}",
-                definition.file,
-                config.filter_subject,
-                definition.stream
+                config.backoff.is_empty(),
+                "{}: retries are scheduled by delayed naks; a backoff list distorts them",
+                definition.file
             );
             assert!(
-                config.max_deliver as usize > config.backoff.len(),
+                config.max_deliver < 0 || config.max_deliver as usize > config.backoff.len(),
                 "{}: NATS requires max_deliver > the backoff list",
                 definition.file
             );

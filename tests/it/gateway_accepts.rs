@@ -115,6 +115,7 @@ async fn both_callback_paths_publish_the_trading_apis_callback() {
     for path in ["/webhook/sweep-callback", "/webhook/trading-sweep"] {
         let (nats, gateway) = mesh().await;
         let js = nats.jetstream().await;
+        hookmesh_tests::record_sweep_job(&js, "job_1", "acme").await;
         let body = serde_json::to_vec(&callback_body()).unwrap();
         let answer = accept(
             deliveries::callback(&gateway, path, "job_1", &body),

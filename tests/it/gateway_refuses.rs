@@ -237,6 +237,7 @@ async fn missing_wrong_and_stale_credentials_are_refused_with_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_and_wrong_types_are_refused_with_400_naming_every_field() {
     let (nats, gateway) = mesh().await;
+    hookmesh_tests::record_sweep_job(&nats.jetstream().await, "job_1", "acme").await;
     let g = &gateway;
 
     let not_json = b"{\"id\": \"e-1\", oops";

@@ -10,7 +10,9 @@ mod deliveries;
 mod delivery_program;
 mod gateway_accepts;
 mod gateway_refuses;
+mod kv;
 mod streams;
+mod sweeps;
 
 use hookmesh_tests::{TestGateway, TestNats, test_config};
 

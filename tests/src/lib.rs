@@ -31,6 +31,7 @@ pub mod secrets {
     pub const CALLBACK: &str = "callback-test-secret";
     pub const API_KEY_ACME: &str = "acme-key-0123456789abcdef";
     pub const API_KEY_GLOBEX: &str = "globex-key-0123456789abcdef";
+    pub const TRADING_API: &str = "dev-key-000000000000000000000000";
 }
 
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
@@ -554,6 +555,7 @@ pub fn batch_settings(database_url: &str) -> hookmesh_batch_processor::BatchSett
         stream_replicas: 1,
         batch_size: 100,
         batch_interval: Duration::from_millis(50),
+        workers: 2,
         enrich: hookmesh_batch_processor::engine::enrich::EnrichSettings::default(),
     }
 }
@@ -603,15 +605,7 @@ impl TestBatch {
     /// The value of a counter or gauge sample, e.g.
     /// `webhook_duplicates_total{family="delivery",layer="kv"}`; 0 when absent.
     pub fn metric(&self, sample: &str) -> f64 {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("metrics encode");
-        text.lines()
-            .find_map(|line| {
-                let (name, value) = line.rsplit_once(' ')?;
-                (name == sample).then(|| value.parse().ok()).flatten()
-            })
-            .unwrap_or(0.0)
+        metric_sample(&self.registry, sample)
     }
 
     /// Stops gracefully: commits and acks the batches in hand, then returns.
@@ -634,4 +628,143 @@ pub async fn query_pool(url: &str) -> hookmesh_runtime::db::Pool {
     hookmesh_runtime::db::connect(url)
         .await
         .expect("the test database opens")
+}
+
+/// Records `job_id` as a sweep job of `tenant` in the sweep-worker's KV
+/// bucket, as the sweep-worker does before submitting, so the gateway
+/// accepts callbacks for it.
+pub async fn record_sweep_job(js: &jetstream::Context, job_id: &str, tenant: &str) {
+    use hookmesh_nats::definitions::SWEEP_JOBS_BUCKET;
+    hookmesh_nats::ensure_bucket(js, &SWEEP_JOBS_BUCKET, 1)
+        .await
+        .expect("the sweep_jobs bucket");
+    let bucket = js
+        .get_key_value(SWEEP_JOBS_BUCKET.bucket)
+        .await
+        .expect("the sweep_jobs bucket opens");
+    let recorded = hookmesh_contracts::sweep_jobs::RecordedJob {
+        tenant_id: hookmesh_contracts::TenantId::parse(tenant).expect("a tenant id"),
+        parameters: serde_json::from_value(serde_json::json!({
+            "ticker": "BTC-USD", "fast_range": [10, 20], "slow_range": [20, 30], "step": 5,
+            "min_trades": 50, "strategy_type": "SMA"
+        }))
+        .expect("a trigger"),
+        created_at: hookmesh_contracts::Timestamp::now(),
+    };
+    bucket
+        .put(job_id, serde_json::to_vec(&recorded).unwrap().into())
+        .await
+        .expect("a job is recorded");
+}
+
+/// The value of a counter or gauge sample in `registry`'s text, e.g.
+/// `pipeline_jobs_processed_total{job_type="trading-sweep",status="COMPLETED"}`;
+/// 0 when absent.
+pub fn metric_sample(registry: &Registry, sample: &str) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("metrics encode");
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// A Trading API simulator of the test's own, keyed with
+/// [`secrets::TRADING_API`].
+pub async fn trading_api(
+    knobs: hookmesh_trading_api_sim::Knobs,
+) -> hookmesh_trading_api_sim::Simulator {
+    hookmesh_trading_api_sim::Simulator::start(hookmesh_trading_api_sim::SimConfig {
+        api_key: secrets::TRADING_API.to_owned(),
+        addr: ([127, 0, 0, 1], 0).into(),
+        knobs,
+    })
+    .await
+    .expect("the Trading API simulator starts")
+}
+
+/// Settings for a test sweep-worker: the seeds' rules with short delays.
+pub fn sweep_settings(
+    database_url: &str,
+    trading_api_url: &str,
+    public_url: &str,
+) -> hookmesh_sweep_worker::SweepSettings {
+    let mut settings = hookmesh_sweep_worker::SweepSettings::new(
+        database_url,
+        trading_api_url,
+        secrets::TRADING_API,
+        public_url,
+        secrets::CALLBACK.as_bytes(),
+    );
+    settings.retry_delays = vec![
+        Duration::from_millis(200),
+        Duration::from_millis(400),
+        Duration::from_millis(800),
+    ];
+    settings.request_timeout = Duration::from_secs(5);
+    settings
+}
+
+/// A sweep-worker running in this process, with its own metrics.
+#[derive(Debug)]
+pub struct TestSweep {
+    stop: watch::Sender<bool>,
+    service: Option<hookmesh_sweep_worker::SweepWorker>,
+    registry: Registry,
+}
+
+impl TestSweep {
+    pub async fn start(nats_url: &str, settings: hookmesh_sweep_worker::SweepSettings) -> Self {
+        let connection = hookmesh_nats::connect(nats_url, "hookmesh-test-sweep")
+            .await
+            .expect("the test broker accepts the sweep-worker");
+        let mut registry = Registry::default();
+        let consume = hookmesh_runtime::metrics::ConsumeFamilies::register(&mut registry);
+        let metrics = hookmesh_sweep_worker::telemetry::SweepMetrics::register(&mut registry);
+        let (stop, stopped) = watch::channel(false);
+        let service = hookmesh_sweep_worker::SweepWorker::start(
+            connection.client,
+            settings,
+            metrics,
+            consume,
+            stopped,
+        )
+        .await
+        .expect("the sweep-worker starts");
+        let readiness = service.readiness();
+        eventually(Duration::from_secs(30), "the sweep-worker ready", || {
+            let ready = readiness.iter().all(|(_, check)| check().is_ok());
+            async move { ready.then_some(()) }
+        })
+        .await;
+        Self {
+            stop,
+            service: Some(service),
+            registry,
+        }
+    }
+
+    pub fn store(&self) -> &hookmesh_sweep_worker::store::SweepStore {
+        self.service.as_ref().expect("running").store()
+    }
+
+    pub fn metric(&self, sample: &str) -> f64 {
+        metric_sample(&self.registry, sample)
+    }
+
+    /// Stops gracefully: settles the messages in hand, then returns.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(service) = self.service.take() {
+            service.finished().await;
+        }
+    }
+}
+
+impl Drop for TestSweep {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
 }

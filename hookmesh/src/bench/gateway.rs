@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use super::{ScratchDir, broker, percentile_ms};
+use super::{ScratchDir, broker, percentile_ms, rss_mib};
 use crate::AnyError;
 use crate::cli::{CommonArgs, GatewayBenchArgs};
 
@@ -90,22 +90,6 @@ fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Resident memory of `pid` in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// CPU time (user + system) consumed by `pid` so far, in seconds.

@@ -1,6 +1,7 @@
 //! `hookmesh bench`: performance figures anyone can rerun, each reported
 //! against a baseline or under a load measured in the same run.
 
+mod batch;
 mod csr;
 mod gateway;
 
@@ -15,6 +16,7 @@ pub async fn run(args: BenchArgs, common: CommonArgs) -> Result<(), AnyError> {
     match args.target {
         BenchTarget::Gateway(args) => gateway::run(args, common).await,
         BenchTarget::Csr(args) => csr::run(args, common).await,
+        BenchTarget::Batch(args) => batch::run(args, common).await,
     }
 }
 
@@ -63,4 +65,20 @@ fn percentile_ms<T: Copy + Into<f64>>(sorted: &[T], p: f64, per_ms: f64) -> f64 
     }
     let index = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
     sorted[index].into() / per_ms
+}
+
+/// Resident memory of `pid` in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
 }

@@ -51,6 +51,8 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Default `HOOKMESH_BATCH_SIZE`.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
+/// Default `HOOKMESH_BATCH_WORKERS`.
+pub const DEFAULT_WORKERS: usize = 2;
 /// Default `HOOKMESH_BATCH_INTERVAL_MS`.
 pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -68,6 +70,8 @@ pub struct BatchSettings {
     pub batch_size: usize,
     /// Longest the first event of a batch waits for the batch to fill.
     pub batch_interval: Duration,
+    /// Batches of one family handled at once.
+    pub workers: usize,
     pub enrich: EnrichSettings,
 }
 
@@ -97,12 +101,12 @@ impl BatchProcessor {
         let backend = Backend::of(&settings.database_url)?;
         let pool = db::connect(&settings.database_url).await?;
         db::migrate(&pool, &MIGRATOR).await?;
-        let lookup_pool = match &settings.lookup_database_url {
-            Some(url) => db::connect_lazy(url)?,
-            None => pool.clone(),
+        let (lookup_pool, lookup_backend) = match &settings.lookup_database_url {
+            Some(url) => (db::connect_lazy(url)?, Backend::of(url)?),
+            None => (pool.clone(), backend),
         };
         let js = jetstream::new(client.clone());
-        let outbox = Outbox::new(pool.clone(), "batch_outbox");
+        let outbox = Outbox::new(pool.clone(), backend, "batch_outbox");
         let delivery = DeliveryStore::new(pool.clone(), backend, outbox.clone());
         let ci = CiStore::new(pool.clone(), backend, outbox.clone());
         let database = DatabaseHealth::default();
@@ -124,7 +128,7 @@ impl BatchProcessor {
             tasks.push(
                 consume.spawn(DELIVERY_CONSUMER, "batch-processor-delivery", move || {
                     let enricher = Enricher::new(
-                        RecipientLookup::new(lookup_pool.clone()),
+                        RecipientLookup::new(lookup_pool.clone(), lookup_backend),
                         enrich.clone(),
                         metrics.clone(),
                     );
@@ -240,6 +244,7 @@ impl Consume {
                     replicas,
                     max_batch: this.settings.batch_size.max(1),
                     max_wait: this.settings.batch_interval,
+                    concurrency: this.settings.workers.max(1),
                 };
                 let metrics = this.consume_metrics.consumer(label);
                 this.consuming.fetch_add(1, Ordering::Relaxed);

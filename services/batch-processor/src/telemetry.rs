@@ -1,7 +1,8 @@
 //! Seed 004's metrics, in Prometheus form (seconds, `_total`):
 //! `webhooks_received_total`, `webhook_batch_size`,
 //! `webhook_processing_duration_seconds`, `webhook_queue_depth`,
-//! `webhooks_processed_total{status}`; plus duplicates by layer, the
+//! `webhooks_processed_total{status}`; plus the processing lag
+//! (`webhook_processing_lag_seconds`, for 001's latency alert), duplicates by layer, the
 //! fail-open and enrichment fallbacks, and what the two families announce.
 //! Every label takes a bounded set of values: `family` is `delivery` or
 //! `ci`, `event_type` a contract's event type.
@@ -84,6 +85,7 @@ pub struct BatchMetrics {
     received: Family<TypeLabels, Counter>,
     batch_size: Family<FamilyLabels, Histogram>,
     processing: Family<FamilyLabels, Histogram>,
+    lag: Family<FamilyLabels, Histogram>,
     queue_depth: Family<FamilyLabels, Gauge>,
     processed: Family<StatusLabels, Counter>,
     duplicates: Family<LayerLabels, Counter>,
@@ -104,6 +106,9 @@ impl BatchMetrics {
             }),
             processing: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
+            }),
+            lag: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 1.25, 50))
             }),
             queue_depth: Family::default(),
             processed: Family::default(),
@@ -131,6 +136,11 @@ impl BatchMetrics {
             "webhook_processing_duration_seconds",
             "Time to deduplicate, enrich and commit one batch",
             metrics.processing.clone(),
+        );
+        registry.register(
+            "webhook_processing_lag_seconds",
+            "From an event's arrival in JetStream to the commit that applied it",
+            metrics.lag.clone(),
         );
         registry.register(
             "webhook_queue_depth",
@@ -190,6 +200,12 @@ impl BatchMetrics {
         let labels = FamilyLabels { family };
         self.batch_size.get_or_create(&labels).observe(size as f64);
         self.processing.get_or_create(&labels).observe(seconds);
+    }
+
+    pub(crate) fn lag(&self, family: &'static str, seconds: f64) {
+        self.lag
+            .get_or_create(&FamilyLabels { family })
+            .observe(seconds);
     }
 
     pub(crate) fn queue_depth(&self, family: &'static str, pending: u64) {

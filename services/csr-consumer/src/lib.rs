@@ -21,13 +21,11 @@ pub mod report;
 pub mod store;
 pub mod telemetry;
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::connection::State;
 use async_nats::jetstream;
-use futures_util::future::join_all;
 use hookmesh_contracts::Timestamp;
 use hookmesh_contracts::buddy::BuddyEventData;
 use hookmesh_contracts::envelope::Envelope;
@@ -37,7 +35,7 @@ use hookmesh_runtime::consume::{self, ConsumeSettings};
 use hookmesh_runtime::db::{self, DbError};
 use hookmesh_runtime::kv::SeenKeys;
 use hookmesh_runtime::metrics::ConsumeMetrics;
-use hookmesh_runtime::ops::Check;
+use hookmesh_runtime::ops::{self, Check, DatabaseHealth};
 use hookmesh_runtime::{BoxError, Delivery, Handler, Outcome, supervise};
 use sqlx::migrate::Migrator;
 use tokio::sync::{Notify, watch};
@@ -64,13 +62,12 @@ struct CsrHandler {
     seen: Option<SeenKeys>,
     metrics: CsrMetrics,
     outbox: Arc<Notify>,
-    database_ok: Arc<AtomicBool>,
+    database: DatabaseHealth,
 }
 
 /// What a delivery turned out to be before touching the database.
 enum Prepared {
     Refused(Outcome),
-    AlreadyApplied,
     Apply {
         facts: Box<facts::EventFacts>,
         key: String,
@@ -78,8 +75,8 @@ enum Prepared {
 }
 
 impl CsrHandler {
-    /// Reads and checks one delivery, and asks KV whether it was applied.
-    async fn prepare(&self, delivery: &Delivery) -> Prepared {
+    /// Reads and checks one delivery.
+    fn prepare(&self, delivery: &Delivery) -> Prepared {
         let refuse = |reason: String| {
             self.metrics.error(ErrorReason::Invalid);
             Prepared::Refused(Outcome::dead_letter(reason))
@@ -105,23 +102,25 @@ impl CsrHandler {
             ));
         }
         self.metrics.received(data.event_type());
-        let key = SeenKeys::key(envelope.tenantid.as_str(), &envelope.id);
-        if let Some(seen) = &self.seen {
-            match seen.contains(&key).await {
-                Ok(true) => {
-                    self.metrics.duplicate("kv");
-                    return Prepared::AlreadyApplied;
-                }
-                Ok(false) => {}
-                Err(error) => {
-                    self.metrics.kv_fallback();
-                    tracing::warn!(%error, "Idempotency bucket unreachable; the database decides.");
-                }
-            }
-        }
         Prepared::Apply {
             facts: Box::new(facts::facts(&envelope.id, envelope.time, &data)),
-            key,
+            key: SeenKeys::key(envelope.tenantid.as_str(), &envelope.id),
+        }
+    }
+
+    /// The keys KV says were applied, in one batched read; none when KV is
+    /// unreachable (the database decides).
+    async fn already_applied(&self, keys: &[String]) -> HashSet<String> {
+        let Some(seen) = &self.seen else {
+            return HashSet::new();
+        };
+        match seen.contains_many(keys).await {
+            Ok(found) => found,
+            Err(error) => {
+                self.metrics.kv_fallback();
+                tracing::warn!(%error, "Idempotency bucket unreachable; the database decides.");
+                HashSet::new()
+            }
         }
     }
 }
@@ -131,20 +130,28 @@ impl Handler for CsrHandler {
     /// transaction: one commit per batch instead of one per event.
     async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
         let started = Instant::now();
-        let prepared = join_all(batch.iter().map(|delivery| self.prepare(delivery))).await;
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut to_apply = Vec::new();
-        let mut facts = Vec::new();
-        for (index, prepared) in prepared.into_iter().enumerate() {
-            outcomes.push(match prepared {
+        let mut candidates = Vec::new();
+        for (index, delivery) in batch.iter().enumerate() {
+            outcomes.push(match self.prepare(delivery) {
                 Prepared::Refused(outcome) => outcome,
-                Prepared::AlreadyApplied => Outcome::Done,
-                Prepared::Apply { facts: event, key } => {
-                    to_apply.push((index, key));
-                    facts.push(*event);
+                Prepared::Apply { facts, key } => {
+                    candidates.push((index, key, facts));
                     Outcome::Done
                 }
             });
+        }
+        let keys: Vec<String> = candidates.iter().map(|(_, key, _)| key.clone()).collect();
+        let applied_before = self.already_applied(&keys).await;
+        let mut to_apply = Vec::new();
+        let mut facts = Vec::new();
+        for (index, key, event) in candidates {
+            if applied_before.contains(&key) {
+                self.metrics.duplicate("kv");
+            } else {
+                to_apply.push((index, key));
+                facts.push(*event);
+            }
         }
         if to_apply.is_empty() {
             return outcomes;
@@ -152,14 +159,9 @@ impl Handler for CsrHandler {
         let now = Timestamp::now();
         match self.store.apply_batch(&facts, now.unix_millis()).await {
             Ok(applied) => {
-                self.database_ok.store(true, Ordering::Relaxed);
+                self.database.record(true);
                 let seconds_each = started.elapsed().as_secs_f64() / to_apply.len() as f64;
-                for (((index, key), facts), applied) in to_apply.iter().zip(&facts).zip(applied) {
-                    if let Some(seen) = &self.seen
-                        && seen.insert(key).await.is_err()
-                    {
-                        self.metrics.kv_fallback();
-                    }
+                for (((index, _), facts), applied) in to_apply.iter().zip(&facts).zip(applied) {
                     match applied {
                         Applied::Duplicate => self.metrics.duplicate("database"),
                         Applied::New { transitions } => {
@@ -179,9 +181,15 @@ impl Handler for CsrHandler {
                         }
                     }
                 }
+                if let Some(seen) = &self.seen {
+                    let keys: Vec<String> = to_apply.into_iter().map(|(_, key)| key).collect();
+                    if seen.insert_many(&keys).await.is_err() {
+                        self.metrics.kv_fallback();
+                    }
+                }
             }
             Err(error) => {
-                self.database_ok.store(false, Ordering::Relaxed);
+                self.database.record(false);
                 for (index, _) in &to_apply {
                     self.metrics.error(ErrorReason::Database);
                     outcomes[*index] =
@@ -197,7 +205,7 @@ impl Handler for CsrHandler {
 #[derive(Debug)]
 pub struct CsrConsumer {
     client: async_nats::Client,
-    database_ok: Arc<AtomicBool>,
+    database: DatabaseHealth,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -217,26 +225,26 @@ impl CsrConsumer {
         let store = Store::new(pool);
         let js = jetstream::new(client.clone());
         let outbox = Arc::new(Notify::new());
-        let database_ok = Arc::new(AtomicBool::new(true));
+        let database = DatabaseHealth::default();
         let mut tasks = Vec::new();
 
         let consume = {
-            let (js, store, outbox, metrics, database_ok, stop) = (
+            let (js, store, outbox, metrics, database, stop) = (
                 js.clone(),
                 store.clone(),
                 outbox.clone(),
                 metrics.clone(),
-                database_ok.clone(),
+                database.clone(),
                 shutdown.clone(),
             );
             let replicas = settings.stream_replicas;
             supervise("csr-consumer", shutdown.clone(), move || {
-                let (js, store, outbox, metrics, database_ok, consume_metrics, stop) = (
+                let (js, store, outbox, metrics, database, consume_metrics, stop) = (
                     js.clone(),
                     store.clone(),
                     outbox.clone(),
                     metrics.clone(),
-                    database_ok.clone(),
+                    database.clone(),
                     consume_metrics.clone(),
                     stop.clone(),
                 );
@@ -255,13 +263,14 @@ impl CsrConsumer {
                         seen,
                         metrics,
                         outbox,
-                        database_ok,
+                        database,
                     });
                     let settings = ConsumeSettings {
                         definition: CSR_CONSUMER,
                         replicas,
                         max_batch: 64,
                         max_wait: Duration::ZERO,
+                        concurrency: 1,
                     };
                     consume::run(js, settings, handler, consume_metrics, stop)
                         .await
@@ -285,47 +294,19 @@ impl CsrConsumer {
                 move || queries::serve(client.clone(), store.clone(), stop.clone()),
             )));
         }
-        {
-            let (store, database_ok, mut stop) = (store, database_ok.clone(), shutdown);
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    database_ok.store(store.ping().await.is_ok(), Ordering::Relaxed);
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                        _ = stop.changed() => return,
-                    }
-                }
-            }));
-        }
+        tasks.push(database.watch(store.pool().clone(), shutdown));
         Ok(Self {
             client,
-            database_ok,
+            database,
             tasks,
         })
     }
 
     /// Readiness checks for `/readyz`.
     pub fn readiness(&self) -> Vec<(&'static str, Check)> {
-        let client = self.client.clone();
-        let database_ok = self.database_ok.clone();
         vec![
-            (
-                "broker",
-                Arc::new(move || match client.connection_state() {
-                    State::Connected => Ok(()),
-                    _ => Err("not connected".to_owned()),
-                }),
-            ),
-            (
-                "database",
-                Arc::new(move || {
-                    if database_ok.load(Ordering::Relaxed) {
-                        Ok(())
-                    } else {
-                        Err("unreachable".to_owned())
-                    }
-                }),
-            ),
+            ("broker", ops::broker_check(self.client.clone())),
+            ("database", self.database.check()),
         ]
     }
 

@@ -248,11 +248,8 @@ impl Store {
     }
 
     /// Whether the database answers.
-    pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Inner {
     limiter: RateLimiter,
     /// Every metric of the process, for `/metrics`.
     registry: Arc<Registry>,
+    /// The sweep-worker's bucket of recorded jobs, opened on first use.
+    known_jobs: tokio::sync::OnceCell<async_nats::jetstream::kv::Store>,
 }
 
 impl Deref for Gateway {
@@ -126,6 +128,7 @@ impl Gateway {
             metrics,
             limiter,
             registry,
+            known_jobs: tokio::sync::OnceCell::new(),
         }))
     }
 

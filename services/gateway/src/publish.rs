@@ -37,7 +37,8 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::future::join_all;
 use hookmesh_contracts::envelope::CLOUDEVENTS_CONTENT_TYPE;
-use hookmesh_nats::{EnsureError, STREAMS, ensure_streams};
+use hookmesh_nats::definitions::SWEEP_JOBS_BUCKET;
+use hookmesh_nats::{EnsureError, STREAMS, ensure_bucket, ensure_streams};
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
@@ -89,6 +90,14 @@ impl PublishError {
             Self::TooLarge => "too_large",
         }
     }
+}
+
+/// The streams, and the bucket of recorded sweep jobs that the callback
+/// routes read.
+async fn ensure_definitions(js: &jetstream::Context, replicas: usize) -> Result<(), EnsureError> {
+    ensure_streams(js, STREAMS, replicas).await?;
+    ensure_bucket(js, &SWEEP_JOBS_BUCKET, replicas).await?;
+    Ok(())
 }
 
 const MESSAGE_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
@@ -252,6 +261,11 @@ impl Publisher {
         &self.client
     }
 
+    /// JetStream, for reads of streams and buckets.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
     /// Whether the streams were ensured since the last (re)connection.
     pub fn streams_ready(&self) -> bool {
         self.streams_ready.load(Ordering::Relaxed)
@@ -305,7 +319,7 @@ impl Publisher {
             );
             return Ok(());
         }
-        match ensure_streams(&self.js, STREAMS, replicas).await {
+        match ensure_definitions(&self.js, replicas).await {
             Ok(()) => {
                 self.streams_ready.store(true, Ordering::Relaxed);
                 Ok(())
@@ -337,7 +351,7 @@ impl Publisher {
             }
             if pending && self.is_connected() {
                 let started = Instant::now();
-                match ensure_streams(&self.js, STREAMS, replicas).await {
+                match ensure_definitions(&self.js, replicas).await {
                     Ok(()) => {
                         self.streams_ready.store(true, Ordering::Relaxed);
                         pending = false;

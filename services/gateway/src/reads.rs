@@ -7,7 +7,10 @@ use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
 use async_nats::{HeaderMap, RequestErrorKind};
 use bytes::Bytes;
 use hookmesh_contracts::ValidationErrors;
+use hookmesh_contracts::sweep_jobs::RecordedJob;
+use hookmesh_nats::definitions::SWEEP_JOBS_BUCKET;
 
+use crate::Gateway;
 use crate::error::Rejection;
 use crate::trace::{CORRELATION_ID, TRACEPARENT, TraceContext};
 
@@ -66,4 +69,55 @@ pub async fn ask(
             "the {service} service could not answer: {status}"
         ))),
     }
+}
+
+impl Gateway {
+    async fn job_registry(&self) -> Result<&async_nats::jetstream::kv::Store, Rejection> {
+        self.known_jobs
+            .get_or_try_init(|| async {
+                self.publisher
+                    .jetstream()
+                    .get_key_value(SWEEP_JOBS_BUCKET.bucket)
+                    .await
+            })
+            .await
+            .map_err(|e| registry_unavailable(&e))
+    }
+
+    /// A sweep job in the registry (KV bucket `sweep_jobs`): recorded by the
+    /// gateway when it accepted the trigger, or by the sweep-worker.
+    pub async fn recorded_job(&self, job_id: &str) -> Result<Option<RecordedJob>, Rejection> {
+        let registry = self.job_registry().await?;
+        let Some(value) = tokio::time::timeout(READ_TIMEOUT, registry.get(job_id))
+            .await
+            .map_err(|_| registry_unavailable(&"no answer in time"))?
+            .map_err(|e| registry_unavailable(&e))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|e| registry_unavailable(&format!("an unreadable entry: {e}")))
+    }
+
+    /// Records an accepted job, so that its status can be shown and its
+    /// callback accepted before the sweep-worker has taken it. Best effort:
+    /// the sweep-worker records it too when it does.
+    pub async fn record_job(&self, job_id: &str, job: &RecordedJob) {
+        let recorded = async {
+            let registry = self.job_registry().await.map_err(|e| e.to_string())?;
+            let value = serde_json::to_vec(job).expect("jobs serialise");
+            tokio::time::timeout(READ_TIMEOUT, registry.put(job_id, value.into()))
+                .await
+                .map_err(|_| "no answer in time".to_owned())?
+                .map_err(|e| e.to_string())
+        };
+        if let Err(error) = recorded.await {
+            tracing::warn!(job_id, %error, "Could not record an accepted job; the sweep-worker will.");
+        }
+    }
+}
+
+fn registry_unavailable(error: &dyn std::fmt::Display) -> Rejection {
+    Rejection::ServiceUnavailable(format!("the job registry is unreachable: {error}"))
 }

@@ -11,8 +11,9 @@
 //!   works, so a slow step is not redelivered mid-work;
 //! - settles each message as its outcome says, and nowhere else:
 //!   `Done` → ack, `Retry` → nak with the handler's delay (the consumer's
-//!   `backoff` list applies only to ack timeouts), `DeadLetter` → copy to the
-//!   dead-letter stream, then terminate. A `Retry` on the last allowed
+//!   `backoff` list applies only to ack timeouts), `Defer` → nak with a
+//!   delay that is not a failure, `DeadLetter` → copy to the dead-letter
+//!   stream, then terminate. A `Retry` on the last allowed
 //!   delivery is dead-lettered instead of dropped;
 //! - dead-letters messages the server gives up on by itself (ack timeouts on
 //!   the last delivery), from its max-deliveries advisory;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use hookmesh_contracts::Timestamp;
 use hookmesh_nats::{ConsumerDefinition, EnsureError, ensure_consumer};
 use tokio::sync::watch;
@@ -93,6 +95,9 @@ pub enum Outcome {
     /// Can never succeed (invalid, unknown schema version): copy it to the
     /// dead-letter stream with `reason`, then stop redelivering it.
     DeadLetter { reason: String },
+    /// Not due yet (a reminder for later): redeliver after `delay`. Nothing
+    /// failed, so it is neither logged as a failure nor ever dead-lettered.
+    Defer { delay: Duration },
 }
 
 impl Outcome {
@@ -117,6 +122,7 @@ impl Outcome {
             Self::Done => "done",
             Self::Retry { .. } => "retry",
             Self::DeadLetter { .. } => "dead_letter",
+            Self::Defer { .. } => "deferred",
         }
     }
 }
@@ -137,6 +143,11 @@ pub struct ConsumeSettings {
     /// Longest a partial batch waits for more; zero hands over whatever has
     /// arrived.
     pub max_wait: Duration,
+    /// Batches handled at once. More than one overlaps one batch's database
+    /// round trips with the next one's reading and deduplication; the
+    /// handler must then give the same result whatever order batches
+    /// commit in (every service's state only moves forward, so it does).
+    pub concurrency: usize,
 }
 
 /// Why consuming could not start or continue.
@@ -159,20 +170,20 @@ pub async fn run<H: Handler>(
     let consumer = ensure_consumer(&js, &settings.definition, settings.replicas).await?;
     let config = consumer.cached_info().config.clone();
     let durable = settings.definition.durable_name();
-    let settler = Settler {
+    let settler = Arc::new(Settler {
         js: js.clone(),
         stream: settings.definition.stream.to_owned(),
         consumer: durable.clone(),
         max_deliver: u64::try_from(config.max_deliver).unwrap_or(0),
         metrics: metrics.clone(),
-    };
+        progress_every: (config.ack_wait / 3).max(Duration::from_millis(200)),
+    });
     tokio::spawn(dead_letter::forward_exhausted(
         js.clone(),
         settings.definition.stream.to_owned(),
         durable.clone(),
         shutdown.clone(),
     ));
-    let progress_every = (config.ack_wait / 3).max(Duration::from_millis(500));
     let pull_error = |error: &dyn std::fmt::Display| ConsumeError::Pull {
         consumer: durable.clone(),
         reason: error.to_string(),
@@ -180,7 +191,8 @@ pub async fn run<H: Handler>(
     // Pull ahead enough for the next batch to be waiting while this one is
     // handled, within what the consumer lets be unacknowledged.
     let ack_pending = usize::try_from(config.max_ack_pending).unwrap_or(0);
-    let mut pull_batch = (settings.max_batch * 2).max(200);
+    let concurrency = settings.concurrency.max(1);
+    let mut pull_batch = (settings.max_batch * (concurrency + 1)).max(200);
     if ack_pending > 0 {
         pull_batch = pull_batch.min(ack_pending);
     }
@@ -193,6 +205,19 @@ pub async fn run<H: Handler>(
         .map_err(|e| pull_error(&e))?;
     let mut batch: Vec<Delivery> = Vec::with_capacity(settings.max_batch);
     let mut deadline = None;
+    let mut in_flight = FuturesUnordered::new();
+    // Hands the batch over, first waiting for a slot when all are busy.
+    macro_rules! hand_over {
+        () => {{
+            if !batch.is_empty() {
+                while in_flight.len() >= concurrency {
+                    in_flight.next().await;
+                }
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(settings.max_batch));
+                in_flight.push(settler.clone().process(handler.clone(), full));
+            }
+        }};
+    }
     tracing::info!(consumer = %durable, stream = settings.definition.stream, "Consuming.");
     loop {
         let flush_due = async {
@@ -208,6 +233,7 @@ pub async fn run<H: Handler>(
                     break;
                 }
             }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             next = messages.next() => match next {
                 Some(Ok(message)) => match Delivery::new(message) {
                     Ok(delivery) => {
@@ -216,7 +242,7 @@ pub async fn run<H: Handler>(
                         }
                         batch.push(delivery);
                         if batch.len() >= settings.max_batch {
-                            settler.process(handler.as_ref(), &mut batch, progress_every).await;
+                            hand_over!();
                             deadline = None;
                         }
                     }
@@ -229,15 +255,14 @@ pub async fn run<H: Handler>(
                 None => return Err(pull_error(&"the message stream ended")),
             },
             () = flush_due => {
-                settler.process(handler.as_ref(), &mut batch, progress_every).await;
+                hand_over!();
                 deadline = None;
             }
         }
     }
     // Settle what is in hand before returning; the rest stays with the broker.
-    settler
-        .process(handler.as_ref(), &mut batch, progress_every)
-        .await;
+    hand_over!();
+    while in_flight.next().await.is_some() {}
     tracing::info!(consumer = %durable, "Stopped consuming.");
     Ok(())
 }
@@ -250,24 +275,18 @@ struct Settler {
     consumer: String,
     max_deliver: u64,
     metrics: ConsumeMetrics,
+    /// How often the messages of a batch being handled are kept alive.
+    progress_every: Duration,
 }
 
 impl Settler {
-    async fn process<H: Handler>(
-        &self,
-        handler: &H,
-        batch: &mut Vec<Delivery>,
-        progress_every: Duration,
-    ) {
-        if batch.is_empty() {
-            return;
-        }
+    async fn process<H: Handler>(self: Arc<Self>, handler: Arc<H>, batch: Vec<Delivery>) {
         let started = Instant::now();
         let outcomes = {
-            let batch: &[Delivery] = batch;
+            let batch: &[Delivery] = &batch;
             let handling = handler.handle(batch);
             tokio::pin!(handling);
-            let mut progress = tokio::time::interval(progress_every);
+            let mut progress = tokio::time::interval(self.progress_every);
             progress.tick().await;
             loop {
                 tokio::select! {
@@ -293,7 +312,7 @@ impl Settler {
         let outcomes = outcomes
             .into_iter()
             .chain(std::iter::repeat(Outcome::retry(1, "no outcome")));
-        for (delivery, outcome) in batch.drain(..).zip(outcomes) {
+        for (delivery, outcome) in batch.into_iter().zip(outcomes) {
             self.settle(delivery, outcome).await;
         }
     }
@@ -313,6 +332,7 @@ impl Settler {
         self.metrics.settled(outcome.label());
         let settled = match &outcome {
             Outcome::Done => delivery.message.ack().await,
+            Outcome::Defer { delay } => delivery.message.ack_with(AckKind::Nak(Some(*delay))).await,
             Outcome::Retry { delay, reason } => {
                 tracing::warn!(
                     consumer = %self.consumer,

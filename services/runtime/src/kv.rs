@@ -9,21 +9,16 @@
 //! carry on and rely on that constraint.
 
 use std::collections::HashSet;
-use std::future::IntoFuture as _;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream;
 use futures_util::StreamExt as _;
-use futures_util::future::try_join_all;
 use hookmesh_nats::{BucketDefinition, EnsureError, ensure_bucket};
 use ring::digest;
 
 /// Most keys one batched read asks for (the server refuses much larger
 /// batches).
 const READ_CHUNK: usize = 1000;
-/// Most writes awaited at once (below the client's limit of acknowledgements
-/// in flight).
-const WRITE_CHUNK: usize = 1000;
 /// Longest a batched read may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -39,7 +34,6 @@ pub enum SeenKeysError {
 /// A set of keys of work already done, shared by every replica.
 #[derive(Clone)]
 pub struct SeenKeys {
-    store: kv::Store,
     js: jetstream::Context,
     bucket: &'static str,
 }
@@ -60,15 +54,7 @@ impl SeenKeys {
         replicas: usize,
     ) -> Result<Self, SeenKeysError> {
         ensure_bucket(js, definition, replicas).await?;
-        let store =
-            js.get_key_value(definition.bucket)
-                .await
-                .map_err(|e| SeenKeysError::Unavailable {
-                    bucket: definition.bucket.to_owned(),
-                    reason: e.to_string(),
-                })?;
         Ok(Self {
-            store,
             js: js.clone(),
             bucket: definition.bucket,
         })
@@ -78,32 +64,11 @@ impl SeenKeys {
     /// they are hashed (`scope` must be made of `A-Za-z0-9_-`).
     pub fn key(scope: &str, id: &str) -> String {
         let digest = digest::digest(&digest::SHA256, id.as_bytes());
-        let hex: String = digest.as_ref()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("{scope}.{hex}")
-    }
-
-    pub async fn contains(&self, key: &str) -> Result<bool, SeenKeysError> {
-        self.store
-            .get(key)
-            .await
-            .map(|value| value.is_some())
-            .map_err(|e| self.unavailable(e))
-    }
-
-    /// Records `key`; recording an existing key is not an error.
-    pub async fn insert(&self, key: &str) -> Result<(), SeenKeysError> {
-        match self
-            .store
-            .create(key, bytes::Bytes::from_static(b"1"))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
-            Err(error) => Err(self.unavailable(error)),
-        }
+        let mut key = String::with_capacity(scope.len() + 33);
+        key.push_str(scope);
+        key.push('.');
+        key.push_str(&hookmesh_contracts::hex::encode(&digest.as_ref()[..16]));
+        key
     }
 
     /// Which of `keys` are recorded, in one request per thousand keys: a
@@ -166,25 +131,37 @@ impl SeenKeys {
         Err(self.unavailable("the reply subscription ended"))
     }
 
-    /// Records every key, with the writes in flight together rather than one
-    /// round trip after another.
+    /// Records every key. All but the last are plain publishes to the
+    /// bucket's subjects, not acknowledged one by one: a thousand
+    /// acknowledgements per batch cost the broker and this process more than
+    /// the writes themselves. The last is acknowledged; the broker handles
+    /// one connection's messages in order, so its acknowledgement means the
+    /// bucket has seen them all, and a missing bucket or a broken connection
+    /// is reported rather than passed over.
     pub async fn insert_many(&self, keys: &[String]) -> Result<(), SeenKeysError> {
-        for chunk in keys.chunks(WRITE_CHUNK) {
-            let mut acks = Vec::with_capacity(chunk.len());
-            for key in chunk {
-                acks.push(
-                    self.js
-                        .publish(
-                            format!("$KV.{}.{key}", self.bucket),
-                            bytes::Bytes::from_static(b"1"),
-                        )
-                        .await
-                        .map_err(|e| self.unavailable(e))?
-                        .into_future(),
-                );
-            }
-            try_join_all(acks).await.map_err(|e| self.unavailable(e))?;
+        let Some((last, rest)) = keys.split_last() else {
+            return Ok(());
+        };
+        let client = self.js.client();
+        let prefix = format!("$KV.{}.", self.bucket);
+        let subject = |key: &str| {
+            let mut subject = String::with_capacity(prefix.len() + key.len());
+            subject.push_str(&prefix);
+            subject.push_str(key);
+            subject
+        };
+        for key in rest {
+            client
+                .publish(subject(key), bytes::Bytes::from_static(b"1"))
+                .await
+                .map_err(|e| self.unavailable(e))?;
         }
+        self.js
+            .publish(subject(last), bytes::Bytes::from_static(b"1"))
+            .await
+            .map_err(|e| self.unavailable(e))?
+            .await
+            .map_err(|e| self.unavailable(e))?;
         Ok(())
     }
 

@@ -22,7 +22,7 @@ use hookmesh_contracts::envelope::CLOUDEVENTS_CONTENT_TYPE;
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
 use tokio::sync::{Notify, watch};
 
-use crate::db::{Pool, rows_per_statement, values_placeholders};
+use crate::db::{Backend, Pool, rows_per_statement};
 
 /// Rows published per round.
 const ROUND: i64 = 500;
@@ -43,15 +43,17 @@ pub struct OutboxMessage {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     pool: Pool,
+    backend: Backend,
     table: &'static str,
     nudge: Arc<Notify>,
 }
 
 impl Outbox {
     /// `table` is a fixed name from the service's migrations.
-    pub fn new(pool: Pool, table: &'static str) -> Self {
+    pub fn new(pool: Pool, backend: Backend, table: &'static str) -> Self {
         Self {
             pool,
+            backend,
             table,
             nudge: Arc::new(Notify::new()),
         }
@@ -70,7 +72,7 @@ impl Outbox {
                 "INSERT INTO {} (msg_id, subject, payload, created_at) VALUES {} \
                  ON CONFLICT (msg_id) DO NOTHING",
                 self.table,
-                values_placeholders(chunk.len(), 4, 1)
+                self.backend.values(chunk.len(), 4, 1)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for message in chunk {

@@ -9,7 +9,7 @@ use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects::CI_FAILURE_DETECTED;
 use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_contracts::{TenantId, Timestamp};
-use hookmesh_runtime::db::{Backend, Pool, rows_per_statement, values_placeholders};
+use hookmesh_runtime::db::{Backend, Pool, rows_per_statement};
 use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
 
@@ -112,10 +112,10 @@ impl CiStore {
     ) -> Result<CiOutcome, sqlx::Error> {
         let now_millis = now.unix_millis();
         let mut tx = self.pool.begin().await?;
-        let new = insert_events(&mut tx, events, now_millis).await?;
+        let new = insert_events(self.backend, &mut tx, events, now_millis).await?;
         let fresh: Vec<&Fresh<CiFact>> = events
             .iter()
-            .filter(|fresh| new.contains(&fresh.event.log_key()))
+            .filter(|fresh| new.contains(&fresh.stream_sequence))
             .collect();
 
         let mut by_run: BTreeMap<RunKey, Vec<&Fresh<CiFact>>> = BTreeMap::new();
@@ -136,7 +136,7 @@ impl CiStore {
             .filter(|fresh| fresh.event.event.event_type == PipelineEventType::Failed)
             .map(|fresh| detection(fresh, now))
             .collect();
-        count_failures(&mut tx, &detected).await?;
+        count_failures(self.backend, &mut tx, &detected).await?;
         if !detected.is_empty() {
             let messages: Vec<OutboxMessage> = fresh
                 .iter()
@@ -153,7 +153,7 @@ impl CiStore {
         let applied = events
             .iter()
             .map(|fresh| {
-                if new.contains(&fresh.event.log_key()) {
+                if new.contains(&fresh.stream_sequence) {
                     Applied::New
                 } else {
                     Applied::Duplicate
@@ -175,7 +175,7 @@ impl CiStore {
         };
         let mut current = BTreeMap::new();
         for chunk in keys.chunks(rows_per_statement(4)) {
-            let values = values_placeholders(chunk.len(), 4, 1);
+            let values = self.backend.values(chunk.len(), 4, 1);
             let bind_keys = |sql: String| {
                 let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
                 for (platform, repository, pipeline, job) in chunk {
@@ -280,10 +280,11 @@ impl CiStore {
 }
 
 async fn insert_events(
+    backend: Backend,
     tx: &mut Transaction<'static, Any>,
     events: &[Fresh<CiFact>],
     now_millis: i64,
-) -> Result<HashSet<(String, String, String)>, sqlx::Error> {
+) -> Result<HashSet<u64>, sqlx::Error> {
     const COLUMNS: usize = 11;
     // In key order, so that replicas never deadlock on each other.
     let mut events: Vec<_> = events.iter().collect();
@@ -294,8 +295,8 @@ async fn insert_events(
             "INSERT INTO ci_events (platform, event_type, event_id, repository, pipeline_id, \
              job_key, occurred_at, received_at, processed_at, stream_sequence, error_patterns) \
              VALUES {} ON CONFLICT (platform, event_type, event_id) DO NOTHING \
-             RETURNING platform, event_type, event_id",
-            values_placeholders(chunk.len(), COLUMNS, 1)
+             RETURNING stream_sequence",
+            backend.values(chunk.len(), COLUMNS, 1)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
         for fresh in chunk {
@@ -314,11 +315,8 @@ async fn insert_events(
                 .bind(patterns_json(&fact.error_patterns));
         }
         for row in query.fetch_all(&mut **tx).await? {
-            new.insert((
-                row.try_get("platform")?,
-                row.try_get("event_type")?,
-                row.try_get("event_id")?,
-            ));
+            let sequence: i64 = row.try_get(0)?;
+            new.insert(sequence as u64);
         }
     }
     Ok(new)
@@ -453,6 +451,7 @@ fn detection_message(tenant: &TenantId, detected: &CiFailureDetected) -> OutboxM
 /// Adds each detected failure to its repository's counters and its
 /// patterns' counters.
 async fn count_failures(
+    backend: Backend,
     tx: &mut Transaction<'static, Any>,
     detected: &[CiFailureDetected],
 ) -> Result<(), sqlx::Error> {
@@ -484,7 +483,7 @@ async fn count_failures(
              last_failed_at = CASE WHEN ci_repository_failures.last_failed_at IS NULL \
              OR excluded.last_failed_at > ci_repository_failures.last_failed_at \
              THEN excluded.last_failed_at ELSE ci_repository_failures.last_failed_at END",
-            values_placeholders(chunk.len(), 5, 1)
+            backend.values(chunk.len(), 5, 1)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
         for ((platform, repository), (pipelines, jobs, last)) in chunk {
@@ -503,7 +502,7 @@ async fn count_failures(
             "INSERT INTO ci_failure_patterns (platform, repository, pattern, failures) VALUES {} \
              ON CONFLICT (platform, repository, pattern) DO UPDATE SET \
              failures = ci_failure_patterns.failures + excluded.failures",
-            values_placeholders(chunk.len(), 4, 1)
+            backend.values(chunk.len(), 4, 1)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
         for ((platform, repository, pattern), failures) in chunk {

@@ -10,7 +10,7 @@ use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects::CAMPAIGN_COMPLETED;
 use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_contracts::{TenantId, Timestamp};
-use hookmesh_runtime::db::{Backend, Pool, rows_per_statement, values_placeholders};
+use hookmesh_runtime::db::{Backend, Pool, rows_per_statement};
 use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
 
@@ -126,47 +126,47 @@ impl DeliveryStore {
         let now_millis = now.unix_millis();
         let mut tx = self.pool.begin().await?;
         // The first statement writes, so SQLite takes its write lock now.
-        let new = insert_events(&mut tx, events, now_millis).await?;
+        let new = insert_events(self.backend, &mut tx, events, now_millis).await?;
 
-        let mut statuses: BTreeMap<RecipientKey, Vec<DeliveryStatus>> = BTreeMap::new();
-        for (fresh, _) in events {
-            let fact = &fresh.event;
-            if new.contains(&log_key(fact)) {
-                statuses
-                    .entry((fact.provider.clone(), fact.message_id.clone()))
-                    .or_default()
-                    .push(fact.status);
+        let keys: Vec<RecipientKey> = events
+            .iter()
+            .map(|(fresh, _)| (fresh.event.provider.clone(), fresh.event.message_id.clone()))
+            .collect();
+        let mut statuses: BTreeMap<&RecipientKey, Vec<DeliveryStatus>> = BTreeMap::new();
+        for ((fresh, _), key) in events.iter().zip(&keys) {
+            if new.contains(&fresh.stream_sequence) {
+                statuses.entry(key).or_default().push(fresh.event.status);
             }
         }
-        let keys: Vec<&RecipientKey> = statuses.keys().collect();
-        let current = self.lock_recipients(&mut tx, &keys).await?;
+        let locking: Vec<&RecipientKey> = statuses.keys().copied().collect();
+        let current = self.lock_recipients(&mut tx, &locking).await?;
 
         let mut changes = Vec::new();
         let mut deltas: BTreeMap<(String, String), CounterDelta> = BTreeMap::new();
         for (key, events) in &statuses {
-            let Some((campaign, before)) = current.get(key) else {
+            let Some((campaign, before)) = current.get(*key) else {
                 continue;
             };
             let after = events.iter().fold(*before, |state, s| state.with(*s));
             if after != *before {
-                changes.push((key, after));
+                changes.push((*key, after));
                 deltas
                     .entry(campaign.clone())
                     .or_default()
                     .add(CounterDelta::between(*before, after));
             }
         }
-        update_recipients(&mut tx, &changes, now_millis).await?;
+        update_recipients(self.backend, &mut tx, &changes, now_millis).await?;
         if self.backend == Backend::Postgres {
-            lock_campaigns(&mut tx, &deltas).await?;
+            lock_campaigns(self.backend, &mut tx, &deltas).await?;
         }
-        update_campaigns(&mut tx, &deltas).await?;
+        update_campaigns(self.backend, &mut tx, &deltas).await?;
         let settling: Vec<&(String, String)> = deltas
             .iter()
             .filter(|(_, delta)| delta.settled > 0)
             .map(|(campaign, _)| campaign)
             .collect();
-        let completed = complete_campaigns(&mut tx, &settling, now).await?;
+        let completed = complete_campaigns(self.backend, &mut tx, &settling, now).await?;
         if !completed.is_empty() {
             let messages: Vec<OutboxMessage> = completed.iter().map(completion_message).collect();
             self.outbox.write(&mut tx, &messages, now_millis).await?;
@@ -174,18 +174,17 @@ impl DeliveryStore {
 
         let mut applied = Vec::with_capacity(events.len());
         let mut unmatched = Vec::new();
-        for (fresh, _) in events {
-            let fact = &fresh.event;
-            applied.push(if !new.contains(&log_key(fact)) {
+        for ((fresh, _), key) in events.iter().zip(&keys) {
+            applied.push(if !new.contains(&fresh.stream_sequence) {
                 Applied::Duplicate
-            } else if current.contains_key(&(fact.provider.clone(), fact.message_id.clone())) {
+            } else if current.contains_key(key) {
                 Applied::New
             } else {
-                unmatched.push(fact);
+                unmatched.push(&fresh.event);
                 Applied::Unmatched
             });
         }
-        mark_unmatched(&mut tx, &unmatched).await?;
+        mark_unmatched(self.backend, &mut tx, &unmatched).await?;
         tx.commit().await?;
         if !completed.is_empty() {
             self.outbox.nudge();
@@ -211,7 +210,7 @@ impl DeliveryStore {
                 "SELECT provider, message_id, tenant_id, campaign_id, status, evidence \
                  FROM delivery_recipients WHERE (provider, message_id) IN (VALUES {}) \
                  ORDER BY provider, message_id{lock}",
-                values_placeholders(chunk.len(), 2, 1)
+                self.backend.values(chunk.len(), 2, 1)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for (provider, message_id) in chunk {
@@ -261,7 +260,7 @@ impl DeliveryStore {
             let sql = format!(
                 "INSERT INTO delivery_recipients \
                  (provider, message_id, tenant_id, campaign_id, address) VALUES {}",
-                values_placeholders(chunk.len(), 5, 1)
+                self.backend.values(chunk.len(), 5, 1)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for recipient in chunk {
@@ -321,21 +320,15 @@ impl DeliveryStore {
     }
 }
 
-fn log_key(fact: &DeliveryFact) -> (String, String, String) {
-    (
-        fact.provider.clone(),
-        fact.status.as_str().to_owned(),
-        fact.message_id.clone(),
-    )
-}
-
-/// Appends the events to the log; returns the keys that were new (the
-/// others were applied before: the database layer of deduplication).
+/// Appends the events to the log; returns the stream sequences of those
+/// that were new (the others were applied before: the database layer of
+/// deduplication).
 async fn insert_events(
+    backend: Backend,
     tx: &mut Transaction<'static, Any>,
     events: &[(Fresh<DeliveryFact>, Enrichment<RecipientInfo>)],
     now_millis: i64,
-) -> Result<HashSet<(String, String, String)>, sqlx::Error> {
+) -> Result<HashSet<u64>, sqlx::Error> {
     const COLUMNS: usize = 13;
     // In key order: replicas inserting overlapping keys then wait on each
     // other instead of deadlocking.
@@ -355,8 +348,8 @@ async fn insert_events(
              occurred_at, received_at, processed_at, stream_sequence, tenant_id, campaign_id, \
              recipient, reason, url) VALUES {} \
              ON CONFLICT (provider, event_type, message_id) DO NOTHING \
-             RETURNING provider, event_type, message_id",
-            values_placeholders(chunk.len(), COLUMNS, 1)
+             RETURNING stream_sequence",
+            backend.values(chunk.len(), COLUMNS, 1)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
         for (fresh, enrichment) in chunk {
@@ -381,17 +374,15 @@ async fn insert_events(
                 .bind(fact.url.clone());
         }
         for row in query.fetch_all(&mut **tx).await? {
-            new.insert((
-                row.try_get("provider")?,
-                row.try_get("event_type")?,
-                row.try_get("message_id")?,
-            ));
+            let sequence: i64 = row.try_get(0)?;
+            new.insert(sequence as u64);
         }
     }
     Ok(new)
 }
 
 async fn update_recipients(
+    backend: Backend,
     tx: &mut Transaction<'static, Any>,
     changes: &[(&RecipientKey, RecipientState)],
     now_millis: i64,
@@ -399,10 +390,11 @@ async fn update_recipients(
     for chunk in changes.chunks(rows_per_statement(4) - 1) {
         let sql = format!(
             "UPDATE delivery_recipients SET status = v.column3, evidence = v.column4, \
-             updated_at = $1 FROM (VALUES {}) AS v \
+             updated_at = {} FROM (VALUES {}) AS v \
              WHERE delivery_recipients.provider = v.column1 \
              AND delivery_recipients.message_id = v.column2",
-            values_placeholders(chunk.len(), 4, 2)
+            backend.placeholder(1),
+            backend.values(chunk.len(), 4, 2)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql))
             .persistent(false)
@@ -422,6 +414,7 @@ async fn update_recipients(
 /// Locks the campaigns a batch updates in key order, so that replicas
 /// updating the same campaigns never deadlock on each other.
 async fn lock_campaigns(
+    backend: Backend,
     tx: &mut Transaction<'static, Any>,
     deltas: &BTreeMap<(String, String), CounterDelta>,
 ) -> Result<(), sqlx::Error> {
@@ -430,7 +423,7 @@ async fn lock_campaigns(
         let sql = format!(
             "SELECT tenant_id FROM delivery_campaigns WHERE (tenant_id, campaign_id) IN (VALUES {}) \
              ORDER BY tenant_id, campaign_id FOR UPDATE",
-            values_placeholders(chunk.len(), 2, 1)
+            backend.values(chunk.len(), 2, 1)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
         for (tenant, campaign) in chunk {
@@ -442,6 +435,7 @@ async fn lock_campaigns(
 }
 
 async fn update_campaigns(
+    backend: Backend,
     tx: &mut Transaction<'static, Any>,
     deltas: &BTreeMap<(String, String), CounterDelta>,
 ) -> Result<(), sqlx::Error> {
@@ -459,7 +453,7 @@ async fn update_campaigns(
              FROM (VALUES {}) AS v \
              WHERE delivery_campaigns.tenant_id = v.column1 \
              AND delivery_campaigns.campaign_id = v.column2",
-            values_placeholders(chunk.len(), 9, 1)
+            backend.values(chunk.len(), 9, 1)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
         for ((tenant, campaign), delta) in chunk {
@@ -483,6 +477,7 @@ async fn update_campaigns(
 /// as completed, once: the `completed_at IS NULL` condition is evaluated
 /// under the row lock, so two replicas cannot both complete one campaign.
 async fn complete_campaigns(
+    backend: Backend,
     tx: &mut Transaction<'static, Any>,
     candidates: &[&(String, String)],
     now: Timestamp,
@@ -490,11 +485,12 @@ async fn complete_campaigns(
     let mut completed = Vec::new();
     for chunk in candidates.chunks(rows_per_statement(2) - 1) {
         let sql = format!(
-            "UPDATE delivery_campaigns SET completed_at = $1 \
+            "UPDATE delivery_campaigns SET completed_at = {} \
              WHERE completed_at IS NULL AND settled_count >= size \
              AND (tenant_id, campaign_id) IN (VALUES {}) \
              RETURNING tenant_id, campaign_id, size, {COUNT_COLUMNS}",
-            values_placeholders(chunk.len(), 2, 2)
+            backend.placeholder(1),
+            backend.values(chunk.len(), 2, 2)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql))
             .persistent(false)
@@ -517,6 +513,7 @@ async fn complete_campaigns(
 }
 
 async fn mark_unmatched(
+    backend: Backend,
     tx: &mut Transaction<'static, Any>,
     unmatched: &[&DeliveryFact],
 ) -> Result<(), sqlx::Error> {
@@ -524,7 +521,7 @@ async fn mark_unmatched(
         let sql = format!(
             "UPDATE delivery_events SET matched = FALSE \
              WHERE (provider, event_type, message_id) IN (VALUES {})",
-            values_placeholders(chunk.len(), 3, 1)
+            backend.values(chunk.len(), 3, 1)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
         for fact in chunk {
@@ -559,11 +556,12 @@ fn completion_message(completed: &CampaignCompleted) -> OutboxMessage {
 #[derive(Debug, Clone)]
 pub struct RecipientLookup {
     pool: Pool,
+    backend: Backend,
 }
 
 impl RecipientLookup {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    pub fn new(pool: Pool, backend: Backend) -> Self {
+        Self { pool, backend }
     }
 }
 
@@ -580,7 +578,7 @@ impl Lookup for RecipientLookup {
             let sql = format!(
                 "SELECT provider, message_id, tenant_id, campaign_id, address \
                  FROM delivery_recipients WHERE (provider, message_id) IN (VALUES {})",
-                values_placeholders(chunk.len(), 2, 1)
+                self.backend.values(chunk.len(), 2, 1)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for (provider, message_id) in chunk {

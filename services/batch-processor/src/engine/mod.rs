@@ -175,8 +175,15 @@ impl<F: Family> Handler for BatchHandler<F> {
 
         if !fresh.is_empty() {
             let count = fresh.len();
+            let arrivals: Vec<Timestamp> = fresh.iter().map(|f| f.received_at).collect();
             match self.family.apply(fresh).await {
                 Ok(applied) if applied.len() == count => {
+                    let committed = Timestamp::now();
+                    for (arrived, answer) in arrivals.iter().zip(&applied) {
+                        if *answer != Applied::Duplicate {
+                            self.metrics.lag(name, arrived.seconds_until(committed));
+                        }
+                    }
                     let mut by_outcome: HashMap<Applied, u64> = HashMap::new();
                     for answer in &applied {
                         *by_outcome.entry(*answer).or_default() += 1;

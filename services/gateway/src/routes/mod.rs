@@ -10,6 +10,7 @@ mod buddy;
 mod ci;
 mod csr;
 mod health;
+mod pipelines;
 mod providers;
 mod sweeps;
 
@@ -35,6 +36,9 @@ use crate::verify::sources::Clock;
 pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/api/pipelines/trigger", post(sweeps::trigger))
+        .route("/api/pipelines", get(pipelines::list))
+        .route("/api/pipelines/{id}", get(pipelines::job))
+        .route("/api/pipelines/{id}/events", get(pipelines::events))
         .route("/webhook/sweep-callback", post(sweeps::callback))
         .route("/webhook/trading-sweep", post(sweeps::callback))
         .route("/webhooks/buddy-events", post(buddy::receive))
@@ -56,6 +60,11 @@ pub fn router(gateway: Gateway) -> Router {
 fn route_label(path: &str) -> &'static str {
     match path {
         "/api/pipelines/trigger" => "/api/pipelines/trigger",
+        "/api/pipelines" => "/api/pipelines",
+        p if p.starts_with("/api/pipelines/") && p.ends_with("/events") => {
+            "/api/pipelines/{id}/events"
+        }
+        p if p.starts_with("/api/pipelines/") => "/api/pipelines/{id}",
         "/webhook/sweep-callback" => "/webhook/sweep-callback",
         "/webhook/trading-sweep" => "/webhook/trading-sweep",
         "/webhooks/buddy-events" => "/webhooks/buddy-events",

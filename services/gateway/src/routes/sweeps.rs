@@ -8,6 +8,7 @@ use axum::response::Response;
 use hookmesh_contracts::envelope::{Envelope, EventData as _};
 use hookmesh_contracts::subjects::{SWEEP_CALLBACK, SWEEP_TRIGGER};
 use hookmesh_contracts::sweep::{SweepCallback, SweepTrigger};
+use hookmesh_contracts::sweep_jobs::{RecordedJob, is_valid_job_id};
 use hookmesh_contracts::validation::{StrEnum as _, parse_json};
 use hookmesh_contracts::{TenantId, Timestamp, ValidationErrors};
 use ring::digest;
@@ -78,10 +79,16 @@ pub(super) async fn trigger(
         .map_err(Rejection::Invalid)?;
     let job_id = job_id(&tenant, idempotency_key(&headers)?);
     let combinations = trigger.combination_count();
+    let now = Timestamp::now();
+    let recorded = RecordedJob {
+        tenant_id: tenant.clone(),
+        parameters: trigger.clone(),
+        created_at: now,
+    };
     let envelope = Envelope::new(
         job_id.clone(),
         TRIGGER_SOURCE,
-        Timestamp::now(),
+        now,
         tenant,
         Some(job_id.clone()),
         trigger,
@@ -97,6 +104,9 @@ pub(super) async fn trigger(
             &trace,
         )
         .await?;
+    if !acks[0].duplicate {
+        gateway.record_job(&job_id, &recorded).await;
+    }
     Ok(accepted(TriggerAccepted {
         job_id,
         status: "QUEUED",
@@ -136,6 +146,16 @@ pub(super) async fn callback(
     )?;
     let job_id = job_id.unwrap_or_default();
     gateway.admit("callback")?;
+    // 003: validate that the job exists before processing.
+    let unknown = || Rejection::NotFound(format!("no sweep job {job_id:?}"));
+    if !is_valid_job_id(&job_id) {
+        return Err(unknown());
+    }
+    let tenant = gateway
+        .recorded_job(&job_id)
+        .await?
+        .ok_or_else(unknown)?
+        .tenant_id;
     let callback = SweepCallback::parse(&parse_json(&body).map_err(Rejection::Malformed)?)
         .map_err(Rejection::Invalid)?;
     let outcome = callback.status.as_str();
@@ -145,9 +165,7 @@ pub(super) async fn callback(
         event_id.clone(),
         "/webhook/sweep-callback",
         time,
-        // The sweep-worker owns the job and knows its tenant; the callback
-        // itself carries none.
-        TenantId::default_tenant(),
+        tenant,
         Some(job_id.clone()),
         callback,
     );

@@ -60,16 +60,7 @@ impl AuthError {
     }
 }
 
-/// Lowercase hex.
-pub fn hex_encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(DIGITS[usize::from(byte >> 4)] as char);
-        text.push(DIGITS[usize::from(byte & 0xf)] as char);
-    }
-    text
-}
+pub use hookmesh_contracts::hex::encode as hex_encode;
 
 /// Hex of either case; `None` for odd lengths or other characters.
 pub fn hex_decode(text: &str) -> Option<Vec<u8>> {

@@ -1,0 +1,262 @@
+//! Seed 003's job status API: one job with its results, a tenant's jobs,
+//! and a job's events as Server-Sent Events. The sweep-worker answers the
+//! reads over NATS request/reply; the events come from the job's subjects
+//! in the SWEEPS stream, from the first.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
+use futures_util::stream::{self, Stream};
+use hookmesh_contracts::envelope::Envelope;
+use hookmesh_contracts::subjects::{SWEEP_JOB_ENDPOINT, SWEEP_LIST_ENDPOINT, sweep_job_events};
+use hookmesh_contracts::sweep_jobs::{
+    JobEventName, JobListQuery, JobQuery, JobStatus, MAX_PAGE, PipelineJob, SweepJobEvent,
+    is_valid_job_id,
+};
+use hookmesh_contracts::{TenantId, Timestamp, ValidationErrors};
+
+use super::query_value;
+use crate::Gateway;
+use crate::error::Rejection;
+use crate::reads::ask;
+use crate::trace::TraceContext;
+use crate::verify::verify_api_key;
+
+/// Jobs per page when `limit` is not given.
+const DEFAULT_PAGE: u32 = 20;
+/// How long a finished job's stream waits for history before it shows the
+/// job's final state itself.
+const HISTORY_WAIT: Duration = Duration::from_secs(2);
+
+fn json(body: Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+fn tenant_of(gateway: &Gateway, headers: &HeaderMap) -> Result<TenantId, Rejection> {
+    let tenant = gateway
+        .authenticated("api", verify_api_key(&gateway.config.api_keys, headers))?
+        .clone();
+    gateway.admit(&format!("api:{tenant}"))?;
+    Ok(tenant)
+}
+
+/// The job from the sweep-worker; a job accepted but not taken by it yet
+/// is shown QUEUED from the job registry.
+async fn fetch_job(
+    gateway: &Gateway,
+    tenant: TenantId,
+    job_id: String,
+    trace: &TraceContext,
+) -> Result<Bytes, Rejection> {
+    let unknown = || Rejection::NotFound(format!("no job {job_id:?}"));
+    if !is_valid_job_id(&job_id) {
+        return Err(unknown());
+    }
+    let request = JobQuery {
+        tenant_id: tenant.clone(),
+        job_id: job_id.clone(),
+    };
+    let answer = ask(
+        gateway.publisher.client(),
+        "sweep",
+        SWEEP_JOB_ENDPOINT,
+        serde_json::to_vec(&request).expect("queries serialise"),
+        trace,
+    )
+    .await;
+    match answer {
+        Err(Rejection::NotFound(_)) => match gateway.recorded_job(&job_id).await? {
+            Some(recorded) if recorded.tenant_id == tenant => {
+                let view = recorded.queued_view(&job_id);
+                Ok(serde_json::to_vec(&view).expect("jobs serialise").into())
+            }
+            _ => Err(unknown()),
+        },
+        other => other,
+    }
+}
+
+/// `GET /api/pipelines/{id}`: the job, its parameters, metrics and results
+/// (best first); another tenant's job is 404.
+pub(super) async fn job(
+    State(gateway): State<Gateway>,
+    Extension(trace): Extension<TraceContext>,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    let tenant = tenant_of(&gateway, &headers)?;
+    Ok(json(fetch_job(&gateway, tenant, job_id, &trace).await?))
+}
+
+/// `GET /api/pipelines?status=&limit=&cursor=`: the tenant's jobs, newest
+/// first; `next_cursor` fetches the next page.
+pub(super) async fn list(
+    State(gateway): State<Gateway>,
+    Extension(trace): Extension<TraceContext>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    let tenant = tenant_of(&gateway, &headers)?;
+    let mut errors = ValidationErrors::new();
+    let status = query_value(query.as_deref(), "status").and_then(|text| {
+        let parsed = text.to_ascii_uppercase().parse::<JobStatus>();
+        if parsed.is_err() {
+            errors.push(
+                "status",
+                format!("must be QUEUED, RUNNING, COMPLETED or FAILED, not {text:?}"),
+            );
+        }
+        parsed.ok()
+    });
+    let limit = match query_value(query.as_deref(), "limit") {
+        None => DEFAULT_PAGE,
+        Some(text) => match text.parse::<u32>() {
+            Ok(limit) if (1..=MAX_PAGE).contains(&limit) => limit,
+            _ => {
+                errors.push("limit", format!("must be an integer from 1 to {MAX_PAGE}"));
+                DEFAULT_PAGE
+            }
+        },
+    };
+    let cursor = query_value(query.as_deref(), "cursor").filter(|c| !c.is_empty());
+    if !errors.is_empty() {
+        return Err(Rejection::Invalid(errors));
+    }
+    let request = JobListQuery {
+        tenant_id: tenant,
+        status,
+        limit,
+        cursor,
+    };
+    let answer = ask(
+        gateway.publisher.client(),
+        "sweep",
+        SWEEP_LIST_ENDPOINT,
+        serde_json::to_vec(&request).expect("queries serialise"),
+        &trace,
+    )
+    .await?;
+    Ok(json(answer))
+}
+
+/// The final state of a finished job, as an event, for a stream whose
+/// history is gone.
+fn final_event(job: &PipelineJob) -> SweepJobEvent {
+    SweepJobEvent {
+        job_id: job.id.clone(),
+        event: JobEventName::of(job.status),
+        status: job.status,
+        done: true,
+        ticker: job.parameters.ticker.clone(),
+        strategy_type: job.parameters.strategy_type,
+        percent: None,
+        message: job
+            .error_message
+            .clone()
+            .unwrap_or_else(|| format!("The job is {}", job.status)),
+        metrics: job.metrics,
+        best: job.result.as_ref().and_then(|r| r.best.clone()),
+        error_message: job.error_message.clone(),
+        at: job.completed_at.unwrap_or_else(Timestamp::now),
+    }
+}
+
+fn sse_event(event: &SweepJobEvent, sequence: Option<u64>) -> Event {
+    let sse = Event::default()
+        .event(event.event.to_string())
+        .json_data(event)
+        .unwrap_or_else(|_| Event::default().comment("an event could not be encoded"));
+    match sequence {
+        Some(sequence) => sse.id(sequence.to_string()),
+        None => sse,
+    }
+}
+
+/// `GET /api/pipelines/{id}/events`: every status change and progress
+/// event of the job, from its creation, until it is COMPLETED or FAILED;
+/// then the stream closes. Each event's `data` is a `SweepJobEvent`, its
+/// `event` the kind (`queued`, `running`, `progress`, `completed`,
+/// `failed`).
+pub(super) async fn events(
+    State(gateway): State<Gateway>,
+    Extension(trace): Extension<TraceContext>,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    let tenant = tenant_of(&gateway, &headers)?;
+    let snapshot = fetch_job(&gateway, tenant, job_id.clone(), &trace).await?;
+    let job: PipelineJob = serde_json::from_slice(&snapshot).map_err(|e| {
+        Rejection::ServiceUnavailable(format!("the sweep service answered unreadably: {e}"))
+    })?;
+    let unavailable = |e: &dyn std::fmt::Display| {
+        Rejection::ServiceUnavailable(format!("the job's events cannot be read: {e}"))
+    };
+    let stream = gateway
+        .publisher
+        .jetstream()
+        .get_stream("SWEEPS")
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: sweep_job_events(&job_id),
+            deliver_policy: DeliverPolicy::All,
+            ..OrderedConfig::default()
+        })
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+    Ok(Sse::new(job_events(job, messages))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn job_events(
+    job: PipelineJob,
+    messages: async_nats::jetstream::consumer::pull::Ordered,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    // None once the final event went out.
+    stream::unfold(Some((job, messages)), |state| async move {
+        let (job, mut messages) = state?;
+        loop {
+            let next = if job.status.is_final() {
+                match tokio::time::timeout(HISTORY_WAIT, messages.next()).await {
+                    Ok(next) => next,
+                    Err(_) => return Some((Ok(sse_event(&final_event(&job), None)), None)),
+                }
+            } else {
+                messages.next().await
+            };
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => {
+                    tracing::warn!(job_id = %job.id, %error, "Reading a job's events failed; closing its stream.");
+                    return None;
+                }
+                None => return None,
+            };
+            let sequence = message.info().ok().map(|info| info.stream_sequence);
+            let Ok(event) = Envelope::parse(&message.payload)
+                .and_then(|envelope| envelope.data_as::<SweepJobEvent>())
+            else {
+                continue;
+            };
+            let sse = sse_event(&event, sequence);
+            let next = (!event.done).then_some((job, messages));
+            return Some((Ok(sse), next));
+        }
+    })
+}

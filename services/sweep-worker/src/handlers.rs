@@ -1,0 +1,532 @@
+//! The four consumers' handlers: sweep requests, Trading API callbacks,
+//! deadlines and notifications. Each reads and checks its message, asks
+//! [`crate::job`] what to do, and does it; the outcome becomes an ack, a
+//! delayed nak or a dead letter in the consume loop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv, message::PublishMessage};
+use futures_util::future::join_all;
+use hookmesh_contracts::envelope::{CLOUDEVENTS_CONTENT_TYPE, Envelope};
+use hookmesh_contracts::sweep::{SweepCallback, SweepTrigger, callback_token};
+use hookmesh_contracts::sweep_jobs::{
+    JobStatus, RecordedJob, SweepDeadline, SweepJobEvent, is_valid_job_id,
+};
+use hookmesh_contracts::{EventData, Timestamp};
+use hookmesh_runtime::ops::DatabaseHealth;
+use hookmesh_runtime::{Delivery, Handler, Outcome};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::SweepSettings;
+use crate::events;
+use crate::job::{self, CallbackStep, DeadlineStep, TriggerStep};
+use crate::notify;
+use crate::store::{JobRow, SweepStore};
+use crate::telemetry::SweepMetrics;
+use crate::trading_api::{ApiError, TradingApi};
+
+/// What every handler works with.
+#[derive(Clone)]
+pub(crate) struct Worker {
+    pub store: SweepStore,
+    pub api: TradingApi,
+    pub known_jobs: kv::Store,
+    pub js: jetstream::Context,
+    pub settings: Arc<SweepSettings>,
+    pub metrics: SweepMetrics,
+    pub database: DatabaseHealth,
+    pub http: reqwest::Client,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Reads a message's envelope and payload; a message that fails either can
+/// never succeed.
+fn read<D: EventData>(delivery: &Delivery) -> Result<(Envelope<Value>, D), Outcome> {
+    let envelope = Envelope::parse(delivery.payload())
+        .map_err(|e| Outcome::dead_letter(format!("not a valid envelope: {e}")))?;
+    let data = envelope
+        .data_as::<D>()
+        .map_err(|e| Outcome::dead_letter(format!("invalid {} payload: {e}", D::SCHEMA.uri())))?;
+    Ok((envelope, data))
+}
+
+/// The job a message is about: the envelope's `subject`.
+fn job_id_of(envelope: &Envelope<Value>) -> Result<String, Outcome> {
+    let id = envelope
+        .subject
+        .clone()
+        .unwrap_or_else(|| envelope.id.clone());
+    if is_valid_job_id(&id) {
+        Ok(id)
+    } else {
+        Err(Outcome::dead_letter(format!(
+            "{id:?} cannot name a job (1-64 of A-Z, a-z, 0-9, _ and -)"
+        )))
+    }
+}
+
+impl Worker {
+    fn database_failed(&self, delivery: &Delivery, error: &sqlx::Error) -> Outcome {
+        self.database.record(false);
+        Outcome::retry(
+            delivery.delivered,
+            format!("the database is unavailable: {error}"),
+        )
+    }
+
+    /// The URL the Trading API calls back on: the job and an HMAC of it, so
+    /// nobody can guess another job's.
+    fn callback_url(&self, job_id: &str) -> String {
+        format!(
+            "{}/webhook/sweep-callback?job_id={job_id}&token={}",
+            self.settings.public_url.trim_end_matches('/'),
+            callback_token(&self.settings.callback_secret, job_id)
+        )
+    }
+
+    fn seconds_since_created(job: &JobRow, now: Timestamp) -> f64 {
+        job.created_at.seconds_until(now)
+    }
+
+    /// Fails the job (once), counting and logging it.
+    async fn fail(&self, delivery: &Delivery, job: &JobRow, message: &str) -> Outcome {
+        let now = Timestamp::now();
+        match self.store.fail(job, message, now).await {
+            Ok(moved) => {
+                self.database.record(true);
+                if moved {
+                    self.metrics
+                        .ended(JobStatus::Failed, Self::seconds_since_created(job, now));
+                    tracing::warn!(
+                        job_id = %job.id,
+                        tenant_id = %job.tenant,
+                        correlation_id = delivery.correlation_id(),
+                        reason = message,
+                        "Job failed."
+                    );
+                }
+                Outcome::Done
+            }
+            Err(error) => self.database_failed(delivery, &error),
+        }
+    }
+
+    /// Fetches the run's results, stores them and completes the job.
+    /// `attempt` counts this fetch among the tries 003 allows.
+    async fn complete(
+        &self,
+        delivery: &Delivery,
+        job: &JobRow,
+        sweep_run_id: &str,
+        callback: Option<&SweepCallback>,
+        attempt: u64,
+    ) -> Outcome {
+        let best = match self.api.best(sweep_run_id, &job.trigger.ticker).await {
+            Ok(best) => best,
+            Err(error) => {
+                let delays = &self.settings.retry_delays[..self
+                    .settings
+                    .results_attempts
+                    .saturating_sub(1)
+                    .min(self.settings.retry_delays.len())];
+                return match job::next_attempt(delays, attempt) {
+                    Some(delay) if error.is_retryable() => Outcome::Retry {
+                        delay,
+                        reason: format!("fetching the results of {sweep_run_id}: {error}"),
+                    },
+                    _ => {
+                        let message = format!(
+                            "Fetching the results of {sweep_run_id} failed after {attempt} attempt(s): {error}"
+                        );
+                        self.fail(delivery, job, &message).await
+                    }
+                };
+            }
+        };
+        let now = Timestamp::now();
+        let metrics = job::job_metrics(callback, job.started_at, now, best.results.len());
+        match self
+            .store
+            .complete(job, sweep_run_id, &best.results, metrics, now)
+            .await
+        {
+            Ok(moved) => {
+                self.database.record(true);
+                if moved {
+                    self.metrics
+                        .ended(JobStatus::Completed, Self::seconds_since_created(job, now));
+                    tracing::info!(
+                        job_id = %job.id,
+                        tenant_id = %job.tenant,
+                        sweep_run_id,
+                        results = best.results.len(),
+                        duration_seconds = metrics.duration_seconds,
+                        correlation_id = delivery.correlation_id(),
+                        "Job completed."
+                    );
+                }
+                Outcome::Done
+            }
+            Err(error) => self.database_failed(delivery, &error),
+        }
+    }
+
+    /// `sweeps.trigger`: record the job, make it known to the gateway,
+    /// health-check the Trading API and submit the sweep; then let go (the
+    /// callback or the deadline carries on).
+    async fn on_trigger(&self, delivery: &Delivery) -> Outcome {
+        let (envelope, trigger) = match read::<SweepTrigger>(delivery) {
+            Ok(read) => read,
+            Err(outcome) => return outcome,
+        };
+        let job_id = match job_id_of(&envelope) {
+            Ok(id) => id,
+            Err(outcome) => return outcome,
+        };
+        let tenant = envelope.tenantid.clone();
+        let (job, new) = match self
+            .store
+            .record_queued(&job_id, &tenant, &trigger, Timestamp::now())
+            .await
+        {
+            Ok(recorded) => recorded,
+            Err(error) => return self.database_failed(delivery, &error),
+        };
+        self.database.record(true);
+        if job.tenant != tenant {
+            return Outcome::dead_letter(format!(
+                "job {job_id} exists for another tenant; a sweep request cannot reuse its id"
+            ));
+        }
+        if new {
+            self.metrics.queued(tenant.as_str());
+            tracing::info!(
+                job_id,
+                job_type = hookmesh_contracts::sweep_jobs::TRADING_SWEEP,
+                tenant_id = %tenant,
+                ticker = %trigger.ticker,
+                correlation_id = delivery.correlation_id(),
+                "Job queued."
+            );
+        }
+        // Known to the gateway before the Trading API can call back (the
+        // gateway recorded the jobs it accepted; native requests start here).
+        let recorded = RecordedJob {
+            tenant_id: tenant.clone(),
+            parameters: job.trigger.clone(),
+            created_at: job.created_at,
+        };
+        let recorded = serde_json::to_vec(&recorded).expect("jobs serialise");
+        if let Err(error) = self.known_jobs.put(&job_id, recorded.into()).await {
+            return Outcome::retry(
+                delivery.delivered,
+                format!("cannot record the job in KV: {error}"),
+            );
+        }
+        if job::trigger_step(job.status, job.trading_job_id.as_deref()) == TriggerStep::Settled {
+            return Outcome::Done;
+        }
+        let submitted = async {
+            self.api.health().await?;
+            self.api
+                .submit(&job.trigger, &self.callback_url(&job_id))
+                .await
+        }
+        .await;
+        let submitted = match submitted {
+            Ok(submitted) => submitted,
+            Err(error) => return self.submit_failed(delivery, &job, &error).await,
+        };
+        let deadline = Timestamp::from_unix_millis(
+            Timestamp::now().unix_millis()
+                + i64::try_from(self.settings.callback_timeout.as_millis()).unwrap_or(i64::MAX / 2),
+        )
+        .unwrap_or_else(Timestamp::now);
+        // The sweep is running now: keep trying to record it rather than
+        // submit it again on a redelivery.
+        let mut pause = Duration::from_millis(250);
+        let moved = loop {
+            match self
+                .store
+                .record_submission(&job, &submitted.job_id, Timestamp::now(), deadline)
+                .await
+            {
+                Ok(moved) => break moved,
+                Err(error) if pause < Duration::from_secs(8) => {
+                    tracing::warn!(job_id, %error, "Cannot record the submission yet; retrying.");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(error) => return self.database_failed(delivery, &error),
+            }
+        };
+        self.database.record(true);
+        tracing::info!(
+            job_id,
+            trading_job_id = %submitted.job_id,
+            tenant_id = %tenant,
+            correlation_id = delivery.correlation_id(),
+            "Sweep submitted to the Trading API."
+        );
+        if moved {
+            self.follow_progress(job.clone(), submitted.job_id);
+        }
+        Outcome::Done
+    }
+
+    /// The Trading API was down or refused: retry on 000's schedule, or fail.
+    async fn submit_failed(&self, delivery: &Delivery, job: &JobRow, error: &ApiError) -> Outcome {
+        if !error.is_retryable() {
+            let message = format!("The Trading API refused the sweep: {error}");
+            return self.fail(delivery, job, &message).await;
+        }
+        match job::next_attempt(&self.settings.retry_delays, delivery.delivered) {
+            Some(delay) => Outcome::Retry {
+                delay,
+                reason: format!("Trading API unavailable: {error}"),
+            },
+            None => {
+                let message = format!(
+                    "The Trading API was unavailable after {} attempts: {error}",
+                    delivery.delivered
+                );
+                self.fail(delivery, job, &message).await
+            }
+        }
+    }
+
+    /// Relays the Trading API's progress of a sweep as the job's progress
+    /// events, until the sweep ends, the deadline passes or shutdown.
+    /// Best effort: progress is for people watching, not for correctness.
+    fn follow_progress(&self, job: JobRow, trading_job_id: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut shutdown = this.shutdown.clone();
+            let following = async {
+                let mut stream = match this.api.progress(&trading_job_id).await {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::debug!(job_id = %job.id, %error, "Cannot follow the sweep's progress.");
+                        return;
+                    }
+                };
+                let mut last = None;
+                while let Ok(Some(progress)) = stream.next().await {
+                    if last == Some(progress.percent) {
+                        continue;
+                    }
+                    last = Some(progress.percent);
+                    let (subject, msg_id, payload) = events::progress_event(
+                        &job.id,
+                        &job.tenant,
+                        &job.trigger,
+                        progress.percent,
+                        format!("Trading API: {}", progress.message),
+                        Timestamp::now(),
+                    );
+                    let message = PublishMessage::build()
+                        .payload(payload.into())
+                        .message_id(msg_id)
+                        .header("Content-Type", CLOUDEVENTS_CONTENT_TYPE);
+                    if let Ok(ack) = this.js.send_publish(subject, message).await {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), ack).await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = following => {}
+                () = tokio::time::sleep(this.settings.callback_timeout) => {}
+                _ = shutdown.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+
+    /// `sweeps.callback`: complete or fail the job the callback names.
+    async fn on_callback(&self, delivery: &Delivery) -> Outcome {
+        let (envelope, callback) = match read::<SweepCallback>(delivery) {
+            Ok(read) => read,
+            Err(outcome) => return outcome,
+        };
+        let job_id = match job_id_of(&envelope) {
+            Ok(id) => id,
+            Err(outcome) => return outcome,
+        };
+        let job = match self.store.job(&job_id).await {
+            Ok(Some(job)) => job,
+            // The gateway only accepts callbacks for recorded jobs; a
+            // native publisher's may precede its trigger for a moment.
+            Ok(None) if delivery.delivered < 5 => {
+                return Outcome::retry(delivery.delivered, format!("no job {job_id} yet"));
+            }
+            Ok(None) => {
+                return Outcome::dead_letter(format!(
+                    "a callback for job {job_id}, which does not exist"
+                ));
+            }
+            Err(error) => return self.database_failed(delivery, &error),
+        };
+        self.database.record(true);
+        match job::callback_step(job.status, &callback) {
+            CallbackStep::Ignore => {
+                tracing::info!(job_id, status = %job.status, callback = %callback.status, "A callback for a finished job changes nothing.");
+                Outcome::Done
+            }
+            CallbackStep::Fail { message } => self.fail(delivery, &job, &message).await,
+            CallbackStep::Complete { sweep_run_id } => {
+                self.complete(
+                    delivery,
+                    &job,
+                    &sweep_run_id,
+                    Some(&callback),
+                    delivery.delivered,
+                )
+                .await
+            }
+        }
+    }
+
+    /// `sweeps.deadline`: wait until due; then, if no callback settled the
+    /// job, poll the Trading API and complete or fail it.
+    async fn on_deadline(&self, delivery: &Delivery) -> Outcome {
+        let (envelope, deadline) = match read::<SweepDeadline>(delivery) {
+            Ok(read) => read,
+            Err(outcome) => return outcome,
+        };
+        let job = match self.store.job(&deadline.job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                tracing::warn!(job_id = %deadline.job_id, envelope = %envelope.id, "A deadline for a job that does not exist.");
+                return Outcome::Done;
+            }
+            Err(error) => return self.database_failed(delivery, &error),
+        };
+        self.database.record(true);
+        match job::deadline_step(job.status, deadline.deadline, Timestamp::now()) {
+            DeadlineStep::Ignore => Outcome::Done,
+            DeadlineStep::Wait(delay) => Outcome::Defer { delay },
+            DeadlineStep::Poll => {
+                tracing::warn!(job_id = %job.id, trading_job_id = %deadline.trading_job_id, "No callback before the deadline; polling the Trading API.");
+                let timeout = self.settings.callback_timeout;
+                let step = match self
+                    .api
+                    .poll(&deadline.trading_job_id, self.settings.request_timeout)
+                    .await
+                {
+                    Ok(remote) => job::after_poll(remote, timeout),
+                    Err(error) => return self.poll_failed(delivery, &job, &error).await,
+                };
+                match step {
+                    CallbackStep::Ignore => Outcome::Done,
+                    CallbackStep::Fail { message } => self.fail(delivery, &job, &message).await,
+                    CallbackStep::Complete { sweep_run_id } => {
+                        let attempt = u64::try_from(job.poll_failures).unwrap_or(0) + 1;
+                        match self
+                            .complete(delivery, &job, &sweep_run_id, None, attempt)
+                            .await
+                        {
+                            // Count the failed fetch as a failed poll.
+                            Outcome::Retry { delay, reason } => {
+                                match self.store.record_poll_failure(&job.id).await {
+                                    Ok(_) => Outcome::Retry { delay, reason },
+                                    Err(error) => self.database_failed(delivery, &error),
+                                }
+                            }
+                            other => other,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn poll_failed(&self, delivery: &Delivery, job: &JobRow, error: &ApiError) -> Outcome {
+        let failures = match self.store.record_poll_failure(&job.id).await {
+            Ok(failures) => u64::try_from(failures).unwrap_or(u64::MAX),
+            Err(db) => return self.database_failed(delivery, &db),
+        };
+        match job::next_attempt(&self.settings.retry_delays, failures) {
+            Some(delay) if error.is_retryable() => Outcome::Retry {
+                delay,
+                reason: format!("polling the Trading API: {error}"),
+            },
+            _ => {
+                let message = format!(
+                    "No callback within {}, and polling the Trading API failed after {failures} attempt(s): {error}",
+                    job::humanize(self.settings.callback_timeout)
+                );
+                self.fail(delivery, job, &message).await
+            }
+        }
+    }
+
+    /// `sweeps.jobs.*.completed|failed`: tell the incoming webhook.
+    async fn on_finished(&self, delivery: &Delivery) -> Outcome {
+        let (envelope, event) = match read::<SweepJobEvent>(delivery) {
+            Ok(read) => read,
+            Err(outcome) => return outcome,
+        };
+        let Some(url) = &self.settings.notify_url else {
+            return Outcome::Done;
+        };
+        if !event.done {
+            return Outcome::Done;
+        }
+        let message = notify::slack_message(&event, envelope.tenantid.as_str());
+        let started = Instant::now();
+        let sent = match self.http.post(url).json(&message).send().await {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!("the webhook answered {}", response.status())),
+            Err(error) => Err(error.without_url().to_string()),
+        };
+        match (
+            sent,
+            job::next_attempt(&self.settings.notify_delays, delivery.delivered),
+        ) {
+            (Ok(()), _) => {
+                self.metrics.notification(true);
+                tracing::info!(job_id = %event.job_id, status = %event.status, elapsed = ?started.elapsed(), "Notification sent.");
+                Outcome::Done
+            }
+            (Err(reason), Some(delay)) => Outcome::Retry {
+                delay,
+                reason: format!("notification not sent: {reason}"),
+            },
+            (Err(reason), None) => {
+                self.metrics.notification(false);
+                tracing::error!(job_id = %event.job_id, attempts = delivery.delivered, %reason, "Notification given up; the job is unaffected.");
+                Outcome::Done
+            }
+        }
+    }
+}
+
+/// Which of the worker's messages a consume loop handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Trigger,
+    Callback,
+    Deadline,
+    Notify,
+}
+
+/// A [`Handler`] for one step; a batch's messages are handled at once.
+pub(crate) struct StepHandler {
+    pub worker: Worker,
+    pub step: Step,
+}
+
+impl Handler for StepHandler {
+    async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
+        join_all(batch.iter().map(|delivery| async move {
+            match self.step {
+                Step::Trigger => self.worker.on_trigger(delivery).await,
+                Step::Callback => self.worker.on_callback(delivery).await,
+                Step::Deadline => self.worker.on_deadline(delivery).await,
+                Step::Notify => self.worker.on_finished(delivery).await,
+            }
+        }))
+        .await
+    }
+}

@@ -1,0 +1,351 @@
+//! The sweep-worker (seeds 000 and 003): trading sweep jobs through
+//! JetStream, the Trading API and a database.
+//!
+//! A job moves QUEUED → RUNNING → COMPLETED | FAILED, only forward. Four
+//! durable consumers carry it, and none holds a worker while the sweep
+//! runs on the Trading API:
+//!
+//! - `sweeps.trigger`: record the job (QUEUED), make it known to the
+//!   gateway (KV `sweep_jobs`), health-check the Trading API and submit the
+//!   sweep with an unguessable callback URL; RUNNING, and a deadline
+//!   reminder. Trading API down: retried after 2 s, 4 s, 8 s (delayed naks),
+//!   then FAILED with the reason.
+//! - `sweeps.callback`: fetch the best results (3 attempts), store every row
+//!   once, COMPLETED with 003's metrics; or FAILED with the callback's
+//!   error message.
+//! - `sweeps.deadline`: held back with delayed naks until due; a job still
+//!   unsettled then is polled on the Trading API and completed or failed.
+//! - `sweeps.jobs.*.completed|failed`: a Slack-compatible notification.
+//!
+//! Status changes are guarded updates ([`store`]) whose events go through
+//! the outbox, so a duplicate or a racing replica changes nothing twice.
+//! [`job`] holds the rules, free of I/O; [`queries`] the read API.
+
+pub mod events;
+pub mod handlers;
+pub mod job;
+pub mod notify;
+pub mod queries;
+pub mod store;
+pub mod telemetry;
+pub mod trading_api;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use hookmesh_nats::definitions::{
+    SWEEP_CALLBACK_CONSUMER, SWEEP_DEADLINE_CONSUMER, SWEEP_JOBS_BUCKET, SWEEP_NOTIFY_CONSUMER,
+    SWEEP_TRIGGER_CONSUMER,
+};
+use hookmesh_nats::{ConsumerDefinition, STREAMS, ensure_bucket, ensure_streams};
+use hookmesh_runtime::consume::{self, ConsumeSettings};
+use hookmesh_runtime::db::{self, Backend, DbError};
+use hookmesh_runtime::metrics::ConsumeFamilies;
+use hookmesh_runtime::ops::{self, Check, DatabaseHealth};
+use hookmesh_runtime::outbox::Outbox;
+use hookmesh_runtime::{BoxError, supervise};
+use sqlx::migrate::Migrator;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::handlers::{Step, StepHandler, Worker};
+use crate::store::SweepStore;
+use crate::telemetry::SweepMetrics;
+use crate::trading_api::TradingApi;
+
+/// The sweep-worker's tables (migrations 1xxx).
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Default `HOOKMESH_SWEEP_CALLBACK_TIMEOUT_SECS`: 000's one hour.
+pub const DEFAULT_CALLBACK_TIMEOUT: Duration = Duration::from_secs(3600);
+/// 000's retry schedule.
+pub const DEFAULT_RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+];
+
+/// How the sweep-worker runs.
+#[derive(Clone)]
+pub struct SweepSettings {
+    pub database_url: String,
+    pub stream_replicas: usize,
+    pub trading_api_url: String,
+    pub trading_api_key: String,
+    /// Base URL the Trading API reaches the gateway on.
+    pub public_url: String,
+    /// Signs callback URLs; the gateway checks them with the same secret.
+    pub callback_secret: Vec<u8>,
+    /// How long a submitted sweep may go without a callback before the
+    /// Trading API is polled.
+    pub callback_timeout: Duration,
+    /// Delays between attempts when the Trading API is unavailable (000:
+    /// 2 s, 4 s, 8 s; then the job fails).
+    pub retry_delays: Vec<Duration>,
+    /// Tries to fetch a run's best results (003: 3).
+    pub results_attempts: usize,
+    /// Bound on each Trading API call.
+    pub request_timeout: Duration,
+    /// Slack-compatible incoming webhook for finished jobs.
+    pub notify_url: Option<String>,
+    /// Delays between attempts to send a notification; when they are used
+    /// up it is counted as failed.
+    pub notify_delays: Vec<Duration>,
+}
+
+impl std::fmt::Debug for SweepSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SweepSettings")
+            .field("database_url", &db::redacted(&self.database_url))
+            .field("trading_api_url", &self.trading_api_url)
+            .field("public_url", &self.public_url)
+            .field("callback_timeout", &self.callback_timeout)
+            .field("retry_delays", &self.retry_delays)
+            .field("results_attempts", &self.results_attempts)
+            .field("notify", &self.notify_url.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SweepSettings {
+    /// Settings with the seeds' defaults.
+    pub fn new(
+        database_url: &str,
+        trading_api_url: &str,
+        trading_api_key: &str,
+        public_url: &str,
+        callback_secret: &[u8],
+    ) -> Self {
+        Self {
+            database_url: database_url.to_owned(),
+            stream_replicas: 1,
+            trading_api_url: trading_api_url.to_owned(),
+            trading_api_key: trading_api_key.to_owned(),
+            public_url: public_url.to_owned(),
+            callback_secret: callback_secret.to_vec(),
+            callback_timeout: DEFAULT_CALLBACK_TIMEOUT,
+            retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
+            results_attempts: 3,
+            request_timeout: Duration::from_secs(10),
+            notify_url: None,
+            notify_delays: [2, 4, 8, 16].map(Duration::from_secs).to_vec(),
+        }
+    }
+}
+
+/// Why the sweep-worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("HOOKMESH_CALLBACK_SECRET is required: it signs the callback URLs the gateway checks")]
+    NoCallbackSecret,
+}
+
+/// A running sweep-worker.
+#[derive(Debug)]
+pub struct SweepWorker {
+    client: async_nats::Client,
+    database: DatabaseHealth,
+    consuming: Arc<AtomicUsize>,
+    store: SweepStore,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The consume loops: the step, its consumer, its batch size.
+const LOOPS: [(Step, ConsumerDefinition, &str, usize); 4] = [
+    (
+        Step::Trigger,
+        SWEEP_TRIGGER_CONSUMER,
+        "sweep-worker-trigger",
+        16,
+    ),
+    (
+        Step::Callback,
+        SWEEP_CALLBACK_CONSUMER,
+        "sweep-worker-callback",
+        16,
+    ),
+    (
+        Step::Deadline,
+        SWEEP_DEADLINE_CONSUMER,
+        "sweep-worker-deadline",
+        64,
+    ),
+    (
+        Step::Notify,
+        SWEEP_NOTIFY_CONSUMER,
+        "sweep-worker-notify",
+        16,
+    ),
+];
+
+impl SweepWorker {
+    /// Opens the database (applying migrations), then runs the four consume
+    /// loops, the outbox and the read API until `shutdown`. Each loop
+    /// survives broker and database outages by restarting with backoff.
+    pub async fn start(
+        client: async_nats::Client,
+        settings: SweepSettings,
+        metrics: SweepMetrics,
+        consume_metrics: ConsumeFamilies,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, StartError> {
+        if settings.callback_secret.is_empty() {
+            return Err(StartError::NoCallbackSecret);
+        }
+        let backend = Backend::of(&settings.database_url)?;
+        let pool = db::connect(&settings.database_url).await?;
+        db::migrate(&pool, &MIGRATOR).await?;
+        let outbox = Outbox::new(pool.clone(), backend, "sweep_outbox");
+        let store = SweepStore::new(pool.clone(), backend, outbox.clone());
+        let api = TradingApi::new(
+            &settings.trading_api_url,
+            &settings.trading_api_key,
+            settings.request_timeout,
+            metrics.clone(),
+        )?;
+        let http = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .build()?;
+        let js = jetstream::new(client.clone());
+        let database = DatabaseHealth::default();
+        let consuming = Arc::new(AtomicUsize::new(0));
+        let settings = Arc::new(settings);
+        let mut tasks = Vec::new();
+        tracing::info!(trading_api = %api.base_url(), public_url = %settings.public_url, "Sweep-worker starting.");
+
+        for (step, definition, label, max_batch) in LOOPS {
+            let (js, store, api, http, metrics, database, consuming, settings, stop) = (
+                js.clone(),
+                store.clone(),
+                api.clone(),
+                http.clone(),
+                metrics.clone(),
+                database.clone(),
+                consuming.clone(),
+                settings.clone(),
+                shutdown.clone(),
+            );
+            let consume_metrics = consume_metrics.consumer(label);
+            tasks.push(tokio::spawn(supervise(
+                label,
+                shutdown.clone(),
+                move || {
+                    let (
+                        js,
+                        store,
+                        api,
+                        http,
+                        metrics,
+                        database,
+                        consuming,
+                        settings,
+                        stop,
+                        consume_metrics,
+                    ) = (
+                        js.clone(),
+                        store.clone(),
+                        api.clone(),
+                        http.clone(),
+                        metrics.clone(),
+                        database.clone(),
+                        consuming.clone(),
+                        settings.clone(),
+                        stop.clone(),
+                        consume_metrics.clone(),
+                    );
+                    async move {
+                        let replicas = settings.stream_replicas;
+                        ensure_streams(&js, STREAMS, replicas).await?;
+                        ensure_bucket(&js, &SWEEP_JOBS_BUCKET, replicas).await?;
+                        let known_jobs =
+                            js.get_key_value(SWEEP_JOBS_BUCKET.bucket)
+                                .await
+                                .map_err(|e| {
+                                    format!(
+                                        "cannot open KV bucket {}: {e}",
+                                        SWEEP_JOBS_BUCKET.bucket
+                                    )
+                                })?;
+                        let worker = Worker {
+                            store,
+                            api,
+                            known_jobs,
+                            js: js.clone(),
+                            settings: settings.clone(),
+                            metrics,
+                            database,
+                            http,
+                            shutdown: stop.clone(),
+                        };
+                        let handler = Arc::new(StepHandler { worker, step });
+                        let consume_settings = ConsumeSettings {
+                            definition,
+                            replicas,
+                            max_batch,
+                            max_wait: Duration::ZERO,
+                            concurrency: 1,
+                        };
+                        consuming.fetch_add(1, Ordering::Relaxed);
+                        let consumed =
+                            consume::run(js, consume_settings, handler, consume_metrics, stop)
+                                .await;
+                        consuming.fetch_sub(1, Ordering::Relaxed);
+                        consumed.map_err(BoxError::from)
+                    }
+                },
+            )));
+        }
+        tasks.push(tokio::spawn(outbox.run(js, |_| {}, shutdown.clone())));
+        {
+            let (client, store, stop) = (client.clone(), store.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(supervise(
+                "sweep-queries",
+                shutdown.clone(),
+                move || queries::serve(client.clone(), store.clone(), stop.clone()),
+            )));
+        }
+        tasks.push(database.watch(pool, shutdown));
+        Ok(Self {
+            client,
+            database,
+            consuming,
+            store,
+            tasks,
+        })
+    }
+
+    /// Readiness checks for `/readyz`.
+    pub fn readiness(&self) -> Vec<(&'static str, Check)> {
+        let consuming = self.consuming.clone();
+        vec![
+            ("broker", ops::broker_check(self.client.clone())),
+            ("database", self.database.check()),
+            (
+                "consumers",
+                Arc::new(move || match consuming.load(Ordering::Relaxed) {
+                    n if n == LOOPS.len() => Ok(()),
+                    n => Err(format!("{n} of {} consumers running", LOOPS.len())),
+                }),
+            ),
+        ]
+    }
+
+    /// The job tables, for tests and tools.
+    pub fn store(&self) -> &SweepStore {
+        &self.store
+    }
+
+    /// Waits for every loop to finish (after shutdown was signalled): the
+    /// messages in hand are settled first.
+    pub async fn finished(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
