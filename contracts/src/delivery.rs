@@ -255,11 +255,152 @@ impl EventData for CampaignCompleted {
     }
 }
 
+/// Most recipients one registration carries (a larger campaign is
+/// registered in parts, each declaring the campaign's `size`).
+pub const MAX_RECIPIENTS_PER_REGISTRATION: usize = 10_000;
+
+/// A message of a campaign: which provider message goes to whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CampaignRecipient {
+    /// The provider the message goes out through (its route name).
+    pub provider: String,
+    /// The provider's id of the message, as its delivery events will name it.
+    pub message_id: String,
+    /// Address or number it goes to.
+    pub address: String,
+}
+
+impl CampaignRecipient {
+    fn read(o: &mut Object<'_>) -> Option<Self> {
+        let provider = o.required("provider", |v| {
+            let name = string(1, 32)(v)?;
+            if !is_valid_provider_name(&name) {
+                return Err(format!("{name:?} is not a valid provider name"));
+            }
+            Ok(name)
+        });
+        let message_id = o.required("message_id", identifier(256));
+        let address = o.required("address", string(1, 320));
+        Some(Self {
+            provider: provider?,
+            message_id: message_id?,
+            address: address?,
+        })
+    }
+}
+
+/// Body of `POST /api/campaigns` and payload of
+/// `delivery.campaign.registration`: a campaign's recipients, registered by
+/// the sending application as its messages go out. Delivery events of a
+/// message registered later still count, once it is registered.
+///
+/// Example: `{"campaign_id": "spring-sale", "recipients": [{"provider":
+/// "sendgrid", "message_id": "msg_8f2c", "address": "ana@example.com"}]}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CampaignRegistration {
+    pub campaign_id: String,
+    /// Recipients in the whole campaign, when it is registered in several
+    /// parts; every part declares the same size. Absent: this part is the
+    /// whole campaign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[schemars(length(min = 1, max = 10_000))]
+    pub recipients: Vec<CampaignRecipient>,
+}
+
+impl CampaignRegistration {
+    /// The campaign's size: declared, or this part's recipients.
+    pub fn campaign_size(&self) -> u64 {
+        self.size.unwrap_or(self.recipients.len() as u64)
+    }
+}
+
+impl EventData for CampaignRegistration {
+    const SCHEMA: SchemaId = SchemaId::new("delivery.campaign-registration", 1);
+
+    fn parse(value: &Value) -> Result<Self, ValidationErrors> {
+        parse_object(value, |o| {
+            let campaign_id = o.required("campaign_id", identifier(256));
+            let size = o.optional("size", integer(1, 100_000_000));
+            let recipients = o.required_with("recipients", |value, path, errors| {
+                array_of(
+                    value,
+                    path,
+                    errors,
+                    1,
+                    MAX_RECIPIENTS_PER_REGISTRATION,
+                    |value, path, errors| read_object(value, path, errors, CampaignRecipient::read),
+                )
+            });
+            if let Some(recipients) = &recipients {
+                let mut seen = std::collections::HashSet::new();
+                let repeated = recipients
+                    .iter()
+                    .position(|r| !seen.insert((r.provider.as_str(), r.message_id.as_str())));
+                if let Some(index) = repeated {
+                    o.refine(
+                        &format!("recipients[{index}].message_id"),
+                        false,
+                        "repeats an earlier recipient's provider and message id",
+                    );
+                }
+                if let Some(Some(size)) = size
+                    && (recipients.len() as u64) > size
+                {
+                    o.refine(
+                        "size",
+                        false,
+                        format!(
+                            "is {size}, fewer than the {} recipients given",
+                            recipients.len()
+                        ),
+                    );
+                }
+            }
+            Some(Self {
+                campaign_id: campaign_id?,
+                size: size?,
+                recipients: recipients?,
+            })
+        })
+    }
+
+    fn event_type(&self) -> &'static str {
+        "delivery.campaign.registration"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn registrations_name_every_bad_recipient_and_repeats() {
+        let body = json!({
+            "campaign_id": "spring-sale",
+            "size": 1,
+            "recipients": [
+                {"provider": "sendgrid", "message_id": "m1", "address": "a@example.com"},
+                {"provider": "Send Grid", "message_id": "m2"},
+                {"provider": "sendgrid", "message_id": "m1", "address": "b@example.com"}
+            ]
+        });
+        let errors = CampaignRegistration::parse(&body).unwrap_err();
+        let fields: Vec<_> = errors.errors().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["recipients[1].provider", "recipients[1].address"]);
+        let mut body = body;
+        body["recipients"][1] = json!({"provider": "ses", "message_id": "m2", "address": "c"});
+        let errors = CampaignRegistration::parse(&body).unwrap_err();
+        let fields: Vec<_> = errors.errors().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["recipients[2].message_id", "size"]);
+        body["recipients"].as_array_mut().unwrap().pop();
+        body["size"] = json!(5);
+        let registration = CampaignRegistration::parse(&body).unwrap();
+        assert_eq!(registration.campaign_size(), 5);
+        assert_eq!(registration.event_type(), "delivery.campaign.registration");
+    }
 
     fn event() -> Value {
         json!({"event_type": "delivered", "message_id": "msg_1", "timestamp": "2025-03-01T09:00:02Z"})

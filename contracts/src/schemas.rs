@@ -12,7 +12,9 @@ use crate::buddy::{
 };
 use crate::ci::{CiFailureDetected, CiPipelineEvent};
 use crate::csr::{JourneyQuery, JourneyReport, JourneyTransition, MetricsQuery, MetricsReport};
-use crate::delivery::{CampaignCompleted, DeliveryEvent, DeliveryWebhookBody};
+use crate::delivery::{
+    CampaignCompleted, CampaignRegistration, DeliveryEvent, DeliveryWebhookBody,
+};
 use crate::envelope::{Envelope, EventData, SchemaId};
 use crate::sweep::{BestResults, SweepCallback, SweepTrigger};
 use crate::sweep_jobs::{
@@ -70,6 +72,7 @@ pub fn all() -> Vec<(String, Value)> {
         generate::<DeliveryWebhookBody>(DeliveryWebhookBody::SCHEMA),
         payload::<DeliveryEvent>(),
         payload::<CampaignCompleted>(),
+        payload::<CampaignRegistration>(),
     ];
     schemas.sort_by(|a, b| a.0.cmp(&b.0));
     schemas

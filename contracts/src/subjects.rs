@@ -63,6 +63,8 @@ pub const CI_FAILURE_DETECTED: &str = "ci.failure.detected";
 pub const CI_PIPELINE_EVENTS: &str = "ci.pipeline.>";
 /// Every recipient of a campaign has an outcome (seed 004).
 pub const CAMPAIGN_COMPLETED: &str = "delivery.campaign.completed";
+/// A campaign's recipients, from `POST /api/campaigns`.
+pub const CAMPAIGN_REGISTRATION: &str = "delivery.campaign.registration";
 
 /// The CSR read API's endpoints (NATS services API, request/reply). They
 /// live outside every stream's subjects, so requests are never stored.
@@ -109,6 +111,7 @@ pub fn examples() -> Vec<String> {
     );
     subjects.push(CI_FAILURE_DETECTED.to_owned());
     subjects.push(CAMPAIGN_COMPLETED.to_owned());
+    subjects.push(CAMPAIGN_REGISTRATION.to_owned());
     subjects.push(dead_letter(SWEEP_TRIGGER));
     subjects
 }

@@ -62,7 +62,7 @@ fn environment_variables(command: &clap::Command) -> String {
     }
     seen.insert(
         hookmesh_nats::server::BINARY_VARIABLE.to_owned(),
-        "A specific nats-server binary for `up` and `bench` (else the first of 2.10 or newer on \
+        "A specific nats-server binary for `up` and `bench` (else the first of 2.11 or newer on \
          PATH)"
             .to_owned(),
     );

@@ -91,6 +91,10 @@ pub const CSR_CONSUMER: ConsumerDefinition = consumer_file!("BUDDY", "csr-consum
 /// The batch-processor's durable consumer of `PROVIDERS` (delivery events).
 pub const DELIVERY_CONSUMER: ConsumerDefinition = consumer_file!("PROVIDERS", "batch-processor");
 
+/// The batch-processor's durable consumer of campaign registrations.
+pub const CAMPAIGN_CONSUMER: ConsumerDefinition =
+    consumer_file!("DELIVERY", "batch-processor-campaigns");
+
 /// The batch-processor's durable consumer of `CI` (pipeline events only).
 pub const CI_CONSUMER: ConsumerDefinition = consumer_file!("CI", "batch-processor");
 
@@ -114,6 +118,7 @@ pub const SWEEP_NOTIFY_CONSUMER: ConsumerDefinition =
 pub const CONSUMERS: &[ConsumerDefinition] = &[
     CSR_CONSUMER,
     DELIVERY_CONSUMER,
+    CAMPAIGN_CONSUMER,
     CI_CONSUMER,
     SWEEP_TRIGGER_CONSUMER,
     SWEEP_CALLBACK_CONSUMER,

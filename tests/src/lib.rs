@@ -768,3 +768,18 @@ impl Drop for TestSweep {
         let _ = self.stop.send(true);
     }
 }
+
+/// Waits until the durable consumer `durable` of `stream` has nothing
+/// pending or unacknowledged: everything published so far is settled.
+pub async fn drained(js: &jetstream::Context, stream: &str, durable: &str) {
+    eventually(
+        Duration::from_secs(60),
+        &format!("{stream}/{durable} drained"),
+        || async {
+            let stream = js.get_stream(stream).await.ok()?;
+            let info = stream.consumer_info(durable).await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        },
+    )
+    .await;
+}

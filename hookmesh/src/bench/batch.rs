@@ -12,8 +12,9 @@
 //!   `--duration-secs` on a running service; p50/p99 of the lag from each
 //!   event's arrival in JetStream to its commit
 //!   (`webhook_processing_lag_seconds`).
-//! - **Memory.** 10 000 events waiting, a service with batches of 10 000
-//!   started: its peak resident memory above the idle process.
+//! - **Memory.** A fresh `hookmesh batch-processor` child with batches of
+//!   10 000, fed 10 000 events: its peak resident memory above its idle
+//!   size.
 //! - **CI failure detection.** Failure events at 50/s; the time from each
 //!   publish to its `ci.failure.detected` arriving.
 
@@ -34,12 +35,13 @@ use hookmesh_contracts::ci::{
 use hookmesh_contracts::delivery::{DeliveryEvent, DeliveryStatus, DeliveryWebhookEvent};
 use hookmesh_contracts::subjects::{CI_FAILURE_DETECTED, ci_pipeline, provider_delivery};
 use hookmesh_contracts::{Envelope, TenantId, Timestamp};
+use hookmesh_nats::definitions::DELIVERY_CONSUMER;
 use hookmesh_runtime::metrics::ConsumeFamilies;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::{ScratchDir, broker, percentile_ms, rss_mib};
+use super::{ScratchDir, broker, free_port, percentile_ms, rss_mib, wait_ready};
 use crate::AnyError;
 use crate::cli::{BatchBenchArgs, CommonArgs};
 
@@ -280,6 +282,7 @@ async fn register(service: &BatchProcessor, run: &str, recipients: usize) -> Res
             .register_campaign(
                 &tenant,
                 &format!("{run}-c{campaign}"),
+                list.len() as u64,
                 &list,
                 Timestamp::now(),
             )
@@ -442,8 +445,9 @@ async fn measure(
     Ok((rate, lags.0, lags.1))
 }
 
-/// Peak resident memory above idle while 10 000 waiting events are pulled
-/// and handled as one batch.
+/// Peak resident memory above idle of a fresh `hookmesh batch-processor`
+/// child process while it holds 10 000 events as one batch: a process of
+/// its own, so that memory freed by earlier phases cannot hide the growth.
 async fn memory_per_10k(
     nats_url: &str,
     js: &jetstream::Context,
@@ -454,19 +458,31 @@ async fn memory_per_10k(
     let service = Running::start(nats_url, settings(database_url, BUFFERED, 1)).await?;
     register(&service.service, run, BUFFERED).await?;
     service.stop().await;
-    publish_all(
-        js,
-        (0..BUFFERED).map(|n| {
-            let (id, payload) = delivery_envelope(run, n, DeliveryStatus::Delivered);
-            (
-                provider_delivery(PROVIDER, DeliveryStatus::Delivered),
-                id,
-                payload,
-            )
-        }),
-    )
-    .await?;
-    let pid = std::process::id();
+
+    let ops = format!("127.0.0.1:{}", free_port()?);
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    for (variable, _) in std::env::vars() {
+        if variable.starts_with("HOOKMESH_") || variable == "NATS_URL" || variable == "DATABASE_URL"
+        {
+            command.env_remove(variable);
+        }
+    }
+    let mut child = command
+        .arg("batch-processor")
+        .env("NATS_URL", nats_url)
+        .env("DATABASE_URL", database_url)
+        .env("HOOKMESH_OPS_ADDR", &ops)
+        .env("HOOKMESH_LOG", "warn")
+        // The batch is handed over when it holds all 10 000 events.
+        .env("HOOKMESH_BATCH_SIZE", BUFFERED.to_string())
+        .env("HOOKMESH_BATCH_INTERVAL_MS", "60000")
+        .env("HOOKMESH_BATCH_WORKERS", "1")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_ready("the batch-processor", &ops, &mut child).await?;
+    let pid = child.id().ok_or("the batch-processor has no pid")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = rss_mib(pid);
     let peak = Arc::new(AtomicU64::new((idle * 1024.0) as u64));
     let (done, mut finished) = watch::channel(false);
@@ -482,13 +498,37 @@ async fn memory_per_10k(
             }
         })
     };
-    let service = Running::start(nats_url, settings(database_url, BUFFERED, 1)).await?;
-    service
-        .wait_settled(BUFFERED as u64, Duration::from_secs(300))
-        .await?;
+    publish_all(
+        js,
+        (0..BUFFERED).map(|n| {
+            let (id, payload) = delivery_envelope(run, n, DeliveryStatus::Delivered);
+            (
+                provider_delivery(PROVIDER, DeliveryStatus::Delivered),
+                id,
+                payload,
+            )
+        }),
+    )
+    .await?;
+    let stream = js.get_stream(DELIVERY_CONSUMER.stream).await?;
+    let durable = DELIVERY_CONSUMER.durable_name();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let info = stream.consumer_info(&durable).await?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the batch-processor did not settle 10 000 events within 300 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _ = done.send(true);
     let _ = sampler.await;
-    service.stop().await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
     Ok(peak.load(Ordering::Relaxed) as f64 / 1024.0 - idle)
 }
 

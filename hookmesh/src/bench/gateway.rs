@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use super::{ScratchDir, broker, percentile_ms, rss_mib};
+use super::{ScratchDir, broker, free_port, percentile_ms, rss_mib, wait_ready};
 use crate::AnyError;
 use crate::cli::{CommonArgs, GatewayBenchArgs};
 
@@ -199,13 +199,13 @@ async fn raw_phase(
 /// One keep-alive HTTP/1.1 connection, spoken by hand: the load generator
 /// shares the machine with what it measures, so it does no more than write a
 /// request and read the status line and body of the answer.
-struct HttpConnection {
+pub(super) struct HttpConnection {
     stream: TcpStream,
     buffer: Vec<u8>,
 }
 
 impl HttpConnection {
-    async fn open(address: &str) -> std::io::Result<Self> {
+    pub(super) async fn open(address: &str) -> std::io::Result<Self> {
         let stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
         Ok(Self {
@@ -215,7 +215,7 @@ impl HttpConnection {
     }
 
     /// Sends `request` (complete, with body) and returns the status code.
-    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<u16> {
+    pub(super) async fn exchange(&mut self, request: &[u8]) -> std::io::Result<u16> {
         use tokio::io::AsyncWriteExt as _;
         self.stream.write_all(request).await?;
         self.buffer.clear();
@@ -329,12 +329,6 @@ async fn http_phase(address: &str, body: &Bytes, args: &GatewayBenchArgs) -> Pha
     .await
 }
 
-fn free_port() -> Result<u16, AnyError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 async fn spawn_gateway(nats_url: &str, address: &str) -> Result<Child, AnyError> {
     let mut command = Command::new(std::env::current_exe()?);
     for (variable, _) in std::env::vars() {
@@ -352,23 +346,6 @@ async fn spawn_gateway(nats_url: &str, address: &str) -> Result<Child, AnyError>
         .env("HOOKMESH_LOG", "warn")
         .kill_on_drop(true)
         .spawn()?)
-}
-
-async fn wait_ready(address: &str, child: &mut Child) -> Result<(), AnyError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let request = format!("GET /readyz HTTP/1.1\r\nhost: {address}\r\n\r\n");
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait()? {
-            return Err(format!("the gateway exited during start-up ({status})").into());
-        }
-        if let Ok(mut connection) = HttpConnection::open(address).await
-            && let Ok(200) = connection.exchange(request.as_bytes()).await
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err("the gateway did not become ready within 30 s".into())
 }
 
 pub async fn run(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyError> {
@@ -393,7 +370,7 @@ pub async fn run(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyEr
 
     let address = format!("127.0.0.1:{}", free_port()?);
     let mut child = spawn_gateway(&nats_url, &address).await?;
-    wait_ready(&address, &mut child).await?;
+    wait_ready("the gateway", &address, &mut child).await?;
     let pid = child.id().ok_or("the gateway has no pid")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = rss_mib(pid);

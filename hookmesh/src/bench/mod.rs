@@ -67,6 +67,35 @@ fn percentile_ms<T: Copy + Into<f64>>(sorted: &[T], p: f64, per_ms: f64) -> f64 
     sorted[index].into() / per_ms
 }
 
+/// A free loopback port.
+fn free_port() -> Result<u16, AnyError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until the child `what` answers 200 on `address`'s `/readyz`.
+async fn wait_ready(
+    what: &str,
+    address: &str,
+    child: &mut tokio::process::Child,
+) -> Result<(), AnyError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let request = format!("GET /readyz HTTP/1.1\r\nhost: {address}\r\n\r\n");
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("{what} exited during start-up ({status})").into());
+        }
+        if let Ok(mut connection) = gateway::HttpConnection::open(address).await
+            && let Ok(200) = connection.exchange(request.as_bytes()).await
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err(format!("{what} did not become ready within 30 s").into())
+}
+
 /// Resident memory of `pid` in MiB.
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

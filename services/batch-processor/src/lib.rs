@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use hookmesh_nats::definitions::{CI_CONSUMER, DELIVERY_CONSUMER, WEBHOOK_DEDUP_BUCKET};
+use hookmesh_nats::definitions::{
+    CAMPAIGN_CONSUMER, CI_CONSUMER, DELIVERY_CONSUMER, WEBHOOK_DEDUP_BUCKET,
+};
 use hookmesh_nats::{ConsumerDefinition, STREAMS, ensure_streams};
 use hookmesh_runtime::consume::{self, ConsumeSettings};
 use hookmesh_runtime::db::{self, Backend, DbError};
@@ -40,6 +42,7 @@ use tokio::task::JoinHandle;
 use crate::ci::CiFamily;
 use crate::ci::store::CiStore;
 use crate::delivery::DeliveryFamily;
+use crate::delivery::registration::RegistrationHandler;
 use crate::delivery::store::{DeliveryStore, RecipientLookup};
 use crate::engine::dedup::Deduplicator;
 use crate::engine::enrich::{EnrichSettings, Enricher};
@@ -142,6 +145,7 @@ impl BatchProcessor {
                 CiFamily::new(ci.clone(), metrics.clone())
             }));
         }
+        tasks.push(consume.spawn_registrations(delivery.clone()));
         tasks.push(tokio::spawn(outbox.run(
             js.clone(),
             |_| {},
@@ -168,8 +172,8 @@ impl BatchProcessor {
             (
                 "consumers",
                 Arc::new(move || match consuming.load(Ordering::Relaxed) {
-                    FAMILIES => Ok(()),
-                    running => Err(format!("{running} of {FAMILIES} families consuming")),
+                    LOOPS => Ok(()),
+                    running => Err(format!("{running} of {LOOPS} consumers running")),
                 }),
             ),
         ]
@@ -195,8 +199,8 @@ impl BatchProcessor {
     }
 }
 
-/// The families: delivery and CI.
-const FAMILIES: usize = 2;
+/// The consume loops: the delivery and CI families, and registrations.
+const LOOPS: usize = 3;
 
 /// What each family's consume loop needs.
 #[derive(Clone)]
@@ -254,6 +258,42 @@ impl Consume {
                 consumed.map_err(BoxError::from)
             }
         }))
+    }
+}
+
+impl Consume {
+    /// Runs the campaign registrations' consume loop under supervision.
+    fn spawn_registrations(&self, store: DeliveryStore) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(supervise(
+            "batch-processor-campaigns",
+            self.shutdown.clone(),
+            move || {
+                let (this, store) = (this.clone(), store.clone());
+                async move {
+                    let replicas = this.settings.stream_replicas;
+                    ensure_streams(&this.js, STREAMS, replicas).await?;
+                    let handler = Arc::new(RegistrationHandler::new(
+                        store,
+                        this.metrics.clone(),
+                        this.database.clone(),
+                    ));
+                    let settings = ConsumeSettings {
+                        definition: CAMPAIGN_CONSUMER,
+                        replicas,
+                        max_batch: 8,
+                        max_wait: Duration::ZERO,
+                        concurrency: 1,
+                    };
+                    let metrics = this.consume_metrics.consumer("batch-processor-campaigns");
+                    this.consuming.fetch_add(1, Ordering::Relaxed);
+                    let consumed =
+                        consume::run(this.js, settings, handler, metrics, this.shutdown).await;
+                    this.consuming.fetch_sub(1, Ordering::Relaxed);
+                    consumed.map_err(BoxError::from)
+                }
+            },
+        ))
     }
 }
 

@@ -95,6 +95,8 @@ pub struct BatchMetrics {
     failures_detected: Family<PlatformLabels, Counter>,
     failure_detection: Histogram,
     campaigns_completed: Counter,
+    recipients_registered: Counter,
+    late_events: Counter,
 }
 
 impl BatchMetrics {
@@ -121,6 +123,8 @@ impl BatchMetrics {
                 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
             ]),
             campaigns_completed: Counter::default(),
+            recipients_registered: Counter::default(),
+            late_events: Counter::default(),
         };
         registry.register(
             "webhooks_received",
@@ -186,6 +190,16 @@ impl BatchMetrics {
             "delivery_campaigns_completed",
             "Campaigns whose every recipient has an outcome",
             metrics.campaigns_completed.clone(),
+        );
+        registry.register(
+            "delivery_recipients_registered",
+            "Recipients registered to campaigns",
+            metrics.recipients_registered.clone(),
+        );
+        registry.register(
+            "delivery_late_events_applied",
+            "Delivery events applied when their recipient was registered after them",
+            metrics.late_events.clone(),
         );
         metrics
     }
@@ -260,6 +274,11 @@ impl BatchMetrics {
             .get_or_create(&PlatformLabels { platform })
             .inc();
         self.failure_detection.observe(seconds);
+    }
+
+    pub(crate) fn registered(&self, recipients: u64, late_events: u64) {
+        self.recipients_registered.inc_by(recipients);
+        self.late_events.inc_by(late_events);
     }
 
     pub(crate) fn campaign_completed(&self) {

@@ -17,7 +17,8 @@
 //!   delivery is dead-lettered instead of dropped;
 //! - dead-letters messages the server gives up on by itself (ack timeouts on
 //!   the last delivery), from its max-deliveries advisory;
-//! - on shutdown, stops fetching, settles what it holds, and returns.
+//! - on shutdown, stops fetching, settles what it holds, hands back what it
+//!   pulled ahead, and returns.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,10 +34,16 @@ use tokio::sync::watch;
 use crate::dead_letter::{self, DeadLetter};
 use crate::metrics::ConsumeMetrics;
 
+/// How long, at shutdown, pulled-ahead messages are handed back for; they
+/// are redelivered after it.
+const RETURN_WINDOW: Duration = Duration::from_secs(1);
+
 /// One message as a handler sees it.
 #[derive(Debug)]
 pub struct Delivery {
-    message: jetstream::Message,
+    /// Boxed: a message is several hundred bytes, and a batch of ten
+    /// thousand deliveries is held in vectors sized for the whole batch.
+    message: Box<jetstream::Message>,
     pub subject: String,
     pub stream_sequence: u64,
     /// Which delivery of this message this is (1 for the first).
@@ -55,7 +62,7 @@ impl Delivery {
             stream_sequence,
             delivered,
             published,
-            message,
+            message: Box::new(message),
         })
     }
 
@@ -260,9 +267,35 @@ pub async fn run<H: Handler>(
             }
         }
     }
-    // Settle what is in hand before returning; the rest stays with the broker.
+    // Settle what is in hand before returning. Messages pulled ahead but
+    // not yet handed over go back (a nak with a short delay, so this loop
+    // does not see them again) rather than waiting out their ack wait
+    // before another consumer gets them.
     hand_over!();
+    let mut returned = 0;
+    let returning_until = tokio::time::Instant::now() + RETURN_WINDOW;
+    while tokio::time::Instant::now() < returning_until {
+        match tokio::time::timeout(Duration::from_millis(50), messages.next()).await {
+            Ok(Some(Ok(message))) => {
+                let _ = message.ack_with(AckKind::Nak(Some(RETURN_WINDOW))).await;
+                returned += 1;
+            }
+            _ => break,
+        }
+    }
+    drop(messages);
+    if returned > 0 {
+        tracing::info!(consumer = %durable, returned, "Returned the messages pulled ahead.");
+    }
     while in_flight.next().await.is_some() {}
+    // Acks and naks are buffered writes: push them out before the
+    // connection goes, or the broker redelivers after the ack wait.
+    if tokio::time::timeout(Duration::from_secs(5), js.client().flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!(consumer = %durable, "The last acknowledgements could not be flushed in time.");
+    }
     tracing::info!(consumer = %durable, "Stopped consuming.");
     Ok(())
 }

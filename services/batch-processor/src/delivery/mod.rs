@@ -3,8 +3,10 @@
 //! complete the campaign once every recipient has an outcome.
 //!
 //! - [`status`]: the status order and the counters (plain code);
-//! - [`store`]: the tables and the one-transaction batch.
+//! - [`store`]: the tables and the one-transaction batch;
+//! - [`registration`]: campaigns' recipients, from `POST /api/campaigns`.
 
+pub mod registration;
 pub mod status;
 pub mod store;
 

@@ -62,11 +62,27 @@ pub struct CampaignRow {
 /// Why a campaign could not be registered.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
-    #[error("campaign {0:?} is already registered")]
-    Exists(String),
+    /// It contradicts what is registered: it can never succeed.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
+
+/// What a registration did.
+#[derive(Debug, Default)]
+pub struct Registered {
+    /// Recipients registered now (the others were already).
+    pub new_recipients: usize,
+    /// Events logged before their recipient was registered, applied now.
+    pub late_events: usize,
+    pub completed: Vec<CampaignCompleted>,
+}
+
+/// The PostgreSQL advisory lock that orders registrations against batches
+/// with unmatched events: a registration either sees such an event in the
+/// log, or the batch sees the registered recipient.
+const REGISTRATION_LOCK: i64 = 0x686f_6f6b_6d65_7368;
 
 /// What a batch did.
 #[derive(Debug, Default)]
@@ -139,38 +155,21 @@ impl DeliveryStore {
             }
         }
         let locking: Vec<&RecipientKey> = statuses.keys().copied().collect();
-        let current = self.lock_recipients(&mut tx, &locking).await?;
-
-        let mut changes = Vec::new();
-        let mut deltas: BTreeMap<(String, String), CounterDelta> = BTreeMap::new();
-        for (key, events) in &statuses {
-            let Some((campaign, before)) = current.get(*key) else {
-                continue;
-            };
-            let after = events.iter().fold(*before, |state, s| state.with(*s));
-            if after != *before {
-                changes.push((*key, after));
-                deltas
-                    .entry(campaign.clone())
-                    .or_default()
-                    .add(CounterDelta::between(*before, after));
-            }
-        }
-        update_recipients(self.backend, &mut tx, &changes, now_millis).await?;
-        if self.backend == Backend::Postgres {
-            lock_campaigns(self.backend, &mut tx, &deltas).await?;
-        }
-        update_campaigns(self.backend, &mut tx, &deltas).await?;
-        let settling: Vec<&(String, String)> = deltas
+        let mut current = self.lock_recipients(&mut tx, &locking).await?;
+        let missing: Vec<&RecipientKey> = locking
             .iter()
-            .filter(|(_, delta)| delta.settled > 0)
-            .map(|(campaign, _)| campaign)
+            .filter(|key| !current.contains_key(**key))
+            .copied()
             .collect();
-        let completed = complete_campaigns(self.backend, &mut tx, &settling, now).await?;
-        if !completed.is_empty() {
-            let messages: Vec<OutboxMessage> = completed.iter().map(completion_message).collect();
-            self.outbox.write(&mut tx, &messages, now_millis).await?;
+        if !missing.is_empty() && self.backend == Backend::Postgres {
+            // A registration that committed while this batch ran is seen by
+            // the next statement; one that has not yet will see these events.
+            serialise_registrations(&mut tx).await?;
+            current.extend(self.lock_recipients(&mut tx, &missing).await?);
         }
+        let completed = self
+            .apply_statuses(&mut tx, &statuses, &current, now)
+            .await?;
 
         let mut applied = Vec::with_capacity(events.len());
         let mut unmatched = Vec::new();
@@ -190,6 +189,50 @@ impl DeliveryStore {
             self.outbox.nudge();
         }
         Ok(DeliveryOutcome { applied, completed })
+    }
+
+    /// Moves every recipient of `statuses` that `current` knows through its
+    /// events, and its campaign's counters; completes the campaigns it
+    /// settles (their events go to the outbox). Returns those completed.
+    async fn apply_statuses(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        statuses: &BTreeMap<&RecipientKey, Vec<DeliveryStatus>>,
+        current: &HashMap<RecipientKey, ((String, String), RecipientState)>,
+        now: Timestamp,
+    ) -> Result<Vec<CampaignCompleted>, sqlx::Error> {
+        let now_millis = now.unix_millis();
+        let mut changes = Vec::new();
+        let mut deltas: BTreeMap<(String, String), CounterDelta> = BTreeMap::new();
+        for (key, events) in statuses {
+            let Some((campaign, before)) = current.get(*key) else {
+                continue;
+            };
+            let after = events.iter().fold(*before, |state, s| state.with(*s));
+            if after != *before {
+                changes.push((*key, after));
+                deltas
+                    .entry(campaign.clone())
+                    .or_default()
+                    .add(CounterDelta::between(*before, after));
+            }
+        }
+        update_recipients(self.backend, tx, &changes, now_millis).await?;
+        if self.backend == Backend::Postgres {
+            lock_campaigns(self.backend, tx, &deltas).await?;
+        }
+        update_campaigns(self.backend, tx, &deltas).await?;
+        let settling: Vec<&(String, String)> = deltas
+            .iter()
+            .filter(|(_, delta)| delta.settled > 0)
+            .map(|(campaign, _)| campaign)
+            .collect();
+        let completed = complete_campaigns(self.backend, tx, &settling, now).await?;
+        if !completed.is_empty() {
+            let messages: Vec<OutboxMessage> = completed.iter().map(completion_message).collect();
+            self.outbox.write(tx, &messages, now_millis).await?;
+        }
+        Ok(completed)
     }
 
     /// The current state of `keys`, locked until the transaction ends (on
@@ -233,30 +276,91 @@ impl DeliveryStore {
         Ok(current)
     }
 
-    /// Registers a campaign and its recipients, each in status `sent`; the
-    /// campaign's size is the number of recipients.
+    /// Registers recipients of a campaign of `size` recipients, each in
+    /// status `sent`: the whole campaign, or one part of it. Recipients
+    /// already registered to it are left as they are. Delivery events that
+    /// named a new recipient before it was registered (logged unmatched)
+    /// are applied now, and may complete the campaign.
     pub async fn register_campaign(
         &self,
         tenant: &TenantId,
         campaign_id: &str,
+        size: u64,
         recipients: &[NewRecipient],
         now: Timestamp,
-    ) -> Result<(), RegisterError> {
+    ) -> Result<Registered, RegisterError> {
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
+        if self.backend == Backend::Postgres {
+            serialise_registrations(&mut tx).await?;
+        }
+        // On SQLite the first statement writes, so the write lock is taken now.
+        sqlx::query(
             "INSERT INTO delivery_campaigns (tenant_id, campaign_id, size, created_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, campaign_id) DO NOTHING",
         )
         .bind(tenant.as_str())
         .bind(campaign_id)
-        .bind(recipients.len() as i64)
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
         .bind(now.unix_millis())
         .execute(&mut *tx)
         .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(RegisterError::Exists(campaign_id.to_owned()));
+        let row = sqlx::query(
+            "SELECT size, (SELECT COUNT(*) FROM delivery_recipients r \
+             WHERE r.tenant_id = c.tenant_id AND r.campaign_id = c.campaign_id) AS registered \
+             FROM delivery_campaigns c WHERE c.tenant_id = $1 AND c.campaign_id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(campaign_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (declared, registered) = (count(&row, "size")?, count(&row, "registered")?);
+        if declared != size {
+            return Err(RegisterError::Refused(format!(
+                "campaign {campaign_id:?} was registered with {declared} recipients; this part declares {size}"
+            )));
         }
-        for chunk in recipients.chunks(rows_per_statement(5)) {
+
+        let keys: Vec<RecipientKey> = recipients
+            .iter()
+            .map(|r| (r.provider.clone(), r.message_id.clone()))
+            .collect();
+        let mut existing = HashSet::new();
+        for chunk in keys.chunks(rows_per_statement(2)) {
+            let sql = format!(
+                "SELECT provider, message_id, tenant_id, campaign_id FROM delivery_recipients \
+                 WHERE (provider, message_id) IN (VALUES {})",
+                self.backend.values(chunk.len(), 2, 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for (provider, message_id) in chunk {
+                query = query.bind(provider).bind(message_id);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                let (provider, message_id): (String, String) =
+                    (row.try_get("provider")?, row.try_get("message_id")?);
+                let (owner, campaign): (String, String) =
+                    (row.try_get("tenant_id")?, row.try_get("campaign_id")?);
+                if owner != tenant.as_str() || campaign != campaign_id {
+                    return Err(RegisterError::Refused(format!(
+                        "message {message_id:?} of {provider} is registered to another campaign"
+                    )));
+                }
+                existing.insert((provider, message_id));
+            }
+        }
+        let new: Vec<&NewRecipient> = recipients
+            .iter()
+            .zip(&keys)
+            .filter(|(_, key)| !existing.contains(*key))
+            .map(|(recipient, _)| recipient)
+            .collect();
+        if registered + new.len() as u64 > size {
+            return Err(RegisterError::Refused(format!(
+                "campaign {campaign_id:?} would have {} recipients, more than its size of {size}",
+                registered + new.len() as u64
+            )));
+        }
+        for chunk in new.chunks(rows_per_statement(5)) {
             let sql = format!(
                 "INSERT INTO delivery_recipients \
                  (provider, message_id, tenant_id, campaign_id, address) VALUES {}",
@@ -273,8 +377,69 @@ impl DeliveryStore {
             }
             query.execute(&mut *tx).await?;
         }
+
+        // Events that named these messages before they were registered.
+        let new_keys: Vec<RecipientKey> = new
+            .iter()
+            .map(|r| (r.provider.clone(), r.message_id.clone()))
+            .collect();
+        let mut late: Vec<(RecipientKey, DeliveryStatus)> = Vec::new();
+        for chunk in new_keys.chunks(rows_per_statement(2)) {
+            let sql = format!(
+                "SELECT provider, message_id, event_type FROM delivery_events \
+                 WHERE matched = FALSE AND (provider, message_id) IN (VALUES {})",
+                self.backend.values(chunk.len(), 2, 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for (provider, message_id) in chunk {
+                query = query.bind(provider).bind(message_id);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                late.push((
+                    (row.try_get("provider")?, row.try_get("message_id")?),
+                    status(row.try_get("event_type")?)?,
+                ));
+            }
+        }
+        let mut statuses: BTreeMap<&RecipientKey, Vec<DeliveryStatus>> = BTreeMap::new();
+        for (key, event) in &late {
+            statuses.entry(key).or_default().push(*event);
+        }
+        let campaign = (tenant.as_str().to_owned(), campaign_id.to_owned());
+        let current: HashMap<RecipientKey, ((String, String), RecipientState)> = statuses
+            .keys()
+            .map(|key| ((*key).clone(), (campaign.clone(), RecipientState::NEW)))
+            .collect();
+        let completed = self
+            .apply_statuses(&mut tx, &statuses, &current, now)
+            .await?;
+        let late_keys: Vec<&RecipientKey> = statuses.keys().copied().collect();
+        for chunk in late_keys.chunks(rows_per_statement(2) - 1) {
+            let sql = format!(
+                "UPDATE delivery_events SET matched = TRUE, tenant_id = {}, campaign_id = {} \
+                 WHERE matched = FALSE AND (provider, message_id) IN (VALUES {})",
+                self.backend.placeholder(1),
+                self.backend.placeholder(2),
+                self.backend.values(chunk.len(), 2, 3)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(tenant.as_str())
+                .bind(campaign_id);
+            for (provider, message_id) in chunk {
+                query = query.bind(provider).bind(message_id);
+            }
+            query.execute(&mut *tx).await?;
+        }
         tx.commit().await?;
-        Ok(())
+        if !completed.is_empty() {
+            self.outbox.nudge();
+        }
+        Ok(Registered {
+            new_recipients: new.len(),
+            late_events: late.len(),
+            completed,
+        })
     }
 
     pub async fn campaign(
@@ -379,6 +544,15 @@ async fn insert_events(
         }
     }
     Ok(new)
+}
+
+/// Takes [`REGISTRATION_LOCK`] until the transaction ends (PostgreSQL).
+async fn serialise_registrations(tx: &mut Transaction<'static, Any>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(REGISTRATION_LOCK)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn update_recipients(

@@ -7,6 +7,7 @@
 //! and schema (400) → publish (503, or 202 once JetStream has acknowledged).
 
 mod buddy;
+mod campaigns;
 mod ci;
 mod csr;
 mod health;
@@ -42,6 +43,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/webhook/sweep-callback", post(sweeps::callback))
         .route("/webhook/trading-sweep", post(sweeps::callback))
         .route("/webhooks/buddy-events", post(buddy::receive))
+        .route("/api/campaigns", post(campaigns::register))
         .route("/api/csr/metrics", get(csr::metrics))
         .route("/api/csr/participants/{id}/journey", get(csr::journey))
         .route("/webhooks/ci/{platform}", post(ci::receive))
@@ -68,6 +70,7 @@ fn route_label(path: &str) -> &'static str {
         "/webhook/sweep-callback" => "/webhook/sweep-callback",
         "/webhook/trading-sweep" => "/webhook/trading-sweep",
         "/webhooks/buddy-events" => "/webhooks/buddy-events",
+        "/api/campaigns" => "/api/campaigns",
         "/api/csr/metrics" => "/api/csr/metrics",
         p if p.starts_with("/api/csr/participants/") => "/api/csr/participants/{id}/journey",
         "/health" => "/health",

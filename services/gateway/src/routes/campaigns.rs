@@ -1,0 +1,103 @@
+//! Seed 004's recipients: the sending application registers each
+//! campaign's messages, so that delivery events can be counted toward it.
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use hookmesh_contracts::delivery::CampaignRegistration;
+use hookmesh_contracts::envelope::{Envelope, EventData as _};
+use hookmesh_contracts::subjects::CAMPAIGN_REGISTRATION;
+use hookmesh_contracts::validation::parse_json;
+use hookmesh_contracts::{Timestamp, ValidationErrors};
+use ring::digest;
+use serde::Serialize;
+
+use super::{accepted, read_json_body};
+use crate::Gateway;
+use crate::error::Rejection;
+use crate::publish::OutgoingEvent;
+use crate::trace::TraceContext;
+use crate::verify::{hex_encode, verify_api_key};
+
+#[derive(Serialize)]
+struct RegistrationAccepted {
+    campaign_id: String,
+    /// Recipients in this request.
+    recipients: usize,
+    /// The campaign's size.
+    size: u64,
+    duplicate: bool,
+}
+
+/// `POST /api/campaigns` → `delivery.campaign.registration`. The same body
+/// again is the same registration (its `Nats-Msg-Id` is the body's digest),
+/// and applying it twice changes nothing.
+pub(super) async fn register(
+    State(gateway): State<Gateway>,
+    Extension(trace): Extension<TraceContext>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Rejection> {
+    let body = read_json_body(gateway.config.max_body_bytes, &headers, body).await?;
+    let tenant = gateway
+        .authenticated("api", verify_api_key(&gateway.config.api_keys, &headers))?
+        .clone();
+    gateway.admit(&format!("api:{tenant}"))?;
+    let registration =
+        CampaignRegistration::parse(&parse_json(&body).map_err(Rejection::Malformed)?)
+            .map_err(Rejection::Invalid)?;
+    let mut errors = ValidationErrors::new();
+    for (index, recipient) in registration.recipients.iter().enumerate() {
+        if !gateway.config.providers.contains(&recipient.provider) {
+            errors.push(
+                format!("recipients[{index}].provider"),
+                format!(
+                    "{:?} is not a configured provider (configured: {})",
+                    recipient.provider,
+                    gateway.config.providers.join(", ")
+                ),
+            );
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Rejection::Invalid(errors));
+    }
+    let digest = digest::digest(&digest::SHA256, &body);
+    let id = format!(
+        "{tenant}:{}:{}",
+        registration.campaign_id,
+        hex_encode(&digest.as_ref()[..12])
+    );
+    let (campaign_id, recipients, size) = (
+        registration.campaign_id.clone(),
+        registration.recipients.len(),
+        registration.campaign_size(),
+    );
+    let envelope = Envelope::new(
+        id.clone(),
+        "/api/campaigns",
+        Timestamp::now(),
+        tenant,
+        Some(campaign_id.clone()),
+        registration,
+    );
+    let acks = gateway
+        .publish(
+            "campaigns",
+            vec![OutgoingEvent {
+                subject: CAMPAIGN_REGISTRATION.to_owned(),
+                message_id: format!("{CAMPAIGN_REGISTRATION}:{id}"),
+                payload: envelope.to_json().into(),
+            }],
+            &trace,
+        )
+        .await?;
+    Ok(accepted(RegistrationAccepted {
+        campaign_id,
+        recipients,
+        size,
+        duplicate: acks[0].duplicate,
+    }))
+}
