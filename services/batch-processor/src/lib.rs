@@ -238,7 +238,8 @@ impl Consume {
                         None
                     }
                 };
-                let dedup = Deduplicator::new(F::NAME, seen, this.metrics.clone());
+                let dedup = Deduplicator::new(F::NAME, seen, this.metrics.clone())
+                    .reopening(this.js.clone(), replicas);
                 let handler = Arc::new(Recording {
                     inner: BatchHandler::new(family(), dedup, this.metrics.clone()),
                     database: this.database.clone(),

@@ -39,12 +39,14 @@ use crate::metrics::ConsumeMetrics;
 const RETURN_WINDOW: Duration = Duration::from_secs(1);
 
 /// One message as a handler sees it.
+///
+/// Only the core message is kept: each JetStream message carries a copy of
+/// its JetStream context, which the consume loop has once; acknowledgements
+/// go out through the loop's client. A batch of ten thousand is held at
+/// once, so this matters for memory.
 #[derive(Debug)]
 pub struct Delivery {
-    /// Boxed: a message is several hundred bytes, and a batch of ten
-    /// thousand deliveries is held in vectors sized for the whole batch.
-    message: Box<jetstream::Message>,
-    pub subject: String,
+    message: async_nats::Message,
     pub stream_sequence: u64,
     /// Which delivery of this message this is (1 for the first).
     pub delivered: u64,
@@ -57,13 +59,32 @@ impl Delivery {
         let info = message.info().map_err(|e| e.to_string())?;
         let (stream_sequence, delivered) = (info.stream_sequence, info.delivered.max(1) as u64);
         let published = Timestamp::from(info.published);
+        if message.reply.is_none() {
+            return Err("a message without a reply subject cannot be acknowledged".to_owned());
+        }
         Ok(Self {
-            subject: message.subject.to_string(),
             stream_sequence,
             delivered,
             published,
-            message: Box::new(message),
+            message: message.message,
         })
+    }
+
+    /// The subject it was published on.
+    pub fn subject(&self) -> &str {
+        self.message.subject.as_str()
+    }
+
+    /// Sends `kind` (ack, nak, progress, term) for this delivery.
+    async fn acknowledge(
+        &self,
+        client: &async_nats::Client,
+        kind: AckKind,
+    ) -> Result<(), async_nats::PublishError> {
+        match &self.message.reply {
+            Some(reply) => client.publish(reply.clone(), kind.into()).await,
+            None => Ok(()),
+        }
     }
 
     pub fn payload(&self) -> &[u8] {
@@ -179,6 +200,7 @@ pub async fn run<H: Handler>(
     let durable = settings.definition.durable_name();
     let settler = Arc::new(Settler {
         js: js.clone(),
+        client: js.client(),
         stream: settings.definition.stream.to_owned(),
         consumer: durable.clone(),
         max_deliver: u64::try_from(config.max_deliver).unwrap_or(0),
@@ -304,6 +326,8 @@ pub async fn run<H: Handler>(
 /// dead-lettering are decided.
 struct Settler {
     js: jetstream::Context,
+    /// Where acknowledgements go out.
+    client: async_nats::Client,
     stream: String,
     consumer: String,
     max_deliver: u64,
@@ -317,6 +341,7 @@ impl Settler {
         let started = Instant::now();
         let outcomes = {
             let batch: &[Delivery] = &batch;
+            let client = &self.client;
             let handling = handler.handle(batch);
             tokio::pin!(handling);
             let mut progress = tokio::time::interval(self.progress_every);
@@ -326,7 +351,7 @@ impl Settler {
                     outcomes = &mut handling => break outcomes,
                     _ = progress.tick() => {
                         for delivery in batch {
-                            let _ = delivery.message.ack_with(AckKind::Progress).await;
+                            let _ = delivery.acknowledge(client, AckKind::Progress).await;
                         }
                     }
                 }
@@ -351,6 +376,7 @@ impl Settler {
     }
 
     async fn settle(&self, delivery: Delivery, outcome: Outcome) {
+        let client = &self.client;
         let outcome = match outcome {
             Outcome::Retry { reason, .. }
                 if self.max_deliver > 0 && delivery.delivered >= self.max_deliver =>
@@ -364,12 +390,16 @@ impl Settler {
         };
         self.metrics.settled(outcome.label());
         let settled = match &outcome {
-            Outcome::Done => delivery.message.ack().await,
-            Outcome::Defer { delay } => delivery.message.ack_with(AckKind::Nak(Some(*delay))).await,
+            Outcome::Done => delivery.acknowledge(client, AckKind::Ack).await,
+            Outcome::Defer { delay } => {
+                delivery
+                    .acknowledge(client, AckKind::Nak(Some(*delay)))
+                    .await
+            }
             Outcome::Retry { delay, reason } => {
                 tracing::warn!(
                     consumer = %self.consumer,
-                    subject = %delivery.subject,
+                    subject = %delivery.subject(),
                     stream_sequence = delivery.stream_sequence,
                     delivery_attempt = delivery.delivered,
                     correlation_id = delivery.correlation_id(),
@@ -377,13 +407,15 @@ impl Settler {
                     %reason,
                     "Processing failed; the message will be redelivered."
                 );
-                delivery.message.ack_with(AckKind::Nak(Some(*delay))).await
+                delivery
+                    .acknowledge(client, AckKind::Nak(Some(*delay)))
+                    .await
             }
             Outcome::DeadLetter { reason } => {
                 let letter = DeadLetter {
                     stream: &self.stream,
                     consumer: &self.consumer,
-                    subject: &delivery.subject,
+                    subject: delivery.subject(),
                     sequence: delivery.stream_sequence,
                     deliveries: delivery.delivered,
                     reason,
@@ -394,7 +426,7 @@ impl Settler {
                     Ok(()) => {
                         tracing::warn!(
                             consumer = %self.consumer,
-                            subject = %delivery.subject,
+                            subject = %delivery.subject(),
                             stream_sequence = delivery.stream_sequence,
                             delivery_attempt = delivery.delivered,
                             correlation_id = delivery.correlation_id(),
@@ -402,13 +434,12 @@ impl Settler {
                             "Moved a message to the dead-letter stream."
                         );
                         self.metrics.dead_lettered();
-                        delivery.message.ack_with(AckKind::Term).await
+                        delivery.acknowledge(client, AckKind::Term).await
                     }
                     Err(error) => {
                         tracing::error!(consumer = %self.consumer, %error, "Could not dead-letter a message; it will be redelivered.");
                         delivery
-                            .message
-                            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                            .acknowledge(client, AckKind::Nak(Some(Duration::from_secs(5))))
                             .await
                     }
                 }

@@ -70,7 +70,7 @@ impl Family for CiFamily {
     const NAME: &'static str = "ci";
 
     fn parse(&self, delivery: &Delivery) -> Result<CiFact, String> {
-        parse_ci(&delivery.subject, delivery.payload())
+        parse_ci(delivery.subject(), delivery.payload())
     }
 
     fn dedup_key(&self, fact: &CiFact) -> DedupKey {

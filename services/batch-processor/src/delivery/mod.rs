@@ -77,7 +77,7 @@ impl Family for DeliveryFamily {
     const NAME: &'static str = "delivery";
 
     fn parse(&self, delivery: &Delivery) -> Result<DeliveryFact, String> {
-        parse_delivery(&delivery.subject, delivery.payload())
+        parse_delivery(delivery.subject(), delivery.payload())
     }
 
     fn dedup_key(&self, fact: &DeliveryFact) -> DedupKey {

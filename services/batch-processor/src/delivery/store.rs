@@ -4,6 +4,7 @@
 //! campaigns, one completion check), in one transaction.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use hookmesh_contracts::delivery::{CampaignCompleted, CampaignCounts, DeliveryStatus};
 use hookmesh_contracts::envelope::Envelope;
@@ -41,6 +42,12 @@ pub struct RecipientInfo {
 
 /// `(provider, message id)`: a recipient's key.
 pub type RecipientKey = (String, String);
+
+/// `(tenant, campaign)`, shared by its recipients.
+type Campaign = Arc<(String, String)>;
+
+/// Recipients as the database holds them: their campaign and state.
+type Current<'k> = HashMap<&'k RecipientKey, (Campaign, RecipientState)>;
 
 /// A recipient the sending application registers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +143,7 @@ impl DeliveryStore {
     /// transaction.
     pub async fn apply(
         &self,
-        events: &[(Fresh<DeliveryFact>, Enrichment<RecipientInfo>)],
+        events: &[(Fresh<DeliveryFact>, Enrichment<Arc<RecipientInfo>>)],
         now: Timestamp,
     ) -> Result<DeliveryOutcome, sqlx::Error> {
         let now_millis = now.unix_millis();
@@ -198,7 +205,7 @@ impl DeliveryStore {
         &self,
         tx: &mut Transaction<'static, Any>,
         statuses: &BTreeMap<&RecipientKey, Vec<DeliveryStatus>>,
-        current: &HashMap<RecipientKey, ((String, String), RecipientState)>,
+        current: &Current<'_>,
         now: Timestamp,
     ) -> Result<Vec<CampaignCompleted>, sqlx::Error> {
         let now_millis = now.unix_millis();
@@ -212,7 +219,7 @@ impl DeliveryStore {
             if after != *before {
                 changes.push((*key, after));
                 deltas
-                    .entry(campaign.clone())
+                    .entry((**campaign).clone())
                     .or_default()
                     .add(CounterDelta::between(*before, after));
             }
@@ -238,15 +245,22 @@ impl DeliveryStore {
     /// The current state of `keys`, locked until the transaction ends (on
     /// PostgreSQL; SQLite's write lock already excludes other writers), in
     /// key order so that replicas never deadlock on each other.
-    async fn lock_recipients(
+    async fn lock_recipients<'k>(
         &self,
         tx: &mut Transaction<'static, Any>,
-        keys: &[&RecipientKey],
-    ) -> Result<HashMap<RecipientKey, ((String, String), RecipientState)>, sqlx::Error> {
+        keys: &[&'k RecipientKey],
+    ) -> Result<Current<'k>, sqlx::Error> {
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE",
             Backend::Sqlite => "",
         };
+        // Rows are matched back to the caller's keys, and each campaign is
+        // held once, not once per recipient: a batch reads ten thousand.
+        let index: HashMap<(&str, &str), &'k RecipientKey> = keys
+            .iter()
+            .map(|key| ((key.0.as_str(), key.1.as_str()), *key))
+            .collect();
+        let mut campaigns: HashMap<(String, String), Campaign> = HashMap::new();
         let mut current = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(rows_per_statement(2)) {
             let sql = format!(
@@ -264,13 +278,16 @@ impl DeliveryStore {
                     status: status(row.try_get("status")?)?,
                     evidence: row.try_get("evidence")?,
                 };
-                current.insert(
-                    (row.try_get("provider")?, row.try_get("message_id")?),
-                    (
-                        (row.try_get("tenant_id")?, row.try_get("campaign_id")?),
-                        state,
-                    ),
-                );
+                let (provider, message_id): (String, String) =
+                    (row.try_get("provider")?, row.try_get("message_id")?);
+                let Some(key) = index.get(&(provider.as_str(), message_id.as_str())) else {
+                    continue;
+                };
+                let campaign = campaigns
+                    .entry((row.try_get("tenant_id")?, row.try_get("campaign_id")?))
+                    .or_insert_with_key(|owner| Arc::new(owner.clone()))
+                    .clone();
+                current.insert(*key, (campaign, state));
             }
         }
         Ok(current)
@@ -406,9 +423,10 @@ impl DeliveryStore {
             statuses.entry(key).or_default().push(*event);
         }
         let campaign = (tenant.as_str().to_owned(), campaign_id.to_owned());
-        let current: HashMap<RecipientKey, ((String, String), RecipientState)> = statuses
+        let campaign = Arc::new(campaign);
+        let current: Current<'_> = statuses
             .keys()
-            .map(|key| ((*key).clone(), (campaign.clone(), RecipientState::NEW)))
+            .map(|key| (*key, (campaign.clone(), RecipientState::NEW)))
             .collect();
         let completed = self
             .apply_statuses(&mut tx, &statuses, &current, now)
@@ -491,7 +509,7 @@ impl DeliveryStore {
 async fn insert_events(
     backend: Backend,
     tx: &mut Transaction<'static, Any>,
-    events: &[(Fresh<DeliveryFact>, Enrichment<RecipientInfo>)],
+    events: &[(Fresh<DeliveryFact>, Enrichment<Arc<RecipientInfo>>)],
     now_millis: i64,
 ) -> Result<HashSet<u64>, sqlx::Error> {
     const COLUMNS: usize = 13;

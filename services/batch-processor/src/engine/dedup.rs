@@ -17,6 +17,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream;
+use hookmesh_nats::definitions::WEBHOOK_DEDUP_BUCKET;
 use hookmesh_runtime::kv::SeenKeys;
 
 use super::cache::TtlCache;
@@ -26,6 +28,8 @@ use crate::telemetry::BatchMetrics;
 pub const MEMORY_TTL: Duration = Duration::from_secs(60);
 /// Most keys the memory layer holds.
 const MEMORY_CAPACITY: usize = 500_000;
+/// How often a bucket that could not be opened is tried again.
+const REOPEN_EVERY: Duration = Duration::from_secs(30);
 
 /// An event's identity for deduplication, valid as a KV key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -69,7 +73,11 @@ impl Layer {
 pub struct Deduplicator {
     family: &'static str,
     memory: Mutex<TtlCache<DedupKey, ()>>,
-    kv: Option<SeenKeys>,
+    kv: Mutex<Option<SeenKeys>>,
+    /// Where to open the bucket again when it could not be, and when that
+    /// was last tried.
+    reopen: Option<(jetstream::Context, usize)>,
+    last_attempt: Mutex<Option<Instant>>,
     metrics: BatchMetrics,
 }
 
@@ -79,8 +87,43 @@ impl Deduplicator {
         Self {
             family,
             memory: Mutex::new(TtlCache::new(MEMORY_CAPACITY)),
-            kv,
+            kv: Mutex::new(kv),
+            reopen: None,
+            last_attempt: Mutex::new(None),
             metrics,
+        }
+    }
+
+    /// Opens the bucket again on `js`, every [`REOPEN_EVERY`] at most,
+    /// while it is not open.
+    pub fn reopening(mut self, js: jetstream::Context, replicas: usize) -> Self {
+        self.reopen = Some((js, replicas));
+        self
+    }
+
+    /// The bucket, when it is open (or opens now).
+    async fn bucket(&self) -> Option<SeenKeys> {
+        if let Some(kv) = self.kv.lock().expect("never poisoned").clone() {
+            return Some(kv);
+        }
+        let (js, replicas) = self.reopen.as_ref()?;
+        {
+            let mut last = self.last_attempt.lock().expect("never poisoned");
+            if last.is_some_and(|at| at.elapsed() < REOPEN_EVERY) {
+                return None;
+            }
+            *last = Some(Instant::now());
+        }
+        match SeenKeys::open(js, &WEBHOOK_DEDUP_BUCKET, *replicas).await {
+            Ok(kv) => {
+                tracing::info!(family = self.family, "The dedup bucket is open again.");
+                *self.kv.lock().expect("never poisoned") = Some(kv.clone());
+                Some(kv)
+            }
+            Err(error) => {
+                tracing::warn!(family = self.family, %error, "The dedup bucket still cannot be opened.");
+                None
+            }
         }
     }
 
@@ -96,7 +139,10 @@ impl Deduplicator {
                 .map(|key| memory.get(key, now).map(|()| Layer::Memory))
                 .collect()
         };
-        let Some(kv) = &self.kv else {
+        let Some(kv) = self.bucket().await else {
+            if self.reopen.is_some() {
+                self.metrics.dedup_fail_open(self.family);
+            }
             return verdicts;
         };
         let unknown: Vec<String> = keys
@@ -139,7 +185,7 @@ impl Deduplicator {
                 memory.insert(key.clone(), (), MEMORY_TTL, now);
             }
         }
-        if let Some(kv) = &self.kv {
+        if let Some(kv) = self.bucket().await {
             let keys: Vec<String> = keys.iter().map(|key| key.0.clone()).collect();
             if let Err(error) = kv.insert_many(&keys).await {
                 self.metrics.dedup_fail_open(self.family);

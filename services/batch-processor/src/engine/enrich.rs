@@ -65,12 +65,25 @@ pub enum Enrichment<V> {
     Skipped,
 }
 
-#[derive(Debug)]
+/// Found values (`Some`) and keys the table does not have (`None`).
+type LookupCache<L> = TtlCache<<L as Lookup>::Key, Option<Arc<<L as Lookup>::Value>>>;
+
 pub struct Enricher<L: Lookup> {
     lookup: Arc<L>,
-    cache: Mutex<TtlCache<L::Key, Option<L::Value>>>,
+    /// Values are shared, not copied, between the cache and the batches.
+    cache: Mutex<LookupCache<L>>,
     settings: EnrichSettings,
     metrics: BatchMetrics,
+}
+
+impl<L: Lookup> std::fmt::Debug for Enricher<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cached = self.cache.lock().map(|cache| cache.len()).unwrap_or(0);
+        f.debug_struct("Enricher")
+            .field("settings", &self.settings)
+            .field("cached", &cached)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<L: Lookup> Enricher<L> {
@@ -84,9 +97,9 @@ impl<L: Lookup> Enricher<L> {
     }
 
     /// Enrichment for each key, in order.
-    pub async fn enrich(&self, keys: &[L::Key]) -> Vec<Enrichment<L::Value>> {
+    pub async fn enrich(&self, keys: &[L::Key]) -> Vec<Enrichment<Arc<L::Value>>> {
         let now = Instant::now();
-        let mut answers: HashMap<L::Key, Enrichment<L::Value>> = HashMap::new();
+        let mut answers: HashMap<L::Key, Enrichment<Arc<L::Value>>> = HashMap::new();
         let mut misses = Vec::new();
         {
             let cache = self.cache.lock().expect("the cache is never poisoned");
@@ -121,7 +134,7 @@ impl<L: Lookup> Enricher<L> {
     async fn look_up(
         &self,
         misses: Vec<L::Key>,
-        answers: &mut HashMap<L::Key, Enrichment<L::Value>>,
+        answers: &mut HashMap<L::Key, Enrichment<Arc<L::Value>>>,
     ) {
         let chunks: Vec<Vec<L::Key>> = misses
             .chunks(self.settings.chunk.max(1))
@@ -150,8 +163,9 @@ impl<L: Lookup> Enricher<L> {
                             match values.get(&key) {
                                 Some(value) => {
                                     found += 1;
+                                    let value = Arc::new(value.clone());
                                     cache.insert(key.clone(), Some(value.clone()), self.settings.found_ttl, now);
-                                    answers.insert(key, Enrichment::Found(value.clone()));
+                                    answers.insert(key, Enrichment::Found(value));
                                 }
                                 None => {
                                     unknown += 1;
@@ -244,9 +258,9 @@ mod tests {
         assert_eq!(
             answers,
             [
-                Enrichment::Found(4),
+                Enrichment::Found(Arc::new(4)),
                 Enrichment::Unknown,
-                Enrichment::Found(4)
+                Enrichment::Found(Arc::new(4))
             ]
         );
         assert_eq!(
@@ -271,8 +285,8 @@ mod tests {
             [
                 Enrichment::Skipped,
                 Enrichment::Skipped,
-                Enrichment::Found(16),
-                Enrichment::Found(36)
+                Enrichment::Found(Arc::new(16)),
+                Enrichment::Found(Arc::new(36))
             ]
         );
     }
@@ -281,6 +295,9 @@ mod tests {
     async fn a_lookup_that_hangs_is_cut_off_by_the_timeout() {
         let enricher = enricher(1);
         let answers = enricher.enrich(&[2, 99]).await;
-        assert_eq!(answers, [Enrichment::Found(4), Enrichment::Skipped]);
+        assert_eq!(
+            answers,
+            [Enrichment::Found(Arc::new(4)), Enrichment::Skipped]
+        );
     }
 }

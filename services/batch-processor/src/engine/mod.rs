@@ -123,7 +123,7 @@ impl<F: Family> Handler for BatchHandler<F> {
                     invalid += 1;
                     tracing::warn!(
                         family = name,
-                        subject = %delivery.subject,
+                        subject = %delivery.subject(),
                         stream_sequence = delivery.stream_sequence,
                         correlation_id = delivery.correlation_id(),
                         %reason,
@@ -139,24 +139,26 @@ impl<F: Family> Handler for BatchHandler<F> {
         let mut first_of: HashMap<DedupKey, usize> = HashMap::new();
         let mut routes = Vec::with_capacity(parsed.len());
         let mut firsts = Vec::new();
+        let mut keys = Vec::new();
         for (index, key, event) in parsed {
             match first_of.get(&key) {
                 Some(first) => routes.push((index, Route::Twin(*first))),
                 None => {
                     first_of.insert(key.clone(), index);
                     routes.push((index, Route::First));
-                    firsts.push((index, key, event));
+                    firsts.push((index, event));
+                    keys.push(key);
                 }
             }
         }
+        drop(first_of);
 
-        let keys: Vec<DedupKey> = firsts.iter().map(|(_, key, _)| key.clone()).collect();
         let verdicts = self.dedup.seen(&keys).await;
         let mut layer_hits: HashMap<Layer, u64> = HashMap::new();
         let mut fresh = Vec::new();
         let mut fresh_keys = Vec::new();
         let mut fresh_indexes = Vec::new();
-        for ((index, key, event), verdict) in firsts.into_iter().zip(verdicts) {
+        for (((index, event), key), verdict) in firsts.into_iter().zip(keys).zip(verdicts) {
             match verdict {
                 Some(layer) => *layer_hits.entry(layer).or_default() += 1,
                 None => {
