@@ -90,7 +90,9 @@ async fn post_buddy_webhook(gateway: &str, secret: &str, id: &str) -> reqwest::R
     let body = format!(
         r#"{{"id":"{id}","type":"buddy.match.created","timestamp":"2025-11-14T10:30:00Z","data":{{"tenant_id":"acme","program_id":"ukraine-2025","match_id":"m-77","buddy_id":"p-7","newcomer_id":"p-1042"}}}}"#
     );
-    reqwest::Client::new()
+    hookmesh_runtime::http::client_builder()
+        .build()
+        .unwrap()
         .post(format!("{gateway}/webhooks/buddy-events"))
         .header("content-type", "application/json")
         .header("X-Webhook-Id", format!("wh-{id}"))

@@ -192,7 +192,9 @@ impl TestGateway {
         Self {
             base_url,
             gateway,
-            http: reqwest::Client::new(),
+            http: hookmesh_runtime::http::client_builder()
+                .build()
+                .expect("an HTTP client"),
             stop: Some(stop),
             _keeper: keeper,
         }

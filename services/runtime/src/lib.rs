@@ -9,11 +9,13 @@
 //! - [`metrics`], [`ops`]: the consume loop's metrics and the operations
 //!   endpoints (`/health`, `/readyz`, `/metrics`).
 //! - [`outbox`]: events decided in a transaction, published after it.
+//! - [`http`]: HTTP clients for calls out, with TLS.
 //! - [`supervise`]: restarting a failed loop with backoff.
 
 pub mod consume;
 pub mod db;
 pub mod dead_letter;
+pub mod http;
 pub mod kv;
 pub mod metrics;
 pub mod ops;

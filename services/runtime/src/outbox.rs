@@ -178,6 +178,15 @@ impl Outbox {
         Ok(published.len())
     }
 
+    /// Publishes what is waiting now, in this task, when an event must be in
+    /// the stream before the caller goes on; the draining task would get to
+    /// it a moment later. Failures are left to that task.
+    pub async fn publish_now(&self, js: &jetstream::Context) {
+        if let Err(error) = self.publish_round(js, &|_| {}).await {
+            tracing::debug!(%error, table = self.table, "The outbox could not be published now; it will be.");
+        }
+    }
+
     /// Drains the table whenever nudged, and every few seconds, until
     /// `shutdown`; `on_published` sees each message once JetStream has it.
     pub async fn run(

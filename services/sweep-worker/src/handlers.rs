@@ -271,6 +271,8 @@ impl Worker {
             "Sweep submitted to the Trading API."
         );
         if moved {
+            // RUNNING is in the stream before any progress follows it.
+            self.store.outbox().publish_now(&self.js).await;
             self.follow_progress(job.clone(), submitted.job_id);
         }
         Outcome::Done

@@ -209,7 +209,7 @@ impl SweepWorker {
             settings.request_timeout,
             metrics.clone(),
         )?;
-        let http = reqwest::Client::builder()
+        let http = hookmesh_runtime::http::client_builder()
             .timeout(settings.request_timeout)
             .build()?;
         let js = jetstream::new(client.clone());

@@ -174,6 +174,10 @@ impl SweepStore {
         &self.pool
     }
 
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
     /// Records a new job as QUEUED (announcing it), or finds the job
     /// already there. Returns the job and whether it was new.
     pub async fn record_queued(

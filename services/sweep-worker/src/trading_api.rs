@@ -96,8 +96,10 @@ impl TradingApi {
         Ok(Self {
             base: base_url.trim_end_matches('/').to_owned(),
             key: api_key.to_owned(),
-            http: reqwest::Client::builder().timeout(timeout).build()?,
-            stream_http: reqwest::Client::builder()
+            http: hookmesh_runtime::http::client_builder()
+                .timeout(timeout)
+                .build()?,
+            stream_http: hookmesh_runtime::http::client_builder()
                 .connect_timeout(timeout)
                 .build()?,
             metrics,

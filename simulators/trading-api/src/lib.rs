@@ -181,10 +181,14 @@ impl Simulator {
             down: AtomicBool::new(false),
             accepted: AtomicUsize::new(0),
             callbacks: AtomicUsize::new(0),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .map_err(std::io::Error::other)?,
+            http: {
+                // Callbacks may go to https URLs; ring is the crypto provider.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::builder()
+            }
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(std::io::Error::other)?,
         });
         let simulator = Self {
             listening: Mutex::new(Some(serve(listener, state.clone()))),
