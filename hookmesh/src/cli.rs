@@ -56,9 +56,10 @@ fn environment_variables(command: &clap::Command) -> String {
             }
         }
     };
-    collect(command);
-    for sub in command.get_subcommands() {
-        collect(sub);
+    let mut pending = vec![command];
+    while let Some(command) = pending.pop() {
+        collect(command);
+        pending.extend(command.get_subcommands());
     }
     seen.insert(
         hookmesh_nats::server::BINARY_VARIABLE.to_owned(),
