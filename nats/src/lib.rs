@@ -63,9 +63,18 @@ pub async fn connect(url: &str, client_name: &str) -> Result<Connection, async_n
                 }
             }
         })
-        .connect(url)
+        .connect(server_list(url).as_slice())
         .await?;
     Ok(Connection { client, connects })
+}
+
+/// `NATS_URL` names one server or several, comma-separated (the nodes of a
+/// cluster); the client fails over between them.
+pub fn server_list(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|server| !server.is_empty())
+        .collect()
 }
 
 /// Waits until `client` is connected, or `timeout` passes.
@@ -79,5 +88,17 @@ pub async fn wait_connected(client: &async_nats::Client, timeout: Duration) -> b
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod connect_tests {
+    #[test]
+    fn a_url_list_is_split_into_servers() {
+        assert_eq!(
+            super::server_list("nats://a:4222, nats://b:4222,,nats://c:4222"),
+            ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+        );
+        assert_eq!(super::server_list("nats://a:4222"), ["nats://a:4222"]);
     }
 }

@@ -197,9 +197,19 @@ async fn execute(state: &State, job_id: &str, request: &SweepRequest, knobs: &Kn
     }
 }
 
-/// POSTs the callback, retrying twice on connection errors and 5xx/429.
+/// Pauses between callback attempts, as webhook senders commonly retry.
+const CALLBACK_RETRIES: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(15),
+];
+
+/// POSTs the callback, retrying on connection errors and 5xx/429 for about
+/// half a minute; a refusal (4xx) is final.
 async fn call_back(state: &State, job_id: &str, url: &str, body: &Value) {
-    for attempt in 1..=3u32 {
+    for attempt in 0..=CALLBACK_RETRIES.len() {
         match state.http.post(url).json(body).send().await {
             Ok(response) if response.status().is_success() => {
                 state.callbacks.fetch_add(1, Ordering::Relaxed);
@@ -230,7 +240,10 @@ async fn call_back(state: &State, job_id: &str, url: &str, body: &Value) {
             }
             Err(error) => tracing::warn!(job_id, %error, attempt, "Callback failed."),
         }
-        tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+        match CALLBACK_RETRIES.get(attempt) {
+            Some(pause) => tokio::time::sleep(*pause).await,
+            None => tracing::error!(job_id, "Callback given up after every attempt."),
+        }
     }
 }
 
