@@ -246,7 +246,8 @@ str_enum! {
 }
 
 /// A pipeline run or job failed; the payload of `ci.failure.detected`,
-/// published once per `pipeline.failed` event that moved a run to failed.
+/// published once per distinct `pipeline.failed` event (a repeat of the same
+/// event publishes nothing).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CiFailureDetected {
     pub platform: CiPlatform,

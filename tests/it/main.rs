@@ -5,6 +5,7 @@ mod batch;
 mod broker_outage;
 mod buddy_program;
 mod ci_runs;
+mod consume;
 mod csr;
 mod deliveries;
 mod delivery_program;

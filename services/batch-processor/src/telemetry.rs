@@ -178,12 +178,12 @@ impl BatchMetrics {
         );
         registry.register(
             "ci_failures_detected",
-            "Pipeline runs and jobs that moved to failed, by platform",
+            "Distinct pipeline.failed events of runs and jobs, by platform",
             metrics.failures_detected.clone(),
         );
         registry.register(
             "ci_failure_detection_seconds",
-            "From the failure webhook's arrival in JetStream to its ci.failure.detected being committed",
+            "From the failure webhook's arrival in JetStream to its detection, in the batch that commits its ci.failure.detected",
             metrics.failure_detection.clone(),
         );
         registry.register(

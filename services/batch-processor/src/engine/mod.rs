@@ -8,8 +8,11 @@
 //! - [`dedup`]: memory, then KV, for the whole batch at once;
 //! - [`enrich`]: cached, batched, bounded lookups (used by the delivery
 //!   family);
-//! - the family's `apply`: grouping by event type and one transaction per
-//!   batch, with the database constraint as the last dedup layer;
+//! - the family's `apply`: one transaction per batch, with the database
+//!   constraint as the last dedup layer. Seed 004 groups events by type so
+//!   that each type is one update; here the event type is a column, so one
+//!   set-based statement per table covers every type of the batch, and the
+//!   events about one recipient or run are folded into one row change;
 //! - [`BatchHandler`]: the order of those steps, and the one place where a
 //!   batch's result becomes each message's outcome: every message is acked
 //!   only after the commit, and the whole batch is retried (nak with
