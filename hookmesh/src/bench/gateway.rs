@@ -425,7 +425,10 @@ pub async fn run(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyEr
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     }
-    drop(connection);
+    // Closed before the broker stops, so stopping it is not reported as a
+    // lost connection.
+    drop(js);
+    let _ = connection.client.drain().await;
     if let Some(broker) = broker {
         broker.stop().await?;
     }
