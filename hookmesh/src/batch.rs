@@ -11,8 +11,6 @@ use tokio::sync::watch;
 
 use crate::AnyError;
 use crate::cli::{BatchArgs, BatchProcessorCommand, CommonArgs};
-use crate::csr::DEFAULT_DATABASE_URL;
-use crate::gateway::DEFAULT_NATS_URL;
 
 /// The service's settings from the command line.
 pub fn settings(args: &BatchArgs, database_url: &str, common: &CommonArgs) -> BatchSettings {
@@ -44,16 +42,8 @@ pub async fn start(
 }
 
 pub async fn run(args: BatchProcessorCommand, common: CommonArgs) -> Result<(), AnyError> {
-    let nats_url = common
-        .nats_url
-        .clone()
-        .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
-    let database_url = args
-        .service
-        .database
-        .database_url
-        .clone()
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let nats_url = common.nats_url_or_default();
+    let database_url = args.service.database.url_or_default();
     let mut registry = Registry::default();
     let consume = ConsumeFamilies::register(&mut registry);
     let metrics = BatchMetrics::register(&mut registry);

@@ -89,6 +89,12 @@ fn first_sentence(help: &str) -> &str {
     help[..end].trim_end_matches('.')
 }
 
+/// The broker a single service uses when NATS_URL is unset.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// The database a single service uses when DATABASE_URL is unset.
+const DEFAULT_DATABASE_URL: &str = "sqlite://hookmesh.db?mode=rwc";
+
 /// Settings every service shares.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
@@ -119,6 +125,15 @@ pub struct CommonArgs {
     /// Log format on stderr: one JSON object per line, or human-readable text.
     #[arg(long, env = "HOOKMESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json, global = true)]
     pub log_format: LogFormat,
+}
+
+impl CommonArgs {
+    /// NATS_URL, or the single service's default.
+    pub fn nats_url_or_default(&self) -> String {
+        self.nats_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -180,6 +195,15 @@ pub struct DatabaseArgs {
     /// `up` defaults to sqlite://<data dir>/hookmesh.db, a single service to sqlite://hookmesh.db.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// DATABASE_URL, or the single service's default.
+    pub fn url_or_default(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+    }
 }
 
 impl std::fmt::Debug for DatabaseArgs {

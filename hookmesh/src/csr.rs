@@ -8,10 +8,6 @@ use tokio::sync::watch;
 
 use crate::AnyError;
 use crate::cli::{CommonArgs, ServiceCommand};
-use crate::gateway::DEFAULT_NATS_URL;
-
-/// The database a single service uses when DATABASE_URL is unset.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://hookmesh.db?mode=rwc";
 
 /// Connects and starts the csr-consumer.
 pub async fn start(
@@ -31,15 +27,8 @@ pub async fn start(
 }
 
 pub async fn run(args: ServiceCommand, common: CommonArgs) -> Result<(), AnyError> {
-    let nats_url = common
-        .nats_url
-        .clone()
-        .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
-    let database_url = args
-        .database
-        .database_url
-        .clone()
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let nats_url = common.nats_url_or_default();
+    let database_url = args.database.url_or_default();
     let mut registry = Registry::default();
     let consume = ConsumeFamilies::register(&mut registry).consumer("csr-consumer");
     let metrics = CsrMetrics::register(&mut registry);

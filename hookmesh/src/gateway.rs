@@ -16,9 +16,6 @@ use crate::shutdown;
 /// Longest wait for the broker connection to flush at shutdown.
 const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The broker a single service uses when NATS_URL is unset.
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
-
 /// A gateway serving in the background.
 #[derive(Debug)]
 pub struct RunningGateway {
@@ -95,10 +92,7 @@ impl RunningGateway {
 }
 
 pub async fn run(args: GatewayCommand, common: CommonArgs) -> Result<(), AnyError> {
-    let nats_url = common
-        .nats_url
-        .clone()
-        .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
+    let nats_url = common.nats_url_or_default();
     let mut registry = Registry::default();
     let metrics = GatewayMetrics::register(&mut registry);
     let gateway = start(

@@ -13,8 +13,6 @@ use tokio::sync::watch;
 
 use crate::AnyError;
 use crate::cli::{CommonArgs, SweepArgs, SweepWorkerCommand};
-use crate::csr::DEFAULT_DATABASE_URL;
-use crate::gateway::DEFAULT_NATS_URL;
 
 fn seconds(value: f64, variable: &str) -> Result<Duration, AnyError> {
     Duration::try_from_secs_f64(value)
@@ -96,16 +94,8 @@ fn required<'a>(value: &'a Option<String>, variable: &str, why: &str) -> Result<
 }
 
 pub async fn run(args: SweepWorkerCommand, common: CommonArgs) -> Result<(), AnyError> {
-    let nats_url = common
-        .nats_url
-        .clone()
-        .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
-    let database_url = args
-        .service
-        .database
-        .database_url
-        .clone()
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let nats_url = common.nats_url_or_default();
+    let database_url = args.service.database.url_or_default();
     let sweep = &args.sweep;
     let endpoints = Endpoints {
         trading_api_url: required(

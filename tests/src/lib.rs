@@ -491,42 +491,116 @@ impl Drop for TestDb {
     }
 }
 
-/// A csr-consumer running in this process.
-#[derive(Debug)]
-pub struct TestCsr {
-    stop: watch::Sender<bool>,
-    service: Option<hookmesh_csr_consumer::CsrConsumer>,
+/// What the harness needs of a consumer service running in this process.
+pub trait InProcessService: Sized {
+    fn readiness(&self) -> Vec<(&'static str, hookmesh_runtime::ops::Check)>;
+    /// Resolves once the service, told to stop, has settled its work.
+    fn finished(self) -> impl Future<Output = ()>;
 }
 
-impl TestCsr {
-    pub async fn start(nats_url: &str, database_url: &str) -> Self {
-        let connection = hookmesh_nats::connect(nats_url, "hookmesh-test-csr")
+impl InProcessService for hookmesh_csr_consumer::CsrConsumer {
+    fn readiness(&self) -> Vec<(&'static str, hookmesh_runtime::ops::Check)> {
+        self.readiness()
+    }
+    fn finished(self) -> impl Future<Output = ()> {
+        self.finished()
+    }
+}
+
+impl InProcessService for hookmesh_batch_processor::BatchProcessor {
+    fn readiness(&self) -> Vec<(&'static str, hookmesh_runtime::ops::Check)> {
+        self.readiness()
+    }
+    fn finished(self) -> impl Future<Output = ()> {
+        self.finished()
+    }
+}
+
+impl InProcessService for hookmesh_sweep_worker::SweepWorker {
+    fn readiness(&self) -> Vec<(&'static str, hookmesh_runtime::ops::Check)> {
+        self.readiness()
+    }
+    fn finished(self) -> impl Future<Output = ()> {
+        self.finished()
+    }
+}
+
+/// What a consumer service is started with: a broker connection, metrics
+/// of its own and a stop signal.
+struct ServiceParts {
+    client: async_nats::Client,
+    registry: Registry,
+    consume: hookmesh_runtime::metrics::ConsumeFamilies,
+    stop: watch::Sender<bool>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl ServiceParts {
+    async fn new(nats_url: &str, client_name: &str) -> Self {
+        let connection = hookmesh_nats::connect(nats_url, client_name)
             .await
-            .expect("the test broker accepts the csr-consumer");
+            .expect("the test broker accepts the service");
         let mut registry = Registry::default();
-        let consume = hookmesh_runtime::metrics::ConsumeFamilies::register(&mut registry)
-            .consumer("csr-consumer");
-        let metrics = hookmesh_csr_consumer::telemetry::CsrMetrics::register(&mut registry);
+        let consume = hookmesh_runtime::metrics::ConsumeFamilies::register(&mut registry);
         let (stop, stopped) = watch::channel(false);
-        let service = hookmesh_csr_consumer::CsrConsumer::start(
-            connection.client,
-            hookmesh_csr_consumer::CsrSettings {
-                database_url: database_url.to_owned(),
-                stream_replicas: 1,
-            },
-            metrics,
+        Self {
+            client: connection.client,
+            registry,
             consume,
+            stop,
             stopped,
-        )
-        .await
-        .expect("the csr-consumer starts");
+        }
+    }
+}
+
+/// A consumer service running in this process, with its own metrics; told
+/// to stop when dropped.
+#[derive(Debug)]
+pub struct TestService<S: InProcessService> {
+    stop: watch::Sender<bool>,
+    service: Option<S>,
+    registry: Registry,
+}
+
+pub type TestCsr = TestService<hookmesh_csr_consumer::CsrConsumer>;
+pub type TestBatch = TestService<hookmesh_batch_processor::BatchProcessor>;
+pub type TestSweep = TestService<hookmesh_sweep_worker::SweepWorker>;
+
+impl<S: InProcessService> TestService<S> {
+    /// Waits until every readiness check of `service` passes.
+    async fn ready(what: &str, service: S, stop: watch::Sender<bool>, registry: Registry) -> Self {
+        let readiness = service.readiness();
+        eventually(Duration::from_secs(30), &format!("{what} ready"), || {
+            let ready = readiness.iter().all(|(_, check)| check().is_ok());
+            async move { ready.then_some(()) }
+        })
+        .await;
         Self {
             stop,
             service: Some(service),
+            registry,
         }
     }
 
-    /// Stops gracefully: settles the messages in hand and returns.
+    pub fn service(&self) -> &S {
+        self.service.as_ref().expect("running")
+    }
+
+    pub fn metrics_text(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("metrics encode");
+        text
+    }
+
+    /// The value of a counter or gauge sample, e.g.
+    /// `webhook_duplicates_total{family="delivery",layer="kv"}`; 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        metric_sample(&self.registry, sample)
+    }
+
+    /// Stops gracefully: settles (commits and acks) the messages in hand,
+    /// then returns.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         if let Some(service) = self.service.take() {
@@ -535,18 +609,31 @@ impl TestCsr {
     }
 }
 
-impl Drop for TestCsr {
+impl<S: InProcessService> Drop for TestService<S> {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
 }
 
-/// A batch-processor running in this process, with its own metrics.
-#[derive(Debug)]
-pub struct TestBatch {
-    stop: watch::Sender<bool>,
-    service: Option<hookmesh_batch_processor::BatchProcessor>,
-    registry: Registry,
+impl TestCsr {
+    pub async fn start(nats_url: &str, database_url: &str) -> Self {
+        let parts = ServiceParts::new(nats_url, "hookmesh-test-csr").await;
+        let mut registry = parts.registry;
+        let metrics = hookmesh_csr_consumer::telemetry::CsrMetrics::register(&mut registry);
+        let service = hookmesh_csr_consumer::CsrConsumer::start(
+            parts.client,
+            hookmesh_csr_consumer::CsrSettings {
+                database_url: database_url.to_owned(),
+                stream_replicas: 1,
+            },
+            metrics,
+            parts.consume.consumer("csr-consumer"),
+            parts.stopped,
+        )
+        .await
+        .expect("the csr-consumer starts");
+        Self::ready("the csr-consumer", service, parts.stop, registry).await
+    }
 }
 
 /// Settings for a test batch-processor: small batches that flush fast.
@@ -564,64 +651,19 @@ pub fn batch_settings(database_url: &str) -> hookmesh_batch_processor::BatchSett
 
 impl TestBatch {
     pub async fn start(nats_url: &str, settings: hookmesh_batch_processor::BatchSettings) -> Self {
-        let connection = hookmesh_nats::connect(nats_url, "hookmesh-test-batch")
-            .await
-            .expect("the test broker accepts the batch-processor");
-        let mut registry = Registry::default();
-        let consume = hookmesh_runtime::metrics::ConsumeFamilies::register(&mut registry);
+        let parts = ServiceParts::new(nats_url, "hookmesh-test-batch").await;
+        let mut registry = parts.registry;
         let metrics = hookmesh_batch_processor::telemetry::BatchMetrics::register(&mut registry);
-        let (stop, stopped) = watch::channel(false);
         let service = hookmesh_batch_processor::BatchProcessor::start(
-            connection.client,
+            parts.client,
             settings,
             metrics,
-            consume,
-            stopped,
+            parts.consume,
+            parts.stopped,
         )
         .await
         .expect("the batch-processor starts");
-        let readiness = service.readiness();
-        eventually(Duration::from_secs(30), "the batch-processor ready", || {
-            let ready = readiness.iter().all(|(_, check)| check().is_ok());
-            async move { ready.then_some(()) }
-        })
-        .await;
-        Self {
-            stop,
-            service: Some(service),
-            registry,
-        }
-    }
-
-    pub fn service(&self) -> &hookmesh_batch_processor::BatchProcessor {
-        self.service.as_ref().expect("running")
-    }
-
-    pub fn metrics_text(&self) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("metrics encode");
-        text
-    }
-
-    /// The value of a counter or gauge sample, e.g.
-    /// `webhook_duplicates_total{family="delivery",layer="kv"}`; 0 when absent.
-    pub fn metric(&self, sample: &str) -> f64 {
-        metric_sample(&self.registry, sample)
-    }
-
-    /// Stops gracefully: commits and acks the batches in hand, then returns.
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(service) = self.service.take() {
-            service.finished().await;
-        }
-    }
-}
-
-impl Drop for TestBatch {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        Self::ready("the batch-processor", service, parts.stop, registry).await
     }
 }
 
@@ -709,65 +751,25 @@ pub fn sweep_settings(
     settings
 }
 
-/// A sweep-worker running in this process, with its own metrics.
-#[derive(Debug)]
-pub struct TestSweep {
-    stop: watch::Sender<bool>,
-    service: Option<hookmesh_sweep_worker::SweepWorker>,
-    registry: Registry,
-}
-
 impl TestSweep {
     pub async fn start(nats_url: &str, settings: hookmesh_sweep_worker::SweepSettings) -> Self {
-        let connection = hookmesh_nats::connect(nats_url, "hookmesh-test-sweep")
-            .await
-            .expect("the test broker accepts the sweep-worker");
-        let mut registry = Registry::default();
-        let consume = hookmesh_runtime::metrics::ConsumeFamilies::register(&mut registry);
+        let parts = ServiceParts::new(nats_url, "hookmesh-test-sweep").await;
+        let mut registry = parts.registry;
         let metrics = hookmesh_sweep_worker::telemetry::SweepMetrics::register(&mut registry);
-        let (stop, stopped) = watch::channel(false);
         let service = hookmesh_sweep_worker::SweepWorker::start(
-            connection.client,
+            parts.client,
             settings,
             metrics,
-            consume,
-            stopped,
+            parts.consume,
+            parts.stopped,
         )
         .await
         .expect("the sweep-worker starts");
-        let readiness = service.readiness();
-        eventually(Duration::from_secs(30), "the sweep-worker ready", || {
-            let ready = readiness.iter().all(|(_, check)| check().is_ok());
-            async move { ready.then_some(()) }
-        })
-        .await;
-        Self {
-            stop,
-            service: Some(service),
-            registry,
-        }
+        Self::ready("the sweep-worker", service, parts.stop, registry).await
     }
 
     pub fn store(&self) -> &hookmesh_sweep_worker::store::SweepStore {
-        self.service.as_ref().expect("running").store()
-    }
-
-    pub fn metric(&self, sample: &str) -> f64 {
-        metric_sample(&self.registry, sample)
-    }
-
-    /// Stops gracefully: settles the messages in hand, then returns.
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(service) = self.service.take() {
-            service.finished().await;
-        }
-    }
-}
-
-impl Drop for TestSweep {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        self.service().store()
     }
 }
 

@@ -165,16 +165,12 @@ impl BatchProcessor {
 
     /// Readiness checks for `/readyz`.
     pub fn readiness(&self) -> Vec<(&'static str, Check)> {
-        let consuming = self.consuming.clone();
         vec![
             ("broker", ops::broker_check(self.client.clone())),
             ("database", self.database.check()),
             (
                 "consumers",
-                Arc::new(move || match consuming.load(Ordering::Relaxed) {
-                    LOOPS => Ok(()),
-                    running => Err(format!("{running} of {LOOPS} consumers running")),
-                }),
+                ops::consumers_check(self.consuming.clone(), LOOPS),
             ),
         ]
     }

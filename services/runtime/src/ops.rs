@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -29,6 +29,15 @@ pub fn broker_check(client: async_nats::Client) -> Check {
     Arc::new(move || match client.connection_state() {
         async_nats::connection::State::Connected => Ok(()),
         _ => Err("not connected".to_owned()),
+    })
+}
+
+/// Ready while all `expected` consume loops run; each loop counts itself in
+/// `running` while it consumes.
+pub fn consumers_check(running: Arc<AtomicUsize>, expected: usize) -> Check {
+    Arc::new(move || match running.load(Ordering::Relaxed) {
+        n if n == expected => Ok(()),
+        n => Err(format!("{n} of {expected} consumers running")),
     })
 }
 

@@ -322,16 +322,12 @@ impl SweepWorker {
 
     /// Readiness checks for `/readyz`.
     pub fn readiness(&self) -> Vec<(&'static str, Check)> {
-        let consuming = self.consuming.clone();
         vec![
             ("broker", ops::broker_check(self.client.clone())),
             ("database", self.database.check()),
             (
                 "consumers",
-                Arc::new(move || match consuming.load(Ordering::Relaxed) {
-                    n if n == LOOPS.len() => Ok(()),
-                    n => Err(format!("{n} of {} consumers running", LOOPS.len())),
-                }),
+                ops::consumers_check(self.consuming.clone(), LOOPS.len()),
             ),
         ]
     }

@@ -52,20 +52,20 @@ pub(super) async fn receive(
     let envelope = event
         .payload
         .envelope_json(&event.id, SOURCE, event.timestamp);
-    let acks = gateway
-        .publish(
+    let ack = gateway
+        .publish_one(
             "buddy",
-            vec![OutgoingEvent {
+            OutgoingEvent {
                 subject: subjects::buddy(event.payload.event_type()).to_owned(),
                 message_id: format!("buddy:{webhook_id}"),
                 payload: envelope.into(),
-            }],
+            },
             &trace,
         )
         .await?;
     Ok(accepted(BuddyAccepted {
         acknowledged: true,
         event_id: event.id,
-        duplicate: acks[0].duplicate,
+        duplicate: ack.duplicate,
     }))
 }

@@ -83,14 +83,14 @@ pub(super) async fn register(
         Some(campaign_id.clone()),
         registration,
     );
-    let acks = gateway
-        .publish(
+    let ack = gateway
+        .publish_one(
             "campaigns",
-            vec![OutgoingEvent {
+            OutgoingEvent {
                 subject: CAMPAIGN_REGISTRATION.to_owned(),
                 message_id: format!("{CAMPAIGN_REGISTRATION}:{id}"),
                 payload: envelope.to_json().into(),
-            }],
+            },
             &trace,
         )
         .await?;
@@ -98,6 +98,6 @@ pub(super) async fn register(
         campaign_id,
         recipients,
         size,
-        duplicate: acks[0].duplicate,
+        duplicate: ack.duplicate,
     }))
 }

@@ -92,14 +92,14 @@ pub(super) async fn receive(
         Some(event.repository.clone()),
         *event,
     );
-    let acks = gateway
-        .publish(
+    let ack = gateway
+        .publish_one(
             source,
-            vec![OutgoingEvent {
+            OutgoingEvent {
                 subject: subject.clone(),
                 message_id: format!("ci.{source}:{event_id}"),
                 payload: envelope.to_json().into(),
-            }],
+            },
             &trace,
         )
         .await?;
@@ -108,6 +108,6 @@ pub(super) async fn receive(
         event_id,
         event_type,
         subject,
-        duplicate: acks[0].duplicate,
+        duplicate: ack.duplicate,
     }))
 }

@@ -235,6 +235,17 @@ impl Gateway {
             }
         }
     }
+
+    /// Publishes one envelope and returns its acknowledgement.
+    async fn publish_one(
+        &self,
+        source: &'static str,
+        event: OutgoingEvent,
+        trace: &TraceContext,
+    ) -> Result<Published, Rejection> {
+        let acks = self.publish(source, vec![event], trace).await?;
+        Ok(acks[0])
+    }
 }
 
 /// The value of `name` in a URL query string, percent-decoded.

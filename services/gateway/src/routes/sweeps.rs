@@ -93,18 +93,18 @@ pub(super) async fn trigger(
         Some(job_id.clone()),
         trigger,
     );
-    let acks = gateway
-        .publish(
+    let ack = gateway
+        .publish_one(
             "sweep-trigger",
-            vec![OutgoingEvent {
+            OutgoingEvent {
                 subject: SWEEP_TRIGGER.to_owned(),
                 message_id: format!("{SWEEP_TRIGGER}:{job_id}"),
                 payload: envelope.to_json().into(),
-            }],
+            },
             &trace,
         )
         .await?;
-    if !acks[0].duplicate {
+    if !ack.duplicate {
         gateway.record_job(&job_id, &recorded).await;
     }
     Ok(accepted(TriggerAccepted {
@@ -112,7 +112,7 @@ pub(super) async fn trigger(
         status: "QUEUED",
         message: "Trading sweep job queued successfully",
         combinations,
-        duplicate: acks[0].duplicate,
+        duplicate: ack.duplicate,
     }))
 }
 
@@ -169,21 +169,21 @@ pub(super) async fn callback(
         Some(job_id.clone()),
         callback,
     );
-    let acks = gateway
-        .publish(
+    let ack = gateway
+        .publish_one(
             "sweep-callback",
-            vec![OutgoingEvent {
+            OutgoingEvent {
                 subject: SWEEP_CALLBACK.to_owned(),
                 message_id: format!("{SWEEP_CALLBACK}:{event_id}"),
                 payload: envelope.to_json().into(),
-            }],
+            },
             &trace,
         )
         .await?;
     Ok(accepted(CallbackAccepted {
         acknowledged: true,
         job_id,
-        duplicate: acks[0].duplicate,
+        duplicate: ack.duplicate,
     }))
 }
 
