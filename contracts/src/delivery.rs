@@ -45,7 +45,7 @@ pub fn is_valid_provider_name(name: &str) -> bool {
 /// One delivery event as a provider posts it.
 ///
 /// Example: `{"event_type": "delivered", "message_id": "msg_8f2c",
-/// "timestamp": "2025-03-01T09:00:02Z", "recipient": "ana@example.com"}`
+/// "timestamp": "2025-03-01T09:00:02Z", "recipient": "recipient@example.com"}`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeliveryWebhookEvent {
     pub event_type: DeliveryStatus,
@@ -295,7 +295,7 @@ impl CampaignRecipient {
 /// message registered later still count, once it is registered.
 ///
 /// Example: `{"campaign_id": "spring-sale", "recipients": [{"provider":
-/// "sendgrid", "message_id": "msg_8f2c", "address": "ana@example.com"}]}`
+/// "sendgrid", "message_id": "msg_8f2c", "address": "recipient@example.com"}]}`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CampaignRegistration {
     pub campaign_id: String,

@@ -156,7 +156,8 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
         .await?;
         let gateway =
             gateway::start(&args.gateway, &common, &nats_url, gateway_metrics, registry).await?;
-        // The Trading API: the one configured, or the built-in simulator.
+        // Without a configured Trading API, the simulator lets a local mesh
+        // run sweeps end to end.
         let simulator = match &args.sweep.trading_api_url {
             Some(_) => None,
             None => {

@@ -152,7 +152,7 @@ pub fn delivery_body(event_type: &str, message_id: &str) -> Value {
         "event_type": event_type,
         "message_id": message_id,
         "timestamp": "2025-03-01T09:00:02Z",
-        "recipient": "ana.souza@example.com"
+        "recipient": "recipient@example.com"
     })
 }
 

@@ -722,11 +722,15 @@ async fn finished_jobs_are_announced_and_a_failing_webhook_never_fails_a_job() {
         text_of(&done)
     );
     assert!(text_of(&failed).contains("failed: Insufficient historical data for ticker ZZZ-USD"));
-    assert_eq!(
-        p.worker()
-            .metric("pipeline_notifications_total{outcome=\"sent\"}"),
-        2.0
-    );
+    // The receiver records a message before answering; the worker counts
+    // it once the answer is in.
+    eventually(Duration::from_secs(10), "two notifications counted", || {
+        let sent = p
+            .worker()
+            .metric("pipeline_notifications_total{outcome=\"sent\"}");
+        async move { (sent == 2.0).then_some(()) }
+    })
+    .await;
 
     slack.status.store(500, Ordering::Relaxed);
     let unlucky = p

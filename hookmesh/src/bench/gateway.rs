@@ -76,7 +76,7 @@ fn webhook_body(size: usize) -> Vec<u8> {
             "event_type": "delivered",
             "message_id": "msg_5f0c9a7e2b1d4c3a",
             "timestamp": "2025-03-01T09:00:02Z",
-            "recipient": "ana.souza@example.com",
+            "recipient": "recipient@example.com",
             "campaign_id": "spring-launch-2025",
             "metadata": {"note": note}
         }))

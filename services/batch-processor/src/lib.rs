@@ -10,9 +10,10 @@
 //!   `ci.failure.detected`;
 //! - [`telemetry`]: seed 004's metrics.
 //!
-//! Each family has its durable consumer (`PROVIDERS` and `CI`), several
-//! replicas share it, and every batch is one database transaction acked
-//! only after it commits.
+//! Each family has its durable consumer (`PROVIDERS` and `CI`), and
+//! campaign registrations a third (`DELIVERY`); several replicas share
+//! each, and every batch is one database transaction acked only after it
+//! commits.
 
 pub mod ci;
 pub mod delivery;

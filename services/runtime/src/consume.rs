@@ -10,9 +10,8 @@
 //! - keeps the batch's messages alive with progress acks while the handler
 //!   works, so a slow step is not redelivered mid-work;
 //! - settles each message as its outcome says, and nowhere else:
-//!   `Done` → ack, `Retry` → nak with the handler's delay (the consumer's
-//!   `backoff` list applies only to ack timeouts), `Defer` → nak with a
-//!   delay that is not a failure, `DeadLetter` → copy to the dead-letter
+//!   `Done` → ack, `Retry` → nak with the handler's delay, `Defer` → nak
+//!   with a delay that is not a failure, `DeadLetter` → copy to the dead-letter
 //!   stream, then terminate. A `Retry` on the last allowed
 //!   delivery is dead-lettered instead of dropped;
 //! - dead-letters messages the server gives up on by itself (ack timeouts on
@@ -217,11 +216,13 @@ pub async fn run<H: Handler>(
         consumer: durable.clone(),
         reason: error.to_string(),
     };
-    // Pull ahead enough for the next batch to be waiting while this one is
-    // handled, within what the consumer lets be unacknowledged.
+    // Pull ahead one batch beyond those being handled, so the next is
+    // waiting, and no more: a message waiting here gets no progress acks,
+    // and a slow handler (the Trading API's 10 s calls) must not let it
+    // outlive its ack wait. Within what the consumer lets be unacknowledged.
     let ack_pending = usize::try_from(config.max_ack_pending).unwrap_or(0);
     let concurrency = settings.concurrency.max(1);
-    let mut pull_batch = (settings.max_batch * (concurrency + 1)).max(200);
+    let mut pull_batch = settings.max_batch * (concurrency + 1);
     if ack_pending > 0 {
         pull_batch = pull_batch.min(ack_pending);
     }
@@ -235,7 +236,8 @@ pub async fn run<H: Handler>(
     let mut batch: Vec<Delivery> = Vec::with_capacity(settings.max_batch);
     let mut deadline = None;
     let mut in_flight = FuturesUnordered::new();
-    // Hands the batch over, first waiting for a slot when all are busy.
+    // A macro rather than a closure: it awaits, and borrows the loop's
+    // state mutably alongside the select below.
     macro_rules! hand_over {
         () => {{
             if !batch.is_empty() {
@@ -281,7 +283,14 @@ pub async fn run<H: Handler>(
                     // Missed heartbeats and similar: the stream carries on.
                     tracing::warn!(consumer = %durable, %error, "Pulling messages failed; continuing.");
                 }
-                None => return Err(pull_error(&"the message stream ended")),
+                None => {
+                    // The caller restarts the loop; finish what is in hand
+                    // first, as cancelling a handler mid-work would leave
+                    // its messages to their ack wait.
+                    hand_over!();
+                    while in_flight.next().await.is_some() {}
+                    return Err(pull_error(&"the message stream ended"));
+                }
             },
             () = flush_due => {
                 hand_over!();

@@ -135,9 +135,12 @@ impl SeenKeys {
     /// bucket's subjects, not acknowledged one by one: a thousand
     /// acknowledgements per batch cost the broker and this process more than
     /// the writes themselves. The last is acknowledged; the broker handles
-    /// one connection's messages in order, so its acknowledgement means the
-    /// bucket has seen them all, and a missing bucket or a broken connection
-    /// is reported rather than passed over.
+    /// one connection's messages in order, so on one server its
+    /// acknowledgement means the bucket has seen them all, and a missing
+    /// bucket or a broken connection is reported rather than passed over.
+    /// Across a leader change in a cluster, earlier keys can be lost; that
+    /// costs only a later duplicate's early exit, which the database
+    /// layer's uniqueness still catches.
     pub async fn insert_many(&self, keys: &[String]) -> Result<(), SeenKeysError> {
         let Some((last, rest)) = keys.split_last() else {
             return Ok(());

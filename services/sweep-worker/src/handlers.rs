@@ -27,6 +27,10 @@ use crate::store::{JobRow, SweepStore};
 use crate::telemetry::SweepMetrics;
 use crate::trading_api::{ApiError, TradingApi};
 
+/// How long recording an accepted submission is retried before the trigger
+/// is handed back (and, redelivered, submitted again).
+const RECORD_SUBMISSION_FOR: Duration = Duration::from_secs(60);
+
 /// What every handler works with.
 #[derive(Clone)]
 pub(crate) struct Worker {
@@ -114,18 +118,23 @@ impl Worker {
     }
 
     /// Fetches the run's results, stores them and completes the job.
-    /// `attempt` counts this fetch among the tries 003 allows.
     async fn complete(
         &self,
         delivery: &Delivery,
         job: &JobRow,
         sweep_run_id: &str,
         callback: Option<&SweepCallback>,
-        attempt: u64,
     ) -> Outcome {
         let best = match self.api.best(sweep_run_id, &job.trigger.ticker).await {
             Ok(best) => best,
             Err(error) => {
+                // Counted on the job rather than by deliveries: a message's
+                // deliveries may have gone to waiting for its job or to an
+                // unreachable database. Failed polls share the count.
+                let attempt = match self.store.record_poll_failure(&job.id).await {
+                    Ok(failures) => u64::try_from(failures).unwrap_or(u64::MAX),
+                    Err(db) => return self.database_failed(delivery, &db),
+                };
                 let delays = &self.settings.retry_delays[..self
                     .settings
                     .results_attempts
@@ -244,8 +253,10 @@ impl Worker {
                 + i64::try_from(self.settings.callback_timeout.as_millis()).unwrap_or(i64::MAX / 2),
         )
         .unwrap_or_else(Timestamp::now);
-        // The sweep is running now: keep trying to record it rather than
-        // submit it again on a redelivery.
+        // The sweep is running now, and a redelivery would submit it again:
+        // keep trying to record it through a database failover (progress
+        // acks keep the message ours meanwhile).
+        let giving_up = Instant::now() + RECORD_SUBMISSION_FOR;
         let mut pause = Duration::from_millis(250);
         let moved = loop {
             match self
@@ -254,10 +265,10 @@ impl Worker {
                 .await
             {
                 Ok(moved) => break moved,
-                Err(error) if pause < Duration::from_secs(8) => {
+                Err(error) if Instant::now() + pause < giving_up => {
                     tracing::warn!(job_id, %error, "Cannot record the submission yet; retrying.");
                     tokio::time::sleep(pause).await;
-                    pause *= 2;
+                    pause = (pause * 2).min(Duration::from_secs(8));
                 }
                 Err(error) => return self.database_failed(delivery, &error),
             }
@@ -377,14 +388,8 @@ impl Worker {
             }
             CallbackStep::Fail { message } => self.fail(delivery, &job, &message).await,
             CallbackStep::Complete { sweep_run_id } => {
-                self.complete(
-                    delivery,
-                    &job,
-                    &sweep_run_id,
-                    Some(&callback),
-                    delivery.delivered,
-                )
-                .await
+                self.complete(delivery, &job, &sweep_run_id, Some(&callback))
+                    .await
             }
         }
     }
@@ -423,20 +428,7 @@ impl Worker {
                     CallbackStep::Ignore => Outcome::Done,
                     CallbackStep::Fail { message } => self.fail(delivery, &job, &message).await,
                     CallbackStep::Complete { sweep_run_id } => {
-                        let attempt = u64::try_from(job.poll_failures).unwrap_or(0) + 1;
-                        match self
-                            .complete(delivery, &job, &sweep_run_id, None, attempt)
-                            .await
-                        {
-                            // Count the failed fetch as a failed poll.
-                            Outcome::Retry { delay, reason } => {
-                                match self.store.record_poll_failure(&job.id).await {
-                                    Ok(_) => Outcome::Retry { delay, reason },
-                                    Err(error) => self.database_failed(delivery, &error),
-                                }
-                            }
-                            other => other,
-                        }
+                        self.complete(delivery, &job, &sweep_run_id, None).await
                     }
                 }
             }

@@ -144,6 +144,16 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
     #[error("HOOKMESH_CALLBACK_SECRET is required: it signs the callback URLs the gateway checks")]
     NoCallbackSecret,
+    #[error(
+        "HOOKMESH_SWEEP_RETRY_DELAYS lists {delays} delays, but a trigger is delivered at most \
+         {max_deliver} times ({file}): list at most {} delays",
+        max_deliver - 1
+    )]
+    TooManyRetries {
+        delays: usize,
+        max_deliver: usize,
+        file: &'static str,
+    },
 }
 
 /// A running sweep-worker.
@@ -184,6 +194,22 @@ const LOOPS: [(Step, ConsumerDefinition, &str, usize); 4] = [
     ),
 ];
 
+/// Each retry is a redelivery of the trigger; one beyond the consumer's
+/// limit would dead-letter it and leave the job QUEUED.
+fn check_retry_delays(delays: &[Duration]) -> Result<(), StartError> {
+    let max_deliver = SWEEP_TRIGGER_CONSUMER
+        .config(1)
+        .map_or(-1, |config| config.max_deliver);
+    match usize::try_from(max_deliver) {
+        Ok(max_deliver) if delays.len() >= max_deliver => Err(StartError::TooManyRetries {
+            delays: delays.len(),
+            max_deliver,
+            file: SWEEP_TRIGGER_CONSUMER.file,
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl SweepWorker {
     /// Opens the database (applying migrations), then runs the four consume
     /// loops, the outbox and the read API until `shutdown`. Each loop
@@ -198,6 +224,7 @@ impl SweepWorker {
         if settings.callback_secret.is_empty() {
             return Err(StartError::NoCallbackSecret);
         }
+        check_retry_delays(&settings.retry_delays)?;
         let backend = Backend::of(&settings.database_url)?;
         let pool = db::connect(&settings.database_url).await?;
         db::migrate(&pool, &MIGRATOR).await?;
@@ -343,5 +370,21 @@ impl SweepWorker {
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_must_fit_the_trigger_consumers_deliveries() {
+        assert!(check_retry_delays(&DEFAULT_RETRY_DELAYS).is_ok());
+        let nine = vec![Duration::from_secs(1); 9];
+        assert!(check_retry_delays(&nine).is_ok());
+        let ten = vec![Duration::from_secs(1); 10];
+        let error = check_retry_delays(&ten).unwrap_err().to_string();
+        assert!(error.contains("lists 10 delays"), "{error}");
+        assert!(error.contains("at most 9 delays"), "{error}");
     }
 }

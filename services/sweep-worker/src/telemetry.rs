@@ -2,8 +2,10 @@
 //! `_total`): `pipeline_jobs_queued_total`, `pipeline_job_duration_seconds`
 //! (000's buckets), `pipeline_jobs_processed_total`,
 //! `pipeline_trading_api_latency_seconds`, plus Trading API failures and
-//! notifications. Labels are bounded: job types, the four statuses, the
-//! Trading API's endpoints, the tenants of the configured API keys.
+//! notifications. Labels are bounded by configuration, not by traffic: job
+//! types, the four statuses, the Trading API's endpoints, and tenants (the
+//! gateway admits only the tenants of its API keys; a native publisher
+//! chooses its own, so its tenants are as many as it sends).
 
 use hookmesh_contracts::sweep_jobs::{JobStatus, TRADING_SWEEP};
 use hookmesh_contracts::validation::StrEnum as _;

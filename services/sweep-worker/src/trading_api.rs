@@ -22,6 +22,8 @@ pub enum ApiError {
     Status { status: u16, detail: String },
     #[error("the Trading API answered unreadably: {0}")]
     Unreadable(String),
+    #[error("the Trading API reports its health as {0}")]
+    Unhealthy(String),
 }
 
 impl ApiError {
@@ -29,7 +31,7 @@ impl ApiError {
     /// overloaded, not refusing the request itself.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Unreachable(_) | Self::Unreadable(_) => true,
+            Self::Unreachable(_) | Self::Unreadable(_) | Self::Unhealthy(_) => true,
             Self::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
         }
     }
@@ -154,10 +156,7 @@ impl TradingApi {
         let body = Self::json(response).await?;
         match body.get("status").and_then(Value::as_str) {
             Some("healthy") => Ok(()),
-            other => Err(ApiError::Status {
-                status: 200,
-                detail: format!("health status is {}", other.unwrap_or("missing")),
-            }),
+            other => Err(ApiError::Unhealthy(other.unwrap_or("missing").to_owned())),
         }
     }
 
@@ -254,8 +253,11 @@ impl TradingApi {
         trading_job_id: &str,
         wait: Duration,
     ) -> Result<RemoteState, ApiError> {
-        let mut events = self.open_stream(trading_job_id).await?;
-        match tokio::time::timeout(wait, events.next()).await {
+        let first_event = async {
+            let mut events = self.open_stream(trading_job_id).await?;
+            events.next().await
+        };
+        match tokio::time::timeout(wait, first_event).await {
             Err(_) => Err(ApiError::Unreachable(format!(
                 "the job stream sent nothing within {wait:?}"
             ))),
@@ -349,6 +351,10 @@ pub fn remote_state(event: &Value) -> RemoteState {
     }
 }
 
+/// Longest job event read: a progress event is a few hundred bytes, so a
+/// stream without event ends is not a Trading API.
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
 /// Server-sent events, one JSON `data` payload at a time.
 struct EventReader {
     response: reqwest::Response,
@@ -373,6 +379,11 @@ impl EventReader {
                             ApiError::Unreadable(format!("a job event is not JSON: {e}"))
                         });
                 }
+            }
+            if self.buffer.len() > MAX_EVENT_BYTES {
+                return Err(ApiError::Unreadable(format!(
+                    "a job event longer than {MAX_EVENT_BYTES} bytes"
+                )));
             }
             match self.response.chunk().await {
                 Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),

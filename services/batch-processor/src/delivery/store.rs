@@ -395,7 +395,9 @@ impl DeliveryStore {
             query.execute(&mut *tx).await?;
         }
 
-        // Events that named these messages before they were registered.
+        // Events that named these messages before they were registered
+        // were kept unmatched; applying them now is what lets a provider's
+        // events arrive before the campaign does.
         let new_keys: Vec<RecipientKey> = new
             .iter()
             .map(|r| (r.provider.clone(), r.message_id.clone()))

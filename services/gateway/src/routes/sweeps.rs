@@ -146,7 +146,8 @@ pub(super) async fn callback(
     )?;
     let job_id = job_id.unwrap_or_default();
     gateway.admit("callback")?;
-    // 003: validate that the job exists before processing.
+    // 003 refuses callbacks for jobs it never created, so a forged or
+    // stray callback cannot reach the stream.
     let unknown = || Rejection::NotFound(format!("no sweep job {job_id:?}"));
     if !is_valid_job_id(&job_id) {
         return Err(unknown());
