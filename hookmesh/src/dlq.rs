@@ -4,8 +4,7 @@
 use hookmesh_runtime::dead_letter::{self, StoredDeadLetter};
 
 use crate::AnyError;
-use crate::cli::DEFAULT_NATS_URL;
-use crate::cli::{CommonArgs, DlqAction, DlqArgs};
+use crate::cli::{CommonArgs, DEFAULT_NATS_URL, DlqAction, DlqArgs};
 
 /// NATS_URL, else the broker of a `hookmesh up` running on the data
 /// directory, else the default local server.

@@ -41,7 +41,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::{ScratchDir, broker, free_port, percentile_ms, rss_mib, wait_ready};
+use super::{ScratchDir, broker, free_port, percentile_ms, rss_mib, stop_broker, wait_ready};
 use crate::AnyError;
 use crate::cli::{BatchBenchArgs, CommonArgs};
 
@@ -718,9 +718,7 @@ pub async fn run(args: BatchBenchArgs, common: CommonArgs) -> Result<(), AnyErro
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     }
-    if let Some(broker) = broker {
-        broker.stop().await?;
-    }
+    stop_broker(&js.client(), broker).await?;
     drop(scratch);
     Ok(())
 }

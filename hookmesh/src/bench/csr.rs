@@ -26,7 +26,7 @@ use serde::Serialize;
 use sqlx::Row as _;
 use tokio::sync::watch;
 
-use super::{ScratchDir, broker, percentile_ms};
+use super::{ScratchDir, broker, percentile_ms, stop_broker};
 use crate::AnyError;
 use crate::cli::{CommonArgs, CsrBenchArgs};
 
@@ -252,9 +252,7 @@ pub async fn run(args: CsrBenchArgs, common: CommonArgs) -> Result<(), AnyError>
         println!("{}", serde_json::to_string(&report)?);
     }
     pool.close().await;
-    if let Some(broker) = broker {
-        broker.stop().await?;
-    }
+    stop_broker(&js.client(), broker).await?;
     drop(scratch);
     Ok(())
 }

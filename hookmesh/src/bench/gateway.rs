@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use super::{ScratchDir, broker, free_port, percentile_ms, rss_mib, wait_ready};
+use super::{ScratchDir, broker, free_port, percentile_ms, rss_mib, stop_broker, wait_ready};
 use crate::AnyError;
 use crate::cli::{CommonArgs, GatewayBenchArgs};
 
@@ -425,13 +425,7 @@ pub async fn run(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyEr
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     }
-    // Closed before the broker stops, so stopping it is not reported as a
-    // lost connection.
-    drop(js);
-    let _ = connection.client.drain().await;
-    if let Some(broker) = broker {
-        broker.stop().await?;
-    }
+    stop_broker(&connection.client, broker).await?;
     drop(scratch);
     Ok(())
 }

@@ -57,6 +57,20 @@ async fn broker(
     Ok((Some(embedded), url))
 }
 
+/// Closes the benchmark's broker connection, then stops the embedded broker
+/// if there is one: in that order, stopping it is not logged as a lost
+/// connection.
+async fn stop_broker(
+    client: &async_nats::Client,
+    broker: Option<EmbeddedNats>,
+) -> Result<(), AnyError> {
+    let _ = client.drain().await;
+    if let Some(broker) = broker {
+        broker.stop().await?;
+    }
+    Ok(())
+}
+
 /// The `p` quantile of sorted `values`, divided by `per_ms` (values in
 /// units of 1/`per_ms` milliseconds).
 fn percentile_ms<T: Copy + Into<f64>>(sorted: &[T], p: f64, per_ms: f64) -> f64 {
