@@ -237,6 +237,9 @@ pub fn callback_token(secret: &[u8], job_id: &str) -> String {
 ///
 /// Beyond 003: a `completed` callback must name its `sweep_run_id` (top level
 /// or in `result_data`), since the results cannot be fetched without it.
+/// 003's schema requires `ticker`, but its own failure example has none; a
+/// failure names its job, which knows its ticker, so only `completed`
+/// callbacks must carry it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SweepCallback {
     pub event_type: SweepCallbackEvent,
@@ -245,7 +248,9 @@ pub struct SweepCallback {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep_run_id: Option<String>,
     pub status: SweepOutcome,
-    pub ticker: String,
+    /// Required when `status` is `completed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticker: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -271,7 +276,7 @@ impl EventData for SweepCallback {
             let job_id = o.required("job_id", string(1, 256));
             let sweep_run_id = o.optional("sweep_run_id", string(1, 256));
             let status = o.required("status", variant);
-            let ticker = o.required("ticker", string(1, 64));
+            let ticker = o.optional("ticker", string(1, 64));
             let error_message = o.optional("error_message", text(10_000));
             let result_data = o.optional_with("result_data", |value, path, errors| {
                 read_object(value, path, errors, |d| {
@@ -298,6 +303,9 @@ impl EventData for SweepCallback {
                     false,
                     "is required when status is \"completed\" (top level or in result_data)",
                 );
+            }
+            if status == Some(SweepOutcome::Completed) && matches!(ticker, Some(None)) {
+                o.refine("ticker", false, "is required when status is \"completed\"");
             }
             Some(SweepCallback {
                 event_type: event_type?,
@@ -565,17 +573,31 @@ mod tests {
         assert_eq!(completed.sweep_run_id(), Some("run_abc123xyz789"));
         assert_eq!(completed.event_type(), "sweep.completed");
 
+        // 003's failure example, as written: no ticker.
         let failed = SweepCallback::parse(&json!({
             "event_type": "sweep.failed",
             "job_id": "sweep_20250127_103045_btcusd",
             "status": "failed",
-            "ticker": "BTC-USD",
             "error_message": "Insufficient historical data for ticker BTC-USD",
             "timestamp": "2025-01-27T10:31:30Z"
         }))
         .unwrap();
         assert_eq!(failed.status, SweepOutcome::Failed);
         assert_eq!(failed.sweep_run_id(), None);
+        assert_eq!(failed.ticker, None);
+    }
+
+    #[test]
+    fn a_completed_callback_without_a_ticker_is_refused() {
+        let errors = SweepCallback::parse(&json!({
+            "event_type": "sweep.completed",
+            "job_id": "j",
+            "sweep_run_id": "run_abc123xyz789",
+            "status": "completed",
+            "timestamp": "2025-01-27T10:32:52Z"
+        }))
+        .unwrap_err();
+        assert_eq!(fields_of(&errors), ["ticker"]);
     }
 
     #[test]

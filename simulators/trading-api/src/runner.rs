@@ -127,11 +127,11 @@ pub(crate) async fn run(state: Arc<State>, job_id: String, request: SweepRequest
                     timestamp: now.to_rfc3339(),
                 },
             );
+            // 003's failure example, field for field: it carries no ticker.
             json!({
                 "event_type": "sweep.failed",
                 "job_id": job_id,
                 "status": "failed",
-                "ticker": request.ticker,
                 "error_message": message,
                 "timestamp": now.to_rfc3339(),
             })
