@@ -6,6 +6,11 @@
 //! `hookmesh gateway` process over as many keep-alive HTTP connections. The
 //! figure of merit is the ratio of the two rates; latencies are taken per
 //! request, resident memory and CPU time from `/proc`.
+//!
+//! A last phase publishes, raw, the message the gateway itself stored (its
+//! CloudEvents envelope and trace headers): the broker works harder for it
+//! than for the bare webhook, and the ratio against that phase shows what
+//! the gateway costs apart from the larger message.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
+use hookmesh_gateway::trace::TRACEPARENT;
 use hookmesh_gateway::verify::{StandardWebhooksKeys, random_bytes};
 use hookmesh_nats::{STREAMS, ensure_streams};
 use serde::Serialize;
@@ -25,6 +31,9 @@ use crate::AnyError;
 use crate::cli::{CommonArgs, GatewayBenchArgs};
 
 const PROVIDER: &str = "bench";
+/// Where the gateway publishes the bench's delivery events, and where the
+/// raw publishers publish too.
+const BENCH_SUBJECT: &str = "providers.bench.delivered";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// The results of one measured phase.
@@ -58,15 +67,22 @@ impl Phase {
 #[derive(Debug, Serialize)]
 struct Report {
     payload_bytes: usize,
+    /// Size of the envelope the gateway stores for one webhook.
+    envelope_bytes: usize,
     concurrency: usize,
     phases: Vec<Phase>,
     /// Gateway accepts per second ÷ the mean raw publish rate.
     ratio: f64,
+    /// Gateway accepts per second ÷ raw publishes of the gateway's own
+    /// messages (envelope and headers): the gateway's cost without the
+    /// broker's extra work for the larger message.
+    ratio_to_gateway_messages: f64,
     gateway_rss_idle_mib: f64,
     gateway_rss_peak_mib: f64,
     gateway_cpu_us_per_request: f64,
     broker_cpu_us_per_message_raw: Option<f64>,
     broker_cpu_us_per_message_gateway: Option<f64>,
+    broker_cpu_us_per_message_raw_gateway_messages: Option<f64>,
 }
 
 /// A delivery event of exactly `size` bytes (padded in `metadata.note`).
@@ -161,10 +177,18 @@ where
     Phase::new(name, latencies, errors, seconds)
 }
 
+/// What the raw publishers send: a payload, and the headers besides
+/// `Nats-Msg-Id` (which is fresh for every publish).
+#[derive(Clone)]
+struct RawMessage {
+    payload: Bytes,
+    headers: async_nats::HeaderMap,
+}
+
 async fn raw_phase(
     name: &'static str,
     js: &jetstream::Context,
-    body: &Bytes,
+    message: &RawMessage,
     args: &GatewayBenchArgs,
 ) -> Phase {
     let run = hookmesh_gateway::verify::hex_encode(&random_bytes::<4>());
@@ -174,7 +198,7 @@ async fn raw_phase(
         Duration::from_secs(args.warmup_secs),
         Duration::from_secs(args.duration_secs),
         |index, control| {
-            let (js, body, run) = (js.clone(), body.clone(), run.clone());
+            let (js, message, run) = (js.clone(), message.clone(), run.clone());
             async move {
                 let mut tally = Tally::default();
                 let mut sequence = 0u64;
@@ -182,8 +206,11 @@ async fn raw_phase(
                     let started = Instant::now();
                     let id = format!("raw-{run}-{index}-{sequence}");
                     sequence += 1;
-                    let message = PublishMessage::build().payload(body.clone()).message_id(id);
-                    let ok = match js.send_publish("providers.bench.delivered", message).await {
+                    let publish = PublishMessage::build()
+                        .payload(message.payload.clone())
+                        .headers(message.headers.clone())
+                        .message_id(id);
+                    let ok = match js.send_publish(BENCH_SUBJECT, publish).await {
                         Ok(ack) => ack.await.is_ok(),
                         Err(_) => false,
                     };
@@ -348,6 +375,41 @@ async fn spawn_gateway(nats_url: &str, address: &str) -> Result<Child, AnyError>
         .spawn()?)
 }
 
+/// Runs `phase` and returns it with the broker's CPU time per message it
+/// carried (warm-up included in both, as CPU time counts it).
+async fn with_broker_cpu(
+    broker_pid: Option<u32>,
+    args: &GatewayBenchArgs,
+    phase: impl std::future::Future<Output = Phase>,
+) -> (Phase, Option<f64>) {
+    let before = broker_pid.and_then(cpu_seconds);
+    let phase = phase.await;
+    let spent = broker_pid
+        .and_then(cpu_seconds)
+        .zip(before)
+        .map(|(a, b)| a - b);
+    let messages = phase.rate_per_second * (args.duration_secs + args.warmup_secs) as f64;
+    (phase, spent.map(|seconds| seconds * 1e6 / messages))
+}
+
+/// The last message the gateway stored for the bench: its envelope and
+/// headers, which the raw publishers then send as they are.
+async fn gateway_message(js: &jetstream::Context) -> Result<RawMessage, AnyError> {
+    let stream = js.stream_by_subject(BENCH_SUBJECT).await?;
+    let stored = js
+        .get_stream(&stream)
+        .await?
+        .get_last_raw_message_by_subject(BENCH_SUBJECT)
+        .await?;
+    if stored.headers.get(TRACEPARENT).is_none() {
+        return Err("the last bench message was not published by the gateway".into());
+    }
+    Ok(RawMessage {
+        payload: stored.payload,
+        headers: stored.headers,
+    })
+}
+
 pub async fn run(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyError> {
     let scratch = ScratchDir::new("gateway")?;
     let (broker, nats_url) = broker(&scratch, &common).await?;
@@ -356,6 +418,10 @@ pub async fn run(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyEr
     let js = jetstream::new(connection.client.clone());
     ensure_streams(&js, STREAMS, common.stream_replicas).await?;
     let body = Bytes::from(webhook_body(args.payload_bytes));
+    let webhook = RawMessage {
+        payload: body.clone(),
+        headers: async_nats::HeaderMap::new(),
+    };
     eprintln!(
         "hookmesh bench gateway: {} B signed webhooks, {} connections, {} s per phase (+{} s warm-up)",
         body.len(),
@@ -364,9 +430,12 @@ pub async fn run(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyEr
         args.warmup_secs
     );
 
-    let broker_cpu_before = broker_pid.and_then(cpu_seconds);
-    let raw_before = raw_phase("raw JetStream (before)", &js, &body, &args).await;
-    let broker_cpu_raw = broker_pid.and_then(cpu_seconds);
+    let (raw_before, broker_us_raw) = with_broker_cpu(
+        broker_pid,
+        &args,
+        raw_phase("raw JetStream (before)", &js, &webhook, &args),
+    )
+    .await;
 
     let address = format!("127.0.0.1:{}", free_port()?);
     let mut child = spawn_gateway(&nats_url, &address).await?;
@@ -386,40 +455,42 @@ pub async fn run(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyEr
         })
     };
     let gateway_cpu_before = cpu_seconds(pid);
-    let broker_cpu_http_before = broker_pid.and_then(cpu_seconds);
-    let through_gateway = http_phase(&address, &body, &args).await;
+    let (through_gateway, broker_us_gateway) =
+        with_broker_cpu(broker_pid, &args, http_phase(&address, &body, &args)).await;
     let gateway_cpu = cpu_seconds(pid).zip(gateway_cpu_before).map(|(a, b)| a - b);
-    let broker_cpu_http = broker_pid
-        .and_then(cpu_seconds)
-        .zip(broker_cpu_http_before)
-        .map(|(a, b)| a - b);
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.await;
     let _ = child.kill().await;
 
-    let raw_after = raw_phase("raw JetStream (after)", &js, &body, &args).await;
+    let enveloped = gateway_message(&js).await?;
+    let raw_after = raw_phase("raw JetStream (after)", &js, &webhook, &args).await;
+    let enveloped_bytes = enveloped.payload.len();
+    let (raw_enveloped, broker_us_enveloped) = with_broker_cpu(
+        broker_pid,
+        &args,
+        raw_phase("raw, gateway's messages", &js, &enveloped, &args),
+    )
+    .await;
 
     let raw_rate = (raw_before.rate_per_second + raw_after.rate_per_second) / 2.0;
     // Warm-up requests are counted in CPU time too, so CPU is per request of
     // the whole phase, warm-up included.
     let gateway_requests_incl_warmup =
         through_gateway.rate_per_second * (args.duration_secs + args.warmup_secs) as f64;
-    let raw_messages_incl_warmup =
-        raw_before.rate_per_second * (args.duration_secs + args.warmup_secs) as f64;
     let report = Report {
         payload_bytes: body.len(),
+        envelope_bytes: enveloped_bytes,
         concurrency: args.concurrency,
         ratio: through_gateway.rate_per_second / raw_rate,
+        ratio_to_gateway_messages: through_gateway.rate_per_second / raw_enveloped.rate_per_second,
         gateway_rss_idle_mib: rss_idle,
         gateway_rss_peak_mib: peak.load(Ordering::Relaxed) as f64 / 1024.0,
         gateway_cpu_us_per_request: gateway_cpu
             .map_or(0.0, |s| s * 1e6 / gateway_requests_incl_warmup),
-        broker_cpu_us_per_message_raw: broker_cpu_raw
-            .zip(broker_cpu_before)
-            .map(|(a, b)| (a - b) * 1e6 / raw_messages_incl_warmup),
-        broker_cpu_us_per_message_gateway: broker_cpu_http
-            .map(|s| s * 1e6 / gateway_requests_incl_warmup),
-        phases: vec![raw_before, through_gateway, raw_after],
+        broker_cpu_us_per_message_raw: broker_us_raw,
+        broker_cpu_us_per_message_gateway: broker_us_gateway,
+        broker_cpu_us_per_message_raw_gateway_messages: broker_us_enveloped,
+        phases: vec![raw_before, through_gateway, raw_after, raw_enveloped],
     };
     print_report(&report);
     if args.json {
@@ -455,6 +526,10 @@ fn print_report(report: &Report) {
         report.ratio
     );
     println!(
+        "ratio gateway ÷ raw JetStream of the gateway's own messages ({} B envelope + trace headers): {:.3}",
+        report.envelope_bytes, report.ratio_to_gateway_messages
+    );
+    println!(
         "gateway p99: {:.2} ms            (bar: at most 10 ms)",
         gateway.p99_ms
     );
@@ -462,15 +537,13 @@ fn print_report(report: &Report) {
         "gateway resident memory: {:.1} MiB at rest, {:.1} MiB peak under load",
         report.gateway_rss_idle_mib, report.gateway_rss_peak_mib
     );
+    let micros = |value: Option<f64>| value.map_or("n/a".to_owned(), |v| format!("{v:.1}"));
     println!(
-        "CPU: gateway {:.1} µs per request; broker {} µs per raw publish, {} µs per gateway request",
+        "CPU: gateway {:.1} µs per request; broker {} µs per raw publish, {} µs per gateway request, {} µs per raw publish of a gateway message",
         report.gateway_cpu_us_per_request,
-        report
-            .broker_cpu_us_per_message_raw
-            .map_or("n/a".to_owned(), |v| format!("{v:.1}")),
-        report
-            .broker_cpu_us_per_message_gateway
-            .map_or("n/a".to_owned(), |v| format!("{v:.1}")),
+        micros(report.broker_cpu_us_per_message_raw),
+        micros(report.broker_cpu_us_per_message_gateway),
+        micros(report.broker_cpu_us_per_message_raw_gateway_messages),
     );
 }
 
