@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hookmesh_tests::{TestDb, TestDir, eventually, query_pool, secrets, sign, unix_now};
+use hookmesh_tests::{TestDb, TestDir, eventually, free_port, query_pool, secrets, sign, unix_now};
 use serde_json::{Value, json};
 use sqlx::Row as _;
 use tokio::process::{Child, Command};
@@ -27,14 +27,6 @@ const RATE: u64 = 60;
 const PATIENCE: Duration = Duration::from_secs(60);
 /// Trading sweeps triggered during the run.
 const SWEEPS: usize = 6;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One nats-server of the cluster, killed and restarted on the same ports
 /// and store.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use hookmesh_tests::{TestDir, eventually, sign, stream_messages, unix_now};
+use hookmesh_tests::{TestDir, eventually, free_port, sign, stream_messages, unix_now};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -111,14 +111,6 @@ async fn send_buddy_webhook(gateway: &str, secret: &str) -> serde_json::Value {
     let response = post_buddy_webhook(gateway, secret, "evt-up-1").await;
     assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
     response.json().await.unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

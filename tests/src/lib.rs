@@ -275,6 +275,16 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// A TCP port free on 127.0.0.1 at the time of asking, for a child process
+/// to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a local port is free")
+        .local_addr()
+        .expect("a bound socket has an address")
+        .port()
+}
+
 /// How each source signs a body, as its producers do.
 pub mod sign {
     use super::*;

@@ -23,9 +23,10 @@ pub async fn ask(
     client: &async_nats::Client,
     service: &str,
     subject: &'static str,
-    request: Vec<u8>,
+    request: &impl serde::Serialize,
     trace: &TraceContext,
 ) -> Result<Bytes, Rejection> {
+    let request = serde_json::to_vec(request).expect("queries serialise");
     let mut headers = HeaderMap::new();
     headers.insert(TRACEPARENT, trace.traceparent.as_str());
     headers.insert(CORRELATION_ID, trace.correlation_id.as_str());

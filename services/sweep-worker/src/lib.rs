@@ -42,7 +42,7 @@ use hookmesh_nats::definitions::{
 use hookmesh_nats::{ConsumerDefinition, STREAMS, ensure_bucket, ensure_streams};
 use hookmesh_runtime::consume::{self, ConsumeSettings};
 use hookmesh_runtime::db::{self, Backend, DbError};
-use hookmesh_runtime::metrics::ConsumeFamilies;
+use hookmesh_runtime::metrics::{ConsumeFamilies, ConsumeMetrics};
 use hookmesh_runtime::ops::{self, Check, DatabaseHealth};
 use hookmesh_runtime::outbox::Outbox;
 use hookmesh_runtime::{BoxError, supervise};
@@ -210,6 +210,75 @@ fn check_retry_delays(delays: &[Duration]) -> Result<(), StartError> {
     }
 }
 
+/// One of the four consume loops, as `supervise` restarts it: everything it
+/// needs to ensure its definitions and consume again from scratch.
+#[derive(Clone)]
+struct ConsumeLoop {
+    js: jetstream::Context,
+    store: SweepStore,
+    api: TradingApi,
+    http: reqwest::Client,
+    metrics: SweepMetrics,
+    database: DatabaseHealth,
+    consuming: Arc<AtomicUsize>,
+    settings: Arc<SweepSettings>,
+    consume_metrics: ConsumeMetrics,
+    shutdown: watch::Receiver<bool>,
+    step: Step,
+    definition: ConsumerDefinition,
+    max_batch: usize,
+}
+
+impl ConsumeLoop {
+    async fn run(self) -> Result<(), BoxError> {
+        let Self {
+            js,
+            store,
+            api,
+            http,
+            metrics,
+            database,
+            consuming,
+            settings,
+            consume_metrics,
+            shutdown,
+            step,
+            definition,
+            max_batch,
+        } = self;
+        let replicas = settings.stream_replicas;
+        ensure_streams(&js, STREAMS, replicas).await?;
+        ensure_bucket(&js, &SWEEP_JOBS_BUCKET, replicas).await?;
+        let known_jobs = js
+            .get_key_value(SWEEP_JOBS_BUCKET.bucket)
+            .await
+            .map_err(|e| format!("cannot open KV bucket {}: {e}", SWEEP_JOBS_BUCKET.bucket))?;
+        let worker = Worker {
+            store,
+            api,
+            known_jobs,
+            js: js.clone(),
+            settings,
+            metrics,
+            database,
+            http,
+            shutdown: shutdown.clone(),
+        };
+        let handler = Arc::new(StepHandler { worker, step });
+        let consume_settings = ConsumeSettings {
+            definition,
+            replicas,
+            max_batch,
+            max_wait: Duration::ZERO,
+            concurrency: 1,
+        };
+        consuming.fetch_add(1, Ordering::Relaxed);
+        let consumed = consume::run(js, consume_settings, handler, consume_metrics, shutdown).await;
+        consuming.fetch_sub(1, Ordering::Relaxed);
+        consumed.map_err(BoxError::from)
+    }
+}
+
 impl SweepWorker {
     /// Opens the database (applying migrations), then runs the four consume
     /// loops, the outbox and the read API until `shutdown`. Each loop
@@ -247,85 +316,25 @@ impl SweepWorker {
         tracing::info!(trading_api = %api.base_url(), public_url = %settings.public_url, "Sweep-worker starting.");
 
         for (step, definition, label, max_batch) in LOOPS {
-            let (js, store, api, http, metrics, database, consuming, settings, stop) = (
-                js.clone(),
-                store.clone(),
-                api.clone(),
-                http.clone(),
-                metrics.clone(),
-                database.clone(),
-                consuming.clone(),
-                settings.clone(),
-                shutdown.clone(),
-            );
-            let consume_metrics = consume_metrics.consumer(label);
+            let consume_loop = ConsumeLoop {
+                js: js.clone(),
+                store: store.clone(),
+                api: api.clone(),
+                http: http.clone(),
+                metrics: metrics.clone(),
+                database: database.clone(),
+                consuming: consuming.clone(),
+                settings: settings.clone(),
+                consume_metrics: consume_metrics.consumer(label),
+                shutdown: shutdown.clone(),
+                step,
+                definition,
+                max_batch,
+            };
             tasks.push(tokio::spawn(supervise(
                 label,
                 shutdown.clone(),
-                move || {
-                    let (
-                        js,
-                        store,
-                        api,
-                        http,
-                        metrics,
-                        database,
-                        consuming,
-                        settings,
-                        stop,
-                        consume_metrics,
-                    ) = (
-                        js.clone(),
-                        store.clone(),
-                        api.clone(),
-                        http.clone(),
-                        metrics.clone(),
-                        database.clone(),
-                        consuming.clone(),
-                        settings.clone(),
-                        stop.clone(),
-                        consume_metrics.clone(),
-                    );
-                    async move {
-                        let replicas = settings.stream_replicas;
-                        ensure_streams(&js, STREAMS, replicas).await?;
-                        ensure_bucket(&js, &SWEEP_JOBS_BUCKET, replicas).await?;
-                        let known_jobs =
-                            js.get_key_value(SWEEP_JOBS_BUCKET.bucket)
-                                .await
-                                .map_err(|e| {
-                                    format!(
-                                        "cannot open KV bucket {}: {e}",
-                                        SWEEP_JOBS_BUCKET.bucket
-                                    )
-                                })?;
-                        let worker = Worker {
-                            store,
-                            api,
-                            known_jobs,
-                            js: js.clone(),
-                            settings: settings.clone(),
-                            metrics,
-                            database,
-                            http,
-                            shutdown: stop.clone(),
-                        };
-                        let handler = Arc::new(StepHandler { worker, step });
-                        let consume_settings = ConsumeSettings {
-                            definition,
-                            replicas,
-                            max_batch,
-                            max_wait: Duration::ZERO,
-                            concurrency: 1,
-                        };
-                        consuming.fetch_add(1, Ordering::Relaxed);
-                        let consumed =
-                            consume::run(js, consume_settings, handler, consume_metrics, stop)
-                                .await;
-                        consuming.fetch_sub(1, Ordering::Relaxed);
-                        consumed.map_err(BoxError::from)
-                    }
-                },
+                move || consume_loop.clone().run(),
             )));
         }
         tasks.push(tokio::spawn(outbox.run(js, |_| {}, shutdown.clone())));

@@ -107,6 +107,21 @@ fn job_from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
     })
 }
 
+/// One job by id, through the pool or inside a transaction.
+async fn fetch_job<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    job_id: &str,
+) -> Result<Option<JobRow>, sqlx::Error> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM pipeline_jobs WHERE id = $1");
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(job_id)
+        .fetch_optional(executor)
+        .await?
+        .as_ref()
+        .map(job_from_row)
+        .transpose()
+}
+
 fn result_from_row(row: &AnyRow) -> Result<SweepResult, sqlx::Error> {
     let strategy: String = row.try_get("strategy_type")?;
     let period = |column: &str| -> Result<u32, sqlx::Error> {
@@ -222,12 +237,9 @@ impl SweepStore {
                 .write(&mut tx, &[event], now.unix_millis())
                 .await?;
         }
-        let sql = format!("SELECT {JOB_COLUMNS} FROM pipeline_jobs WHERE id = $1");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(job_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let job = job_from_row(&row)?;
+        let job = fetch_job(&mut *tx, job_id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
         tx.commit().await?;
         if inserted {
             self.outbox.nudge();
@@ -236,14 +248,7 @@ impl SweepStore {
     }
 
     pub async fn job(&self, job_id: &str) -> Result<Option<JobRow>, sqlx::Error> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM pipeline_jobs WHERE id = $1");
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(job_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(job_from_row)
-            .transpose()
+        fetch_job(&self.pool, job_id).await
     }
 
     /// Notes the Trading API's id of the sweep, and moves a QUEUED job to

@@ -19,7 +19,7 @@ use crate::Gateway;
 use crate::error::Rejection;
 use crate::publish::OutgoingEvent;
 use crate::trace::TraceContext;
-use crate::verify::{hex_encode, verify_api_key};
+use crate::verify::hex_encode;
 
 #[derive(Serialize)]
 struct RegistrationAccepted {
@@ -41,10 +41,7 @@ pub(super) async fn register(
     body: Body,
 ) -> Result<Response, Rejection> {
     let body = read_json_body(gateway.config.max_body_bytes, &headers, body).await?;
-    let tenant = gateway
-        .authenticated("api", verify_api_key(&gateway.config.api_keys, &headers))?
-        .clone();
-    gateway.admit(&format!("api:{tenant}"))?;
+    let tenant = gateway.api_tenant(&headers)?;
     let registration =
         CampaignRegistration::parse(&parse_json(&body).map_err(Rejection::Malformed)?)
             .map_err(Rejection::Invalid)?;

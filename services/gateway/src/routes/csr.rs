@@ -2,33 +2,22 @@
 //! journeys, answered by the csr-consumer and scoped to the caller's tenant.
 
 use axum::Extension;
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use hookmesh_contracts::ValidationErrors;
 use hookmesh_contracts::csr::{JourneyQuery, JourneyReport, MetricsQuery};
 use hookmesh_contracts::subjects::{CSR_JOURNEY_ENDPOINT, CSR_METRICS_ENDPOINT};
 use time::{Date, Duration, OffsetDateTime};
 
-use super::query_value;
+use super::{json_answer, query_value};
 use crate::Gateway;
 use crate::error::Rejection;
 use crate::reads::ask;
 use crate::trace::TraceContext;
-use crate::verify::verify_api_key;
 
 /// Days shown when `from` is not given.
 const DEFAULT_DAYS: i64 = 30;
-
-fn json(body: Bytes) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
-}
 
 fn parse_day(text: &str) -> Option<Date> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
@@ -43,10 +32,7 @@ pub(super) async fn metrics(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
-    let tenant = gateway
-        .authenticated("api", verify_api_key(&gateway.config.api_keys, &headers))?
-        .clone();
-    gateway.admit(&format!("api:{tenant}"))?;
+    let tenant = gateway.api_tenant(&headers)?;
     let mut errors = ValidationErrors::new();
     let program = query_value(query.as_deref(), "program").filter(|p| !p.is_empty());
     if program.is_none() {
@@ -78,11 +64,11 @@ pub(super) async fn metrics(
         gateway.publisher.client(),
         "CSR",
         CSR_METRICS_ENDPOINT,
-        serde_json::to_vec(&request).expect("queries serialise"),
+        &request,
         &trace,
     )
     .await?;
-    Ok(json(answer))
+    Ok(json_answer(answer))
 }
 
 /// `GET /api/csr/participants/{id}/journey`: the participant's journey in
@@ -93,10 +79,7 @@ pub(super) async fn journey(
     Path(participant): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
-    let tenant = gateway
-        .authenticated("api", verify_api_key(&gateway.config.api_keys, &headers))?
-        .clone();
-    gateway.admit(&format!("api:{tenant}"))?;
+    let tenant = gateway.api_tenant(&headers)?;
     let request = JourneyQuery {
         tenant_id: tenant,
         participant_id: participant.clone(),
@@ -105,7 +88,7 @@ pub(super) async fn journey(
         gateway.publisher.client(),
         "CSR",
         CSR_JOURNEY_ENDPOINT,
-        serde_json::to_vec(&request).expect("queries serialise"),
+        &request,
         &trace,
     )
     .await?;
@@ -117,5 +100,5 @@ pub(super) async fn journey(
             "no journey for participant {participant:?}"
         )));
     }
-    Ok(json(answer))
+    Ok(json_answer(answer))
 }

@@ -24,14 +24,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hookmesh_contracts::ValidationErrors;
+use hookmesh_contracts::{TenantId, ValidationErrors};
 
 use crate::Gateway;
 use crate::error::{RefusalNote, Rejection};
 use crate::publish::{OutgoingEvent, Published};
 use crate::trace::{CORRELATION_ID, TraceContext};
-use crate::verify::AuthError;
 use crate::verify::sources::Clock;
+use crate::verify::{AuthError, verify_api_key};
 
 /// Builds the router over `gateway`.
 pub fn router(gateway: Gateway) -> Router {
@@ -213,6 +213,16 @@ impl Gateway {
             .map_err(|retry_after| Rejection::RateLimited { retry_after })
     }
 
+    /// The tenant whose API key the request carries, after taking one
+    /// request from that tenant's rate limit.
+    fn api_tenant(&self, headers: &HeaderMap) -> Result<TenantId, Rejection> {
+        let tenant = self
+            .authenticated("api", verify_api_key(&self.config.api_keys, headers))?
+            .clone();
+        self.admit(&format!("api:{tenant}"))?;
+        Ok(tenant)
+    }
+
     /// Publishes and waits for JetStream's acknowledgements.
     async fn publish(
         &self,
@@ -284,6 +294,16 @@ fn percent_decode(text: &str) -> Option<String> {
 /// 202 with a JSON body.
 fn accepted(body: impl serde::Serialize) -> Response {
     (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+}
+
+/// 200 with a service's JSON answer, passed through as it came.
+fn json_answer(body: Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
@@ -23,35 +23,17 @@ use hookmesh_contracts::sweep_jobs::{
 };
 use hookmesh_contracts::{TenantId, Timestamp, ValidationErrors};
 
-use super::query_value;
+use super::{json_answer, query_value};
 use crate::Gateway;
 use crate::error::Rejection;
 use crate::reads::ask;
 use crate::trace::TraceContext;
-use crate::verify::verify_api_key;
 
 /// Jobs per page when `limit` is not given.
 const DEFAULT_PAGE: u32 = 20;
 /// How long a finished job's stream waits for history before it shows the
 /// job's final state itself.
 const HISTORY_WAIT: Duration = Duration::from_secs(2);
-
-fn json(body: Bytes) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
-}
-
-fn tenant_of(gateway: &Gateway, headers: &HeaderMap) -> Result<TenantId, Rejection> {
-    let tenant = gateway
-        .authenticated("api", verify_api_key(&gateway.config.api_keys, headers))?
-        .clone();
-    gateway.admit(&format!("api:{tenant}"))?;
-    Ok(tenant)
-}
 
 /// The job from the sweep-worker; a job accepted but not taken by it yet
 /// is shown QUEUED from the job registry.
@@ -73,7 +55,7 @@ async fn fetch_job(
         gateway.publisher.client(),
         "sweep",
         SWEEP_JOB_ENDPOINT,
-        serde_json::to_vec(&request).expect("queries serialise"),
+        &request,
         trace,
     )
     .await;
@@ -97,8 +79,10 @@ pub(super) async fn job(
     Path(job_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
-    let tenant = tenant_of(&gateway, &headers)?;
-    Ok(json(fetch_job(&gateway, tenant, job_id, &trace).await?))
+    let tenant = gateway.api_tenant(&headers)?;
+    Ok(json_answer(
+        fetch_job(&gateway, tenant, job_id, &trace).await?,
+    ))
 }
 
 /// `GET /api/pipelines?status=&limit=&cursor=`: the tenant's jobs, newest
@@ -109,7 +93,7 @@ pub(super) async fn list(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
-    let tenant = tenant_of(&gateway, &headers)?;
+    let tenant = gateway.api_tenant(&headers)?;
     let mut errors = ValidationErrors::new();
     let status = query_value(query.as_deref(), "status").and_then(|text| {
         let parsed = text.to_ascii_uppercase().parse::<JobStatus>();
@@ -145,11 +129,11 @@ pub(super) async fn list(
         gateway.publisher.client(),
         "sweep",
         SWEEP_LIST_ENDPOINT,
-        serde_json::to_vec(&request).expect("queries serialise"),
+        &request,
         &trace,
     )
     .await?;
-    Ok(json(answer))
+    Ok(json_answer(answer))
 }
 
 /// The final state of a finished job, as an event, for a stream whose
@@ -196,7 +180,7 @@ pub(super) async fn events(
     Path(job_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
-    let tenant = tenant_of(&gateway, &headers)?;
+    let tenant = gateway.api_tenant(&headers)?;
     let snapshot = fetch_job(&gateway, tenant, job_id.clone(), &trace).await?;
     let job: PipelineJob = serde_json::from_slice(&snapshot).map_err(|e| {
         Rejection::ServiceUnavailable(format!("the sweep service answered unreadably: {e}"))

@@ -19,7 +19,7 @@ use crate::Gateway;
 use crate::error::Rejection;
 use crate::publish::OutgoingEvent;
 use crate::trace::TraceContext;
-use crate::verify::{hex_encode, random_bytes, verify_api_key, verify_callback};
+use crate::verify::{hex_encode, random_bytes, verify_callback};
 
 const TRIGGER_SOURCE: &str = "/api/pipelines/trigger";
 
@@ -71,10 +71,7 @@ pub(super) async fn trigger(
     body: Body,
 ) -> Result<Response, Rejection> {
     let body = read_json_body(gateway.config.max_body_bytes, &headers, body).await?;
-    let tenant = gateway
-        .authenticated("api", verify_api_key(&gateway.config.api_keys, &headers))?
-        .clone();
-    gateway.admit(&format!("api:{tenant}"))?;
+    let tenant = gateway.api_tenant(&headers)?;
     let trigger = SweepTrigger::parse(&parse_json(&body).map_err(Rejection::Malformed)?)
         .map_err(Rejection::Invalid)?;
     let job_id = job_id(&tenant, idempotency_key(&headers)?);
