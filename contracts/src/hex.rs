@@ -1,5 +1,7 @@
 //! Lowercase hexadecimal, as signatures, tokens and key digests are
-//! written on the wire.
+//! written on the wire, and random bytes for ids and secrets.
+
+use ring::rand::{SecureRandom as _, SystemRandom};
 
 /// `[0x00, 0x7f, 0xab]` → `"007fab"`.
 pub fn encode(bytes: &[u8]) -> String {
@@ -12,11 +14,57 @@ pub fn encode(bytes: &[u8]) -> String {
     text
 }
 
+/// Hex of either case; `None` for odd lengths or other characters.
+pub fn decode(text: &str) -> Option<Vec<u8>> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() % 2 != 0 {
+        return None;
+    }
+    bytes
+        .chunks_exact(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect()
+}
+
+/// Random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the operating system's random source is available");
+    bytes
+}
+
+/// `N` random bytes as hex: an id or a secret nobody can guess.
+pub fn random<const N: usize>() -> String {
+    encode(&random_bytes::<N>())
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn bytes_become_two_lowercase_digits_each() {
-        assert_eq!(super::encode(&[0x00, 0x7f, 0xab, 0xff]), "007fabff");
-        assert_eq!(super::encode(&[]), "");
+    fn bytes_become_two_lowercase_digits_each_and_back() {
+        let bytes = [0x00, 0x7f, 0xab, 0xff];
+        assert_eq!(encode(&bytes), "007fabff");
+        assert_eq!(encode(&[]), "");
+        assert_eq!(decode("007FABff").unwrap(), bytes);
+        assert_eq!(decode("abc"), None);
+        assert_eq!(decode("zz"), None);
+    }
+
+    #[test]
+    fn random_values_differ_and_have_their_length() {
+        assert_ne!(random::<16>(), random::<16>());
+        assert_eq!(random::<12>().len(), 24);
     }
 }

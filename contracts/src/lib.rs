@@ -20,6 +20,7 @@ pub mod ci;
 pub mod csr;
 pub mod delivery;
 pub mod envelope;
+pub mod health;
 pub mod hex;
 pub mod schemas;
 pub mod subjects;

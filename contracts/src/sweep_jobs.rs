@@ -2,7 +2,10 @@
 //! job emits as it moves (`sweeps.jobs.<job>.<event>`), the deadline the
 //! worker sets itself, and the read API's queries and answers.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use ring::digest;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::envelope::{EventData, SchemaId};
@@ -18,13 +21,55 @@ use crate::validation::{
 /// `job_type` of every trading sweep (000's PipelineJob).
 pub const TRADING_SWEEP: &str = "trading-sweep";
 
-/// Whether `id` can name a job: 1–64 of `A-Za-z0-9_-`, so that it is one
-/// NATS subject token and one KV key.
-pub fn is_valid_job_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+/// A sweep job's id: 1–64 of `A-Za-z0-9_-`, so that it is one NATS subject
+/// token and one KV key as it is. Checked once, where an id comes in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct JobId(#[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] String);
+
+impl JobId {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let valid = (1..=64).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err("must be 1-64 of A-Z, a-z, 0-9, _ and -".to_owned())
+        }
+    }
+
+    /// The id of a job a tenant triggers: derived from the tenant and the
+    /// request's `Idempotency-Key` when it sends one (a retried trigger
+    /// names the same job), random otherwise.
+    pub fn for_trigger(tenant: &TenantId, idempotency_key: Option<&str>) -> Self {
+        let entropy = match idempotency_key {
+            Some(key) => {
+                let digest = digest::digest(&digest::SHA256, format!("{tenant}\n{key}").as_bytes());
+                crate::hex::encode(&digest.as_ref()[..12])
+            }
+            None => crate::hex::random::<12>(),
+        };
+        Self(format!("job_{entropy}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for JobId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 str_enum! {
@@ -184,11 +229,7 @@ impl EventData for SweepJobEvent {
 /// A leaf parser for job ids.
 pub fn job_id(value: &Value) -> Result<String, String> {
     let id = string(1, 64)(value)?;
-    if is_valid_job_id(&id) {
-        Ok(id)
-    } else {
-        Err("must be 1-64 of A-Z, a-z, 0-9, _ and -".to_owned())
-    }
+    JobId::parse(&id).map(|_| id)
 }
 
 /// The reminder the worker leaves itself when it submits a sweep
@@ -236,9 +277,9 @@ pub struct RecordedJob {
 
 impl RecordedJob {
     /// The job as the read API shows it before the sweep-worker has it.
-    pub fn queued_view(self, job_id: &str) -> PipelineJob {
+    pub fn queued_view(self, job_id: &JobId) -> PipelineJob {
         PipelineJob {
-            id: job_id.to_owned(),
+            id: job_id.as_str().to_owned(),
             tenant_id: self.tenant_id,
             job_type: TRADING_SWEEP.to_owned(),
             status: JobStatus::Queued,
@@ -259,7 +300,7 @@ impl RecordedJob {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobQuery {
     pub tenant_id: TenantId,
-    pub job_id: String,
+    pub job_id: JobId,
 }
 
 /// Most jobs one page lists.
@@ -317,6 +358,30 @@ pub struct PipelineJob {
     pub results: Option<Vec<SweepResult>>,
 }
 
+impl PipelineJob {
+    /// The job's final state as an event, for a watcher whose job is over
+    /// and whose events are gone from the stream.
+    pub fn final_event(&self) -> SweepJobEvent {
+        SweepJobEvent {
+            job_id: self.id.clone(),
+            event: JobEventName::of(self.status),
+            status: self.status,
+            done: true,
+            ticker: self.parameters.ticker.clone(),
+            strategy_type: self.parameters.strategy_type,
+            percent: None,
+            message: self
+                .error_message
+                .clone()
+                .unwrap_or_else(|| format!("The job is {}", self.status)),
+            metrics: self.metrics,
+            best: self.result.as_ref().and_then(|r| r.best.clone()),
+            error_message: self.error_message.clone(),
+            at: self.completed_at.unwrap_or_else(Timestamp::now),
+        }
+    }
+}
+
 /// Answer of `hookmesh.sweeps.list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PipelineJobPage {
@@ -347,11 +412,24 @@ mod tests {
 
     #[test]
     fn job_ids_are_single_subject_tokens() {
-        assert!(is_valid_job_id("job_0123456789abcdef01234567"));
-        assert!(!is_valid_job_id(""));
-        assert!(!is_valid_job_id("a.b"));
-        assert!(!is_valid_job_id("a*"));
-        assert!(!is_valid_job_id(&"x".repeat(65)));
+        assert!(JobId::parse("job_0123456789abcdef01234567").is_ok());
+        assert!(JobId::parse("").is_err());
+        assert!(JobId::parse("a.b").is_err());
+        assert!(JobId::parse("a*").is_err());
+        assert!(JobId::parse(&"x".repeat(65)).is_err());
+        assert!(serde_json::from_str::<JobId>(r#""../x""#).is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_give_stable_tenant_scoped_job_ids() {
+        let acme = TenantId::parse("acme").unwrap();
+        let globex = TenantId::parse("globex").unwrap();
+        let id = |tenant, key| JobId::for_trigger(tenant, key);
+        assert_eq!(id(&acme, Some("k1")), id(&acme, Some("k1")));
+        assert_ne!(id(&acme, Some("k1")), id(&globex, Some("k1")));
+        assert_ne!(id(&acme, None), id(&acme, None));
+        assert!(id(&acme, None).as_str().starts_with("job_"));
+        assert!(JobId::parse(id(&acme, Some("k")).as_str()).is_ok());
     }
 
     #[test]

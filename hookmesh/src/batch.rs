@@ -1,8 +1,5 @@
 //! `hookmesh batch-processor`, and the batch-processor inside `hookmesh up`.
 
-use std::time::Duration;
-
-use hookmesh_batch_processor::engine::enrich::EnrichSettings;
 use hookmesh_batch_processor::telemetry::BatchMetrics;
 use hookmesh_batch_processor::{BatchProcessor, BatchSettings};
 use hookmesh_runtime::metrics::ConsumeFamilies;
@@ -10,24 +7,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::AnyError;
-use crate::cli::{BatchArgs, BatchProcessorCommand, CommonArgs};
-
-/// The service's settings from the command line.
-pub fn settings(args: &BatchArgs, database_url: &str, common: &CommonArgs) -> BatchSettings {
-    BatchSettings {
-        database_url: database_url.to_owned(),
-        lookup_database_url: args.lookup_database_url.clone(),
-        stream_replicas: common.stream_replicas,
-        batch_size: args.batch_size,
-        batch_interval: Duration::from_millis(args.batch_interval_ms),
-        workers: args.batch_workers,
-        enrich: EnrichSettings {
-            timeout: Duration::from_millis(args.enrich_timeout_ms),
-            concurrency: args.enrich_concurrency,
-            ..EnrichSettings::default()
-        },
-    }
-}
+use crate::cli::{BatchProcessorCommand, CommonArgs};
 
 /// Connects and starts the batch-processor.
 pub async fn start(
@@ -48,7 +28,7 @@ pub async fn run(args: BatchProcessorCommand, common: CommonArgs) -> Result<(), 
     let consume = ConsumeFamilies::register(&mut registry);
     let metrics = BatchMetrics::register(&mut registry);
     let (stop, stopped) = watch::channel(false);
-    let settings = settings(&args.batch, &database_url, &common);
+    let settings = args.batch.settings(&database_url, common.stream_replicas);
     let service = start(&nats_url, settings, metrics, consume, stopped).await?;
     tracing::info!(ops = %args.service.ops_addr, database = %hookmesh_runtime::db::redacted(&database_url), batch = ?args.batch, "batch-processor running.");
     let readiness = service.readiness();

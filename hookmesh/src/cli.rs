@@ -4,9 +4,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::builder::TypedValueParser as _;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
+use hookmesh_batch_processor::config::BatchArgs;
+use hookmesh_csr_consumer::config::CsrArgs;
 use hookmesh_gateway::GatewayArgs;
+use hookmesh_runtime::db::DatabaseArgs;
+use hookmesh_sweep_worker::config::SweepArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,9 +95,6 @@ fn first_sentence(help: &str) -> &str {
 /// The broker a single service uses when NATS_URL is unset.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
-/// The database a single service uses when DATABASE_URL is unset.
-const DEFAULT_DATABASE_URL: &str = "sqlite://hookmesh.db?mode=rwc";
-
 /// Settings every service shares.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
@@ -152,7 +152,7 @@ pub enum Command {
     /// Run the HTTP gateway alone (one Kubernetes Deployment).
     Gateway(GatewayCommand),
     /// Run the csr-consumer alone: buddy events into CSR metrics and journeys (seed 002).
-    CsrConsumer(ServiceCommand),
+    CsrConsumer(CsrConsumerCommand),
     /// Run the batch-processor alone: provider delivery events (seed 004) and CI/CD pipeline
     /// events (seed 001) in batches.
     BatchProcessor(BatchProcessorCommand),
@@ -179,6 +179,9 @@ pub struct UpArgs {
     pub database: DatabaseArgs,
 
     #[command(flatten)]
+    pub csr: CsrArgs,
+
+    #[command(flatten)]
     pub batch: BatchArgs,
 
     #[command(flatten)]
@@ -186,38 +189,6 @@ pub struct UpArgs {
 
     #[command(flatten)]
     pub gateway: GatewayArgs,
-}
-
-/// The database of the consumer services.
-#[derive(Clone, Args)]
-pub struct DatabaseArgs {
-    /// Database of the consumer services: sqlite://<path> or postgres://user:password@host/db.
-    /// `up` defaults to sqlite://<data dir>/hookmesh.db, a single service to sqlite://hookmesh.db.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-}
-
-impl DatabaseArgs {
-    /// DATABASE_URL, or the single service's default.
-    pub fn url_or_default(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
-    }
-}
-
-impl std::fmt::Debug for DatabaseArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseArgs")
-            .field(
-                "database_url",
-                &self
-                    .database_url
-                    .as_deref()
-                    .map(hookmesh_runtime::db::redacted),
-            )
-            .finish()
-    }
 }
 
 /// A consumer service run on its own.
@@ -232,131 +203,21 @@ pub struct ServiceCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct CsrConsumerCommand {
+    #[command(flatten)]
+    pub service: ServiceCommand,
+
+    #[command(flatten)]
+    pub csr: CsrArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct BatchProcessorCommand {
     #[command(flatten)]
     pub service: ServiceCommand,
 
     #[command(flatten)]
     pub batch: BatchArgs,
-}
-
-/// How the batch-processor batches and enriches.
-#[derive(Clone, Args)]
-pub struct BatchArgs {
-    /// Most events per batch. A batch is handed over when it holds this many, or when its first
-    /// event has waited HOOKMESH_BATCH_INTERVAL_MS, whichever comes first.
-    #[arg(long, env = "HOOKMESH_BATCH_SIZE", default_value_t = hookmesh_batch_processor::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
-    pub batch_size: usize,
-
-    /// Longest the first event of a batch waits for the batch to fill, in milliseconds.
-    #[arg(long, env = "HOOKMESH_BATCH_INTERVAL_MS", default_value_t = hookmesh_batch_processor::DEFAULT_BATCH_INTERVAL.as_millis() as u64)]
-    pub batch_interval_ms: u64,
-
-    /// Batches of each family handled at once: while one waits on the database, the next is
-    /// read and deduplicated.
-    #[arg(long, env = "HOOKMESH_BATCH_WORKERS", default_value_t = hookmesh_batch_processor::DEFAULT_WORKERS, value_parser = clap::value_parser!(u16).range(1..=32).map(usize::from))]
-    pub batch_workers: usize,
-
-    /// Database the recipients are looked up in for enrichment (a read replica, say). Unset:
-    /// DATABASE_URL.
-    #[arg(long, env = "HOOKMESH_LOOKUP_DATABASE_URL", hide_env_values = true)]
-    pub lookup_database_url: Option<String>,
-
-    /// Longest a batch's enrichment lookups may take together, in milliseconds; events whose
-    /// lookup is late go on unenriched.
-    #[arg(long, env = "HOOKMESH_ENRICH_TIMEOUT_MS", default_value_t = 1000)]
-    pub enrich_timeout_ms: u64,
-
-    /// Enrichment lookups in flight at once.
-    #[arg(long, env = "HOOKMESH_ENRICH_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from))]
-    pub enrich_concurrency: usize,
-}
-
-impl std::fmt::Debug for BatchArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchArgs")
-            .field("batch_size", &self.batch_size)
-            .field("batch_interval_ms", &self.batch_interval_ms)
-            .field("batch_workers", &self.batch_workers)
-            .field(
-                "lookup_database_url",
-                &self
-                    .lookup_database_url
-                    .as_deref()
-                    .map(hookmesh_runtime::db::redacted),
-            )
-            .field("enrich_timeout_ms", &self.enrich_timeout_ms)
-            .field("enrich_concurrency", &self.enrich_concurrency)
-            .finish()
-    }
-}
-
-/// How the sweep-worker reaches the Trading API, waits for it and reports.
-#[derive(Clone, Args)]
-#[command(next_help_heading = "Sweep-worker")]
-pub struct SweepArgs {
-    /// Base URL of the Trading API (seed 003). Unset: `up` starts the built-in simulator;
-    /// `sweep-worker` refuses to start.
-    #[arg(long, env = "TRADING_API_URL")]
-    pub trading_api_url: Option<String>,
-
-    /// The Trading API's key, sent as X-API-Key. `up` generates one for the simulator.
-    #[arg(long, env = "TRADING_API_KEY", hide_env_values = true)]
-    pub trading_api_key: Option<String>,
-
-    /// Base URL at which the Trading API reaches the gateway's callback routes; each sweep's
-    /// callback URL is <this>/webhook/sweep-callback?job_id=…&token=…. Unset in `up`: the gateway's
-    /// own URL.
-    #[arg(long, env = "HOOKMESH_PUBLIC_URL")]
-    pub public_url: Option<String>,
-
-    /// Seconds a submitted sweep may go without a callback; then the Trading API is polled and
-    /// the job completed or failed (seed 000: one hour).
-    #[arg(
-        long,
-        env = "HOOKMESH_SWEEP_CALLBACK_TIMEOUT_SECS",
-        default_value_t = 3600.0
-    )]
-    pub callback_timeout_secs: f64,
-
-    /// Seconds between attempts while the Trading API is unavailable, comma-separated; when they
-    /// are used up the job fails with the reason (seed 000: 2, 4, 8).
-    #[arg(
-        long,
-        env = "HOOKMESH_SWEEP_RETRY_DELAYS",
-        value_delimiter = ',',
-        default_value = "2,4,8"
-    )]
-    pub retry_delays_secs: Vec<f64>,
-
-    /// Slack-compatible incoming webhook URL that hears of every COMPLETED and FAILED job. Unset:
-    /// no notifications.
-    #[arg(long, env = "HOOKMESH_NOTIFY_WEBHOOK_URL", hide_env_values = true)]
-    pub notify_webhook_url: Option<String>,
-
-    /// In `up` with the built-in simulator: how long each sweep runs there, in seconds.
-    #[arg(long, env = "HOOKMESH_SIM_RUN_TIME_SECS", default_value_t = 5.0)]
-    pub sim_run_time_secs: f64,
-}
-
-impl std::fmt::Debug for SweepArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SweepArgs")
-            .field("trading_api_url", &self.trading_api_url)
-            .field(
-                "trading_api_key",
-                &self.trading_api_key.as_ref().map(|_| "[set]"),
-            )
-            .field("public_url", &self.public_url)
-            .field("callback_timeout_secs", &self.callback_timeout_secs)
-            .field("retry_delays_secs", &self.retry_delays_secs)
-            .field(
-                "notify_webhook_url",
-                &self.notify_webhook_url.as_ref().map(|_| "[set]"),
-            )
-            .field("sim_run_time_secs", &self.sim_run_time_secs)
-            .finish()
-    }
 }
 
 #[derive(Args)]
@@ -513,6 +374,10 @@ pub struct CsrBenchArgs {
     /// Events in the backlog phase.
     #[arg(long, default_value_t = 5000)]
     pub backlog: usize,
+
+    /// Most events per batch (HOOKMESH_CSR_BATCH_SIZE).
+    #[arg(long, default_value_t = hookmesh_csr_consumer::DEFAULT_BATCH_SIZE)]
+    pub batch_size: usize,
 
     /// The database to measure (default: a scratch SQLite file).
     #[command(flatten)]

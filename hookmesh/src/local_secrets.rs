@@ -9,7 +9,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use hookmesh_gateway::verify::{hex_encode, random_bytes};
+use hookmesh_contracts::hex::{random, random_bytes};
 
 use crate::AnyError;
 use crate::cli::UpArgs;
@@ -30,13 +30,13 @@ fn always(_: &UpArgs) -> bool {
 }
 
 fn hex_secret() -> String {
-    hex_encode(&random_bytes::<32>())
+    random::<32>()
 }
 
 const SECRETS: &[LocalSecret] = &[
     LocalSecret {
         variable: "HOOKMESH_API_KEYS",
-        generate: || format!("local:hm_{}", hex_encode(&random_bytes::<24>())),
+        generate: || format!("local:hm_{}", random::<24>()),
         slot: |args| &mut args.gateway.api_keys,
         needed: always,
     },
@@ -89,7 +89,7 @@ const SECRETS: &[LocalSecret] = &[
     },
     LocalSecret {
         variable: "TRADING_API_KEY",
-        generate: || format!("sim_{}", hex_encode(&random_bytes::<16>())),
+        generate: || format!("sim_{}", random::<16>()),
         slot: |args| &mut args.sweep.trading_api_key,
         // Only the built-in simulator's key is ours to make up.
         needed: |args| args.sweep.trading_api_url.is_none(),

@@ -2,9 +2,8 @@
 //! built-in Trading API simulator that `up` runs when no `TRADING_API_URL`
 //! is set.
 
-use std::time::Duration;
-
 use hookmesh_runtime::metrics::ConsumeFamilies;
+use hookmesh_sweep_worker::config::{Endpoints, seconds};
 use hookmesh_sweep_worker::telemetry::SweepMetrics;
 use hookmesh_sweep_worker::{SweepSettings, SweepWorker};
 use hookmesh_trading_api_sim::{Knobs, SimConfig, Simulator};
@@ -12,51 +11,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::AnyError;
-use crate::cli::{CommonArgs, SweepArgs, SweepWorkerCommand};
-
-fn seconds(value: f64, variable: &str) -> Result<Duration, AnyError> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| format!("{variable}: {value} is not a number of seconds").into())
-}
-
-/// The Trading API, the public URL and the secret, decided by the caller.
-pub struct Endpoints<'a> {
-    pub trading_api_url: &'a str,
-    pub trading_api_key: &'a str,
-    pub public_url: &'a str,
-    pub callback_secret: &'a str,
-}
-
-/// The service's settings from the command line.
-pub fn settings(
-    args: &SweepArgs,
-    endpoints: Endpoints<'_>,
-    database_url: &str,
-    common: &CommonArgs,
-) -> Result<SweepSettings, AnyError> {
-    let mut settings = SweepSettings::new(
-        database_url,
-        endpoints.trading_api_url,
-        endpoints.trading_api_key,
-        endpoints.public_url,
-        endpoints.callback_secret.as_bytes(),
-    );
-    settings.stream_replicas = common.stream_replicas;
-    settings.callback_timeout = seconds(
-        args.callback_timeout_secs,
-        "HOOKMESH_SWEEP_CALLBACK_TIMEOUT_SECS",
-    )?;
-    settings.retry_delays = args
-        .retry_delays_secs
-        .iter()
-        .map(|delay| seconds(*delay, "HOOKMESH_SWEEP_RETRY_DELAYS"))
-        .collect::<Result<_, _>>()?;
-    settings.notify_url = args
-        .notify_webhook_url
-        .clone()
-        .filter(|url| !url.trim().is_empty());
-    Ok(settings)
-}
+use crate::cli::{CommonArgs, SweepWorkerCommand};
 
 /// Connects and starts the sweep-worker.
 pub async fn start(
@@ -119,7 +74,7 @@ pub async fn run(args: SweepWorkerCommand, common: CommonArgs) -> Result<(), Any
             "it signs the callback URLs, and the gateway needs the same one",
         )?,
     };
-    let settings = settings(sweep, endpoints, &database_url, &common)?;
+    let settings = sweep.settings(endpoints, &database_url, common.stream_replicas)?;
     let mut registry = Registry::default();
     let consume = ConsumeFamilies::register(&mut registry);
     let metrics = SweepMetrics::register(&mut registry);

@@ -139,8 +139,7 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
     let started = async {
         let csr = csr::start(
             &nats_url,
-            &database_url,
-            &common,
+            args.csr.settings(&database_url, common.stream_replicas),
             csr_metrics,
             consume.consumer("csr-consumer"),
             services_stopped.clone(),
@@ -148,7 +147,7 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
         .await?;
         let batch = batch::start(
             &nats_url,
-            batch::settings(&args.batch, &database_url, &common),
+            args.batch.settings(&database_url, common.stream_replicas),
             batch_metrics,
             consume.clone(),
             services_stopped.clone(),
@@ -182,13 +181,15 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
             .public_url
             .clone()
             .unwrap_or_else(|| gateway.url.clone());
-        let endpoints = sweep::Endpoints {
+        let endpoints = hookmesh_sweep_worker::config::Endpoints {
             trading_api_url: &trading_api_url,
             trading_api_key: args.sweep.trading_api_key.as_deref().unwrap_or_default(),
             public_url: &public_url,
             callback_secret: args.gateway.callback_secret.as_deref().unwrap_or_default(),
         };
-        let sweep_settings = sweep::settings(&args.sweep, endpoints, &database_url, &common)?;
+        let sweep_settings =
+            args.sweep
+                .settings(endpoints, &database_url, common.stream_replicas)?;
         let sweeps = sweep::start(
             &nats_url,
             sweep_settings,

@@ -7,10 +7,13 @@
 //!   actionable error when a change cannot be applied in place.
 //! - [`server`]: finding a recent enough `nats-server` and running it as the
 //!   embedded broker of `hookmesh up` and of the tests.
+//! - [`jobs`]: the registry of sweep jobs, shared by the gateway and the
+//!   sweep-worker.
 //! - [`connect`]: one way to open a client connection, with logged events.
 
 pub mod definitions;
 pub mod ensure;
+pub mod jobs;
 pub mod server;
 
 use std::time::Duration;

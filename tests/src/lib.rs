@@ -635,6 +635,7 @@ impl TestCsr {
             hookmesh_csr_consumer::CsrSettings {
                 database_url: database_url.to_owned(),
                 stream_replicas: 1,
+                batch_size: hookmesh_csr_consumer::DEFAULT_BATCH_SIZE,
             },
             metrics,
             parts.consume.consumer("csr-consumer"),
@@ -655,7 +656,7 @@ pub fn batch_settings(database_url: &str) -> hookmesh_batch_processor::BatchSett
         batch_size: 100,
         batch_interval: Duration::from_millis(50),
         workers: 2,
-        enrich: hookmesh_batch_processor::engine::enrich::EnrichSettings::default(),
+        enrich: hookmesh_batch_processor::enrich::EnrichSettings::default(),
     }
 }
 

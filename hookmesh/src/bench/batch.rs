@@ -622,8 +622,7 @@ pub async fn run(args: BatchBenchArgs, common: CommonArgs) -> Result<(), AnyErro
         .client;
     let js = jetstream::new(client);
     hookmesh_nats::ensure_streams(&js, hookmesh_nats::STREAMS, common.stream_replicas).await?;
-    let run_id =
-        hookmesh_gateway::verify::hex_encode(&hookmesh_gateway::verify::random_bytes::<3>());
+    let run_id = hookmesh_contracts::hex::random::<3>();
 
     let mut backends: Vec<&'static str> = Vec::new();
     if !args.no_sqlite {

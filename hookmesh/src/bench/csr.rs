@@ -119,7 +119,11 @@ struct RunningCsr {
     service: CsrConsumer,
 }
 
-async fn start_csr(nats_url: &str, database_url: &str) -> Result<RunningCsr, AnyError> {
+async fn start_csr(
+    nats_url: &str,
+    database_url: &str,
+    batch_size: usize,
+) -> Result<RunningCsr, AnyError> {
     let connection = hookmesh_nats::connect(nats_url, "hookmesh-bench-csr").await?;
     let mut registry = Registry::default();
     let consume = ConsumeFamilies::register(&mut registry).consumer("csr-consumer");
@@ -130,6 +134,7 @@ async fn start_csr(nats_url: &str, database_url: &str) -> Result<RunningCsr, Any
         CsrSettings {
             database_url: database_url.to_owned(),
             stream_replicas: 1,
+            batch_size,
         },
         metrics,
         consume,
@@ -170,13 +175,13 @@ pub async fn run(args: CsrBenchArgs, common: CommonArgs) -> Result<(), AnyError>
         hookmesh_runtime::db::Backend::Sqlite => "sqlite",
         hookmesh_runtime::db::Backend::Postgres => "postgres",
     };
-    let run = hookmesh_gateway::verify::hex_encode(&hookmesh_gateway::verify::random_bytes::<4>());
+    let run = hookmesh_contracts::hex::random::<4>();
     let client = hookmesh_nats::connect(&nats_url, "hookmesh-bench")
         .await?
         .client;
     let js = jetstream::new(client);
     hookmesh_nats::ensure_streams(&js, hookmesh_nats::STREAMS, common.stream_replicas).await?;
-    let csr = start_csr(&nats_url, &database_url).await?;
+    let csr = start_csr(&nats_url, &database_url, args.batch_size).await?;
     let pool = hookmesh_runtime::db::connect(&database_url).await?;
     eprintln!(
         "hookmesh bench csr: {} events/s for {} s, then a backlog of {} events, on {backend}",
@@ -214,7 +219,7 @@ pub async fn run(args: CsrBenchArgs, common: CommonArgs) -> Result<(), AnyError>
     for index in 0..args.backlog as u64 {
         publish(&js, &backlog_run, index).await?;
     }
-    let csr = start_csr(&nats_url, &database_url).await?;
+    let csr = start_csr(&nats_url, &database_url, args.batch_size).await?;
     let draining = Instant::now();
     wait_applied(
         &pool,

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use hookmesh_gateway::trace::TRACEPARENT;
-use hookmesh_gateway::verify::{StandardWebhooksKeys, random_bytes};
+use hookmesh_gateway::verify::StandardWebhooksKeys;
 use hookmesh_nats::{STREAMS, ensure_streams};
 use serde::Serialize;
 use tokio::net::TcpStream;
@@ -191,7 +191,7 @@ async fn raw_phase(
     message: &RawMessage,
     args: &GatewayBenchArgs,
 ) -> Phase {
-    let run = hookmesh_gateway::verify::hex_encode(&random_bytes::<4>());
+    let run = hookmesh_contracts::hex::random::<4>();
     drive(
         name,
         args.concurrency,
@@ -295,7 +295,7 @@ fn content_length(head: &[u8]) -> Option<usize> {
 
 async fn http_phase(address: &str, body: &Bytes, args: &GatewayBenchArgs) -> Phase {
     let keys = StandardWebhooksKeys::parse(SECRET).expect("the bench secret parses");
-    let run = hookmesh_gateway::verify::hex_encode(&random_bytes::<4>());
+    let run = hookmesh_contracts::hex::random::<4>();
     drive(
         "gateway (HTTP 202)",
         args.concurrency,

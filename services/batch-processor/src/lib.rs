@@ -2,8 +2,11 @@
 //! (seed 004) and CI/CD pipeline events (seed 001), as two families over
 //! one batch engine:
 //!
-//! - [`engine`]: buffering, the memory and KV dedup layers, enrichment, and
-//!   the mapping of a batch's result to acks, naks and dead letters;
+//! - the runtime's engine: buffering, the memory and KV dedup layers, one
+//!   transaction per batch, and the mapping of a batch's result to acks,
+//!   naks and dead letters;
+//! - [`enrich`]: seed 004's cached, batched, bounded lookups (the delivery
+//!   family's recipients);
 //! - [`delivery`]: recipients, forward-only statuses, bounded campaign
 //!   counters and campaign completion;
 //! - [`ci`]: runs, failure classification, per-repository counters and
@@ -16,12 +19,12 @@
 //! commits.
 
 pub mod ci;
+pub mod config;
 pub mod delivery;
-pub mod engine;
+pub mod enrich;
 pub mod telemetry;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -29,25 +32,23 @@ use hookmesh_nats::definitions::{
     CAMPAIGN_CONSUMER, CI_CONSUMER, DELIVERY_CONSUMER, WEBHOOK_DEDUP_BUCKET,
 };
 use hookmesh_nats::{ConsumerDefinition, STREAMS, ensure_streams};
-use hookmesh_runtime::consume::{self, ConsumeSettings};
+use hookmesh_runtime::Loops;
+use hookmesh_runtime::consume::ConsumeSettings;
 use hookmesh_runtime::db::{self, Backend, DbError};
-use hookmesh_runtime::kv::SeenKeys;
+use hookmesh_runtime::engine::{BatchHandler, Deduplicator, Family};
 use hookmesh_runtime::metrics::ConsumeFamilies;
 use hookmesh_runtime::ops::{self, Check, DatabaseHealth};
 use hookmesh_runtime::outbox::Outbox;
-use hookmesh_runtime::{BoxError, supervise};
+use hookmesh_runtime::publish::JetStreamSink;
 use sqlx::migrate::Migrator;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::ci::CiFamily;
 use crate::ci::store::CiStore;
 use crate::delivery::DeliveryFamily;
 use crate::delivery::registration::RegistrationHandler;
 use crate::delivery::store::{DeliveryStore, RecipientLookup};
-use crate::engine::dedup::Deduplicator;
-use crate::engine::enrich::{EnrichSettings, Enricher};
-use crate::engine::{BatchHandler, Family};
+use crate::enrich::{EnrichSettings, Enricher};
 use crate::telemetry::BatchMetrics;
 
 /// The batch-processor's migrations (versions 3xxx).
@@ -84,17 +85,16 @@ pub struct BatchSettings {
 pub struct BatchProcessor {
     client: async_nats::Client,
     database: DatabaseHealth,
-    /// Families whose consume loop is running.
-    consuming: Arc<AtomicUsize>,
     delivery: DeliveryStore,
     ci: CiStore,
-    tasks: Vec<JoinHandle<()>>,
+    loops: Loops,
 }
 
 impl BatchProcessor {
     /// Opens the database (applying migrations) and starts both families'
-    /// consume loops, the outbox and the queue-depth gauge. Each loop
-    /// survives broker and database outages by restarting with backoff.
+    /// consume loops, the registrations', the outbox and the queue-depth
+    /// gauge. Each loop survives broker and database outages by restarting
+    /// with backoff.
     pub async fn start(
         client: async_nats::Client,
         settings: BatchSettings,
@@ -114,53 +114,79 @@ impl BatchProcessor {
         let delivery = DeliveryStore::new(pool.clone(), backend, outbox.clone());
         let ci = CiStore::new(pool.clone(), backend, outbox.clone());
         let database = DatabaseHealth::default();
-        let consuming = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
+        let mut loops = Loops::new(shutdown.clone());
 
-        let consume = Consume {
+        let families = Families {
             js: js.clone(),
             settings: settings.clone(),
             metrics: metrics.clone(),
-            consume_metrics,
+            consume_metrics: consume_metrics.clone(),
             database: database.clone(),
-            consuming: consuming.clone(),
-            shutdown: shutdown.clone(),
         };
         {
             let (delivery, metrics, enrich) =
                 (delivery.clone(), metrics.clone(), settings.enrich.clone());
-            tasks.push(
-                consume.spawn(DELIVERY_CONSUMER, "batch-processor-delivery", move || {
+            families.consume(
+                &mut loops,
+                DELIVERY_CONSUMER,
+                "batch-processor-delivery",
+                move || {
                     let enricher = Enricher::new(
                         RecipientLookup::new(lookup_pool.clone(), lookup_backend),
                         enrich.clone(),
                         metrics.clone(),
                     );
                     DeliveryFamily::new(delivery.clone(), enricher, metrics.clone())
-                }),
+                },
             );
         }
         {
             let (ci, metrics) = (ci.clone(), metrics.clone());
-            tasks.push(consume.spawn(CI_CONSUMER, "batch-processor-ci", move || {
+            families.consume(&mut loops, CI_CONSUMER, "batch-processor-ci", move || {
                 CiFamily::new(ci.clone(), metrics.clone())
-            }));
+            });
         }
-        tasks.push(consume.spawn_registrations(delivery.clone()));
-        tasks.push(tokio::spawn(outbox.run(
-            js.clone(),
+        {
+            let (js, store, metrics, database) = (
+                js.clone(),
+                delivery.clone(),
+                metrics.clone(),
+                database.clone(),
+            );
+            let replicas = settings.stream_replicas;
+            loops.consume(
+                js.clone(),
+                ConsumeSettings {
+                    definition: CAMPAIGN_CONSUMER,
+                    replicas,
+                    max_batch: 8,
+                    max_wait: Duration::ZERO,
+                    concurrency: 1,
+                },
+                consume_metrics.consumer("batch-processor-campaigns"),
+                move || {
+                    let (js, store, metrics, database) =
+                        (js.clone(), store.clone(), metrics.clone(), database.clone());
+                    async move {
+                        ensure_streams(&js, STREAMS, replicas).await?;
+                        Ok(RegistrationHandler::new(store, metrics, database))
+                    }
+                },
+            );
+        }
+        loops.spawn(outbox.run(
+            Arc::new(JetStreamSink(js.clone())),
             |_| {},
             shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn(queue_depth(js, metrics, shutdown.clone())));
-        tasks.push(database.watch(pool, shutdown));
+        ));
+        loops.spawn(queue_depth(js, metrics, shutdown.clone()));
+        loops.spawn(database.clone().watch(pool, shutdown));
         Ok(Self {
             client,
             database,
-            consuming,
             delivery,
             ci,
-            tasks,
+            loops,
         })
     }
 
@@ -169,10 +195,7 @@ impl BatchProcessor {
         vec![
             ("broker", ops::broker_check(self.client.clone())),
             ("database", self.database.check()),
-            (
-                "consumers",
-                ops::consumers_check(self.consuming.clone(), LOOPS),
-            ),
+            ("consumers", self.loops.readiness()),
         ]
     }
 
@@ -190,125 +213,65 @@ impl BatchProcessor {
     /// Waits for every loop to finish (after shutdown was signalled): the
     /// batches in hand are committed and acked first.
     pub async fn finished(self) {
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.loops.finished().await;
     }
 }
 
-/// The consume loops: the delivery and CI families, and registrations.
-const LOOPS: usize = 3;
-
 /// What each family's consume loop needs.
-#[derive(Clone)]
-struct Consume {
+struct Families {
     js: jetstream::Context,
     settings: BatchSettings,
     metrics: BatchMetrics,
     consume_metrics: ConsumeFamilies,
     database: DatabaseHealth,
-    consuming: Arc<AtomicUsize>,
-    shutdown: watch::Receiver<bool>,
 }
 
-impl Consume {
-    /// Runs a family's consume loop under supervision; `family` builds the
-    /// family anew for each restart.
-    fn spawn<F: Family>(
+impl Families {
+    /// Runs a family's consume loop; `family` builds the family anew for
+    /// each (re)start.
+    fn consume<F: Family>(
         &self,
+        loops: &mut Loops,
         definition: ConsumerDefinition,
         label: &'static str,
         family: impl Fn() -> F + Send + Sync + 'static,
-    ) -> JoinHandle<()> {
-        let this = self.clone();
+    ) {
+        let (js, metrics, database) =
+            (self.js.clone(), self.metrics.clone(), self.database.clone());
+        let replicas = self.settings.stream_replicas;
         let family = Arc::new(family);
-        tokio::spawn(supervise(F::NAME, self.shutdown.clone(), move || {
-            let (this, family) = (this.clone(), family.clone());
-            async move {
-                let replicas = this.settings.stream_replicas;
-                ensure_streams(&this.js, STREAMS, replicas).await?;
-                let seen = match SeenKeys::open(&this.js, &WEBHOOK_DEDUP_BUCKET, replicas).await {
-                    Ok(seen) => Some(seen),
-                    Err(error) => {
-                        this.metrics.dedup_fail_open(F::NAME);
-                        tracing::warn!(%error, "The dedup bucket is unavailable; the database constraint decides alone.");
-                        None
-                    }
-                };
-                let dedup = Deduplicator::new(F::NAME, seen, this.metrics.clone())
-                    .reopening(this.js.clone(), replicas);
-                let handler = Arc::new(Recording {
-                    inner: BatchHandler::new(family(), dedup, this.metrics.clone()),
-                    database: this.database.clone(),
-                });
-                let settings = ConsumeSettings {
-                    definition,
-                    replicas,
-                    max_batch: this.settings.batch_size.max(1),
-                    max_wait: this.settings.batch_interval,
-                    concurrency: this.settings.workers.max(1),
-                };
-                let metrics = this.consume_metrics.consumer(label);
-                this.consuming.fetch_add(1, Ordering::Relaxed);
-                let consumed =
-                    consume::run(this.js, settings, handler, metrics, this.shutdown).await;
-                this.consuming.fetch_sub(1, Ordering::Relaxed);
-                consumed.map_err(BoxError::from)
-            }
-        }))
-    }
-}
-
-impl Consume {
-    /// Runs the campaign registrations' consume loop under supervision.
-    fn spawn_registrations(&self, store: DeliveryStore) -> JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(supervise(
-            "batch-processor-campaigns",
-            self.shutdown.clone(),
+        loops.consume(
+            self.js.clone(),
+            ConsumeSettings {
+                definition,
+                replicas,
+                max_batch: self.settings.batch_size.max(1),
+                max_wait: self.settings.batch_interval,
+                concurrency: self.settings.workers.max(1),
+            },
+            self.consume_metrics.consumer(label),
             move || {
-                let (this, store) = (this.clone(), store.clone());
+                let (js, metrics, database, family) = (
+                    js.clone(),
+                    metrics.clone(),
+                    database.clone(),
+                    family.clone(),
+                );
                 async move {
-                    let replicas = this.settings.stream_replicas;
-                    ensure_streams(&this.js, STREAMS, replicas).await?;
-                    let handler = Arc::new(RegistrationHandler::new(
-                        store,
-                        this.metrics.clone(),
-                        this.database.clone(),
-                    ));
-                    let settings = ConsumeSettings {
-                        definition: CAMPAIGN_CONSUMER,
+                    ensure_streams(&js, STREAMS, replicas).await?;
+                    let observer = Arc::new(metrics.family(F::NAME));
+                    let dedup = Deduplicator::open(
+                        F::NAME,
+                        &js,
+                        WEBHOOK_DEDUP_BUCKET,
                         replicas,
-                        max_batch: 8,
-                        max_wait: Duration::ZERO,
-                        concurrency: 1,
-                    };
-                    let metrics = this.consume_metrics.consumer("batch-processor-campaigns");
-                    this.consuming.fetch_add(1, Ordering::Relaxed);
-                    let consumed =
-                        consume::run(this.js, settings, handler, metrics, this.shutdown).await;
-                    this.consuming.fetch_sub(1, Ordering::Relaxed);
-                    consumed.map_err(BoxError::from)
+                        observer.clone(),
+                    )
+                    .await;
+                    Ok(BatchHandler::new(family(), dedup, observer).recording(database))
                 }
             },
-        ))
-    }
-}
-
-/// Notes in [`DatabaseHealth`] whether batches commit.
-struct Recording<F: Family> {
-    inner: BatchHandler<F>,
-    database: DatabaseHealth,
-}
-
-impl<F: Family> hookmesh_runtime::Handler for Recording<F> {
-    async fn handle(&self, batch: &[hookmesh_runtime::Delivery]) -> Vec<hookmesh_runtime::Outcome> {
-        let outcomes = self.inner.handle(batch).await;
-        let retried = outcomes
-            .iter()
-            .any(|outcome| matches!(outcome, hookmesh_runtime::Outcome::Retry { .. }));
-        self.database.record(!retried);
-        outcomes
+        );
     }
 }
 

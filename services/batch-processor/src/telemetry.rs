@@ -7,6 +7,7 @@
 //! Every label takes a bounded set of values: `family` is `delivery` or
 //! `ci`, `event_type` a contract's event type.
 
+use hookmesh_runtime::engine::{Layer, Observer, Processed};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -50,33 +51,6 @@ struct ReasonLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct PlatformLabels {
     platform: &'static str,
-}
-
-/// What became of an event (`webhooks_processed_total{status}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Processed {
-    /// Applied to the database now.
-    Applied,
-    /// Logged, but no registered recipient has its message id.
-    Unmatched,
-    /// Seen before, at any layer.
-    Duplicate,
-    /// Unreadable or of an unknown schema: dead-lettered.
-    Invalid,
-    /// The batch could not be committed: redelivered later.
-    Retry,
-}
-
-impl Processed {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Applied => "applied",
-            Self::Unmatched => "unmatched",
-            Self::Duplicate => "duplicate",
-            Self::Invalid => "invalid",
-            Self::Retry => "retry",
-        }
-    }
 }
 
 /// Handles to the batch-processor's metrics, shared by both families.
@@ -153,7 +127,7 @@ impl BatchMetrics {
         );
         registry.register(
             "webhooks_processed",
-            "Events by outcome: applied, unmatched, duplicate, invalid (dead-lettered), retry",
+            "Events by outcome: applied, unmatched, duplicate, invalid or refused (dead-lettered), retry",
             metrics.processed.clone(),
         );
         registry.register(
@@ -204,53 +178,18 @@ impl BatchMetrics {
         metrics
     }
 
-    pub(crate) fn received(&self, family: &'static str, event_type: &'static str) {
-        self.received
-            .get_or_create(&TypeLabels { family, event_type })
-            .inc();
-    }
-
-    pub(crate) fn batch(&self, family: &'static str, size: usize, seconds: f64) {
-        let labels = FamilyLabels { family };
-        self.batch_size.get_or_create(&labels).observe(size as f64);
-        self.processing.get_or_create(&labels).observe(seconds);
-    }
-
-    pub(crate) fn lag(&self, family: &'static str, seconds: f64) {
-        self.lag
-            .get_or_create(&FamilyLabels { family })
-            .observe(seconds);
+    /// The engine's figures for `family` (`delivery` or `ci`).
+    pub fn family(&self, family: &'static str) -> FamilyMetrics {
+        FamilyMetrics {
+            metrics: self.clone(),
+            family,
+        }
     }
 
     pub(crate) fn queue_depth(&self, family: &'static str, pending: u64) {
         self.queue_depth
             .get_or_create(&FamilyLabels { family })
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
-    }
-
-    pub(crate) fn processed(&self, family: &'static str, outcome: Processed, count: u64) {
-        if count > 0 {
-            self.processed
-                .get_or_create(&StatusLabels {
-                    family,
-                    status: outcome.label(),
-                })
-                .inc_by(count);
-        }
-    }
-
-    pub(crate) fn duplicates(&self, family: &'static str, layer: &'static str, count: u64) {
-        if count > 0 {
-            self.duplicates
-                .get_or_create(&LayerLabels { family, layer })
-                .inc_by(count);
-        }
-    }
-
-    pub(crate) fn dedup_fail_open(&self, family: &'static str) {
-        self.dedup_fail_open
-            .get_or_create(&FamilyLabels { family })
-            .inc();
     }
 
     pub(crate) fn enrichment(&self, result: &'static str, count: u64) {
@@ -283,5 +222,78 @@ impl BatchMetrics {
 
     pub(crate) fn campaign_completed(&self) {
         self.campaigns_completed.inc();
+    }
+}
+
+/// The batch engine's figures for one family, under seed 004's names.
+#[derive(Debug, Clone)]
+pub struct FamilyMetrics {
+    metrics: BatchMetrics,
+    family: &'static str,
+}
+
+impl Observer for FamilyMetrics {
+    fn received(&self, event_type: &'static str) {
+        self.metrics
+            .received
+            .get_or_create(&TypeLabels {
+                family: self.family,
+                event_type,
+            })
+            .inc();
+    }
+
+    fn processed(&self, outcome: Processed, count: u64) {
+        if count > 0 {
+            self.metrics
+                .processed
+                .get_or_create(&StatusLabels {
+                    family: self.family,
+                    status: outcome.label(),
+                })
+                .inc_by(count);
+        }
+    }
+
+    fn duplicates(&self, layer: Layer, count: u64) {
+        self.metrics
+            .duplicates
+            .get_or_create(&LayerLabels {
+                family: self.family,
+                layer: layer.label(),
+            })
+            .inc_by(count);
+    }
+
+    fn lag(&self, seconds: f64) {
+        self.metrics
+            .lag
+            .get_or_create(&FamilyLabels {
+                family: self.family,
+            })
+            .observe(seconds);
+    }
+
+    fn batch(&self, size: usize, seconds: f64) {
+        let labels = FamilyLabels {
+            family: self.family,
+        };
+        self.metrics
+            .batch_size
+            .get_or_create(&labels)
+            .observe(size as f64);
+        self.metrics
+            .processing
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+
+    fn dedup_fail_open(&self) {
+        self.metrics
+            .dedup_fail_open
+            .get_or_create(&FamilyLabels {
+                family: self.family,
+            })
+            .inc();
     }
 }

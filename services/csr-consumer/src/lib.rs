@@ -2,50 +2,53 @@
 //! participant journeys, exactly once.
 //!
 //! - [`facts`]: what an event says, and the journey rules;
+//! - [`family`]: buddy events as a family of the runtime's engine;
+//! - [`store`]: the tables, and the set-based application of a batch;
 //! - [`report`]: daily metrics from facts;
-//! - [`store`]: the tables and the one-transaction application of an event;
-//! - [`outbox`]: publishing journey transitions;
 //! - [`queries`]: the read API on the NATS services API;
 //! - [`telemetry`]: seed 002's metrics.
 //!
-//! An event is applied once, however often it arrives. Three checks see to
-//! it. JetStream drops a redelivered `Nats-Msg-Id` inside its window. The
-//! `csr_events` KV bucket remembers applied event ids for 30 days. The
-//! `csr_processed_events` primary key is the last word. Whatever cannot be
-//! read as a buddy event goes to the dead-letter stream with the reason.
+//! An event is applied once, however often it arrives. JetStream drops a
+//! redelivered `Nats-Msg-Id` inside its window; the engine remembers applied
+//! event ids in memory for a minute and in the `csr_events` KV bucket for 30
+//! days; the `csr_processed_events` primary key is the last word. Journey
+//! transitions are published through the outbox. Whatever cannot be read as
+//! a buddy event goes to the dead-letter stream with the reason.
 
+pub mod config;
 pub mod facts;
-pub mod outbox;
+pub mod family;
 pub mod queries;
 pub mod report;
 pub mod store;
 pub mod telemetry;
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
-use hookmesh_contracts::Timestamp;
-use hookmesh_contracts::buddy::BuddyEventData;
-use hookmesh_contracts::envelope::Envelope;
 use hookmesh_nats::definitions::{CSR_CONSUMER, CSR_EVENTS_BUCKET};
 use hookmesh_nats::{STREAMS, ensure_streams};
-use hookmesh_runtime::consume::{self, ConsumeSettings};
-use hookmesh_runtime::db::{self, DbError};
-use hookmesh_runtime::kv::SeenKeys;
+use hookmesh_runtime::Loops;
+use hookmesh_runtime::consume::ConsumeSettings;
+use hookmesh_runtime::db::{self, Backend, DbError};
+use hookmesh_runtime::engine::{BatchHandler, Deduplicator, Family as _};
 use hookmesh_runtime::metrics::ConsumeMetrics;
 use hookmesh_runtime::ops::{self, Check, DatabaseHealth};
-use hookmesh_runtime::{BoxError, Delivery, Handler, Outcome, supervise};
+use hookmesh_runtime::outbox::Outbox;
+use hookmesh_runtime::publish::JetStreamSink;
 use sqlx::migrate::Migrator;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
-use crate::store::{Applied, Store};
-use crate::telemetry::{CsrMetrics, ErrorReason};
+use crate::family::CsrFamily;
+use crate::store::Store;
+use crate::telemetry::CsrMetrics;
 
 /// The csr-consumer's migrations (versions 2xxx).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Default `HOOKMESH_CSR_BATCH_SIZE`.
+pub const DEFAULT_BATCH_SIZE: usize = 500;
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -54,151 +57,9 @@ pub struct CsrSettings {
     pub database_url: String,
     /// Replicas of the streams, bucket and consumer it ensures.
     pub stream_replicas: usize,
-}
-
-/// Applies buddy events.
-struct CsrHandler {
-    store: Store,
-    seen: Option<SeenKeys>,
-    metrics: CsrMetrics,
-    outbox: Arc<Notify>,
-    database: DatabaseHealth,
-}
-
-/// What a delivery turned out to be before touching the database.
-enum Prepared {
-    Refused(Outcome),
-    Apply {
-        facts: Box<facts::EventFacts>,
-        key: String,
-    },
-}
-
-impl CsrHandler {
-    /// Reads and checks one delivery.
-    fn prepare(&self, delivery: &Delivery) -> Prepared {
-        let refuse = |reason: String| {
-            self.metrics.error(ErrorReason::Invalid);
-            Prepared::Refused(Outcome::dead_letter(reason))
-        };
-        let envelope = match Envelope::parse(delivery.payload()) {
-            Ok(envelope) => envelope,
-            Err(errors) => return refuse(format!("not a valid CloudEvents envelope: {errors}")),
-        };
-        let data = match BuddyEventData::from_envelope(&envelope) {
-            Ok(data) => data,
-            Err(errors) => {
-                return refuse(format!(
-                    "not a valid {:?} event: {errors}",
-                    envelope.event_type
-                ));
-            }
-        };
-        if envelope.tenantid != *data.tenant_id() {
-            return refuse(format!(
-                "tenantid {:?} does not match data.tenant_id {:?}",
-                envelope.tenantid.as_str(),
-                data.tenant_id().as_str()
-            ));
-        }
-        self.metrics.received(data.event_type());
-        Prepared::Apply {
-            facts: Box::new(facts::facts(&envelope.id, envelope.time, &data)),
-            key: SeenKeys::key(envelope.tenantid.as_str(), &envelope.id),
-        }
-    }
-
-    /// The keys KV says were applied, in one batched read; none when KV is
-    /// unreachable (the database decides).
-    async fn already_applied(&self, keys: &[String]) -> HashSet<String> {
-        let Some(seen) = &self.seen else {
-            return HashSet::new();
-        };
-        match seen.contains_many(keys).await {
-            Ok(found) => found,
-            Err(error) => {
-                self.metrics.kv_fallback();
-                tracing::warn!(%error, "Idempotency bucket unreachable; the database decides.");
-                HashSet::new()
-            }
-        }
-    }
-}
-
-impl Handler for CsrHandler {
-    /// Checks every delivery, then applies the batch's new events in one
-    /// transaction: one commit per batch instead of one per event.
-    async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
-        let started = Instant::now();
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut candidates = Vec::new();
-        for (index, delivery) in batch.iter().enumerate() {
-            outcomes.push(match self.prepare(delivery) {
-                Prepared::Refused(outcome) => outcome,
-                Prepared::Apply { facts, key } => {
-                    candidates.push((index, key, facts));
-                    Outcome::Done
-                }
-            });
-        }
-        let keys: Vec<String> = candidates.iter().map(|(_, key, _)| key.clone()).collect();
-        let applied_before = self.already_applied(&keys).await;
-        let mut to_apply = Vec::new();
-        let mut facts = Vec::new();
-        for (index, key, event) in candidates {
-            if applied_before.contains(&key) {
-                self.metrics.duplicate("kv");
-            } else {
-                to_apply.push((index, key));
-                facts.push(*event);
-            }
-        }
-        if to_apply.is_empty() {
-            return outcomes;
-        }
-        let now = Timestamp::now();
-        match self.store.apply_batch(&facts, now.unix_millis()).await {
-            Ok(applied) => {
-                self.database.record(true);
-                let seconds_each = started.elapsed().as_secs_f64() / to_apply.len() as f64;
-                for (((index, _), facts), applied) in to_apply.iter().zip(&facts).zip(applied) {
-                    match applied {
-                        Applied::Duplicate => self.metrics.duplicate("database"),
-                        Applied::New { transitions } => {
-                            if transitions > 0 {
-                                self.outbox.notify_one();
-                            }
-                            self.metrics
-                                .applied(seconds_each, facts.occurred_at.seconds_until(now));
-                            tracing::debug!(
-                                event_id = %facts.event_id,
-                                event_type = %facts.event_type,
-                                tenant = %facts.tenant_id,
-                                correlation_id = batch[*index].correlation_id(),
-                                transitions,
-                                "Applied a buddy event."
-                            );
-                        }
-                    }
-                }
-                if let Some(seen) = &self.seen {
-                    let keys: Vec<String> = to_apply.into_iter().map(|(_, key)| key).collect();
-                    if seen.insert_many(&keys).await.is_err() {
-                        self.metrics.kv_fallback();
-                    }
-                }
-            }
-            Err(error) => {
-                self.database.record(false);
-                for (index, _) in &to_apply {
-                    self.metrics.error(ErrorReason::Database);
-                    outcomes[*index] =
-                        Outcome::retry(batch[*index].delivered, format!("database: {error}"));
-                }
-            }
-        }
-        outcomes
-    }
+    /// Events per batch at most. A batch holds whatever has arrived, so a
+    /// trickle is applied at once and a backlog in full batches.
+    pub batch_size: usize,
 }
 
 /// The running service.
@@ -206,7 +67,7 @@ impl Handler for CsrHandler {
 pub struct CsrConsumer {
     client: async_nats::Client,
     database: DatabaseHealth,
-    tasks: Vec<JoinHandle<()>>,
+    loops: Loops,
 }
 
 impl CsrConsumer {
@@ -220,85 +81,75 @@ impl CsrConsumer {
         consume_metrics: ConsumeMetrics,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, DbError> {
+        let backend = Backend::of(&settings.database_url)?;
         let pool = db::connect(&settings.database_url).await?;
         db::migrate(&pool, &MIGRATOR).await?;
-        let store = Store::new(pool);
-        let js = jetstream::new(client.clone());
-        let outbox = Arc::new(Notify::new());
-        let database = DatabaseHealth::default();
-        let mut tasks = Vec::new();
-
-        let consume = {
-            let (js, store, outbox, metrics, database, stop) = (
-                js.clone(),
-                store.clone(),
-                outbox.clone(),
-                metrics.clone(),
-                database.clone(),
-                shutdown.clone(),
+        let outbox = Outbox::new(pool.clone(), backend, "csr_outbox");
+        let store = Store::new(pool.clone(), backend, outbox.clone());
+        let adopted = store
+            .adopt_unpublished_transitions()
+            .await
+            .map_err(DbError::Prepare)?;
+        if adopted > 0 {
+            tracing::info!(
+                adopted,
+                "Journey transitions from before the outbox were handed to it."
             );
-            let replicas = settings.stream_replicas;
-            supervise("csr-consumer", shutdown.clone(), move || {
-                let (js, store, outbox, metrics, database, consume_metrics, stop) = (
-                    js.clone(),
-                    store.clone(),
-                    outbox.clone(),
-                    metrics.clone(),
-                    database.clone(),
-                    consume_metrics.clone(),
-                    stop.clone(),
-                );
-                async move {
-                    ensure_streams(&js, STREAMS, replicas).await?;
-                    let seen = match SeenKeys::open(&js, &CSR_EVENTS_BUCKET, replicas).await {
-                        Ok(seen) => Some(seen),
-                        Err(error) => {
-                            metrics.kv_fallback();
-                            tracing::warn!(%error, "Idempotency bucket unavailable; the database decides alone.");
-                            None
-                        }
-                    };
-                    let handler = Arc::new(CsrHandler {
-                        store,
-                        seen,
-                        metrics,
-                        outbox,
-                        database,
-                    });
-                    let settings = ConsumeSettings {
-                        definition: CSR_CONSUMER,
-                        replicas,
-                        max_batch: 64,
-                        max_wait: Duration::ZERO,
-                        concurrency: 1,
-                    };
-                    consume::run(js, settings, handler, consume_metrics, stop)
-                        .await
-                        .map_err(BoxError::from)
-                }
-            })
-        };
-        tasks.push(tokio::spawn(consume));
-        tasks.push(tokio::spawn(outbox::run(
-            js,
-            store.clone(),
-            outbox,
-            metrics,
-            shutdown.clone(),
-        )));
-        {
-            let (client, store, stop) = (client.clone(), store.clone(), shutdown.clone());
-            tasks.push(tokio::spawn(supervise(
-                "csr-queries",
-                shutdown.clone(),
-                move || queries::serve(client.clone(), store.clone(), stop.clone()),
-            )));
         }
-        tasks.push(database.watch(store.pool().clone(), shutdown));
+        let js = jetstream::new(client.clone());
+        let database = DatabaseHealth::default();
+        let mut loops = Loops::new(shutdown.clone());
+        let replicas = settings.stream_replicas;
+        {
+            let (js, store, metrics, database) =
+                (js.clone(), store.clone(), metrics.clone(), database.clone());
+            loops.consume(
+                js.clone(),
+                ConsumeSettings {
+                    definition: CSR_CONSUMER,
+                    replicas,
+                    max_batch: settings.batch_size.max(1),
+                    max_wait: Duration::ZERO,
+                    // Journeys move in the order events are applied.
+                    concurrency: 1,
+                },
+                consume_metrics,
+                move || {
+                    let (js, store, metrics, database) =
+                        (js.clone(), store.clone(), metrics.clone(), database.clone());
+                    async move {
+                        ensure_streams(&js, STREAMS, replicas).await?;
+                        let observer = Arc::new(metrics.clone());
+                        let dedup = Deduplicator::open(
+                            CsrFamily::NAME,
+                            &js,
+                            CSR_EVENTS_BUCKET,
+                            replicas,
+                            observer.clone(),
+                        )
+                        .await;
+                        Ok(
+                            BatchHandler::new(CsrFamily::new(store, metrics), dedup, observer)
+                                .recording(database),
+                        )
+                    }
+                },
+            );
+        }
+        {
+            let metrics = metrics.clone();
+            loops.spawn(outbox.run(
+                Arc::new(JetStreamSink(js)),
+                move |message| metrics.published(message),
+                shutdown.clone(),
+            ));
+        }
+        loops.serve_reads(client.clone(), queries::api(&store));
+        loops.spawn(database.clone().watch(pool, shutdown));
         Ok(Self {
             client,
             database,
-            tasks,
+            loops,
         })
     }
 
@@ -307,13 +158,12 @@ impl CsrConsumer {
         vec![
             ("broker", ops::broker_check(self.client.clone())),
             ("database", self.database.check()),
+            ("consumers", self.loops.readiness()),
         ]
     }
 
     /// Waits for every loop to finish (after shutdown was signalled).
     pub async fn finished(self) {
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.loops.finished().await;
     }
 }

@@ -1,11 +1,15 @@
 //! Seed 002's consumer metrics, in Prometheus form (seconds, `_total`):
 //! `csr_webhook_received_total`, `csr_webhook_processing_duration_seconds`,
-//! `csr_webhook_errors_total`, `csr_event_processing_lag_seconds`, plus
-//! duplicates by layer and journey transitions by stage.
+//! `csr_webhook_errors_total`, `csr_event_processing_lag_seconds` (002's
+//! "time from receipt to processing": from the event's arrival in JetStream
+//! to the commit that applied it), plus the event's own age when applied,
+//! duplicates by layer and journey transitions by stage. The engine reports
+//! through [`Observer`]; the rest is recorded here.
 
-use hookmesh_contracts::buddy::BuddyEventType;
 use hookmesh_contracts::csr::JourneyStage;
 use hookmesh_contracts::validation::StrEnum as _;
+use hookmesh_runtime::engine::{Layer, Observer, Processed};
+use hookmesh_runtime::outbox::OutboxMessage;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -32,15 +36,6 @@ struct StageLabels {
     stage: &'static str,
 }
 
-/// Why an event was not applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorReason {
-    /// Failed its schema: dead-lettered.
-    Invalid,
-    /// The database refused or was unreachable: retried.
-    Database,
-}
-
 /// Handles to the csr-consumer's metrics.
 #[derive(Debug, Clone)]
 pub struct CsrMetrics {
@@ -48,6 +43,7 @@ pub struct CsrMetrics {
     processing: Histogram,
     errors: Family<ReasonLabels, Counter>,
     lag: Histogram,
+    age: Histogram,
     duplicates: Family<LayerLabels, Counter>,
     transitions: Family<StageLabels, Counter>,
     kv_fallbacks: Counter,
@@ -62,7 +58,19 @@ impl CsrMetrics {
             ]),
             errors: Family::default(),
             lag: Histogram::new([
-                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0, 300.0,
+            ]),
+            age: Histogram::new([
+                1.0,
+                10.0,
+                60.0,
+                300.0,
+                3600.0,
+                21_600.0,
+                86_400.0,
+                604_800.0,
+                2_592_000.0,
             ]),
             duplicates: Family::default(),
             transitions: Family::default(),
@@ -80,13 +88,18 @@ impl CsrMetrics {
         );
         registry.register(
             "csr_webhook_errors",
-            "Buddy events that failed, by reason: invalid (dead-lettered) or database (retried) (seed 002)",
+            "Buddy events that failed, by reason: invalid or refused (dead-lettered), database (retried) (seed 002)",
             metrics.errors.clone(),
         );
         registry.register(
             "csr_event_processing_lag_seconds",
-            "Time from a buddy event happening to the csr-consumer applying it (seed 002)",
+            "Time from a buddy event's receipt (its arrival in JetStream) to the commit that applied it (seed 002)",
             metrics.lag.clone(),
+        );
+        registry.register(
+            "csr_event_age_seconds",
+            "Age of a buddy event when applied: from its own timestamp to the commit (large for back-dated, retried or replayed events)",
+            metrics.age.clone(),
         );
         registry.register(
             "csr_duplicates",
@@ -106,40 +119,65 @@ impl CsrMetrics {
         metrics
     }
 
-    pub(crate) fn received(&self, event_type: BuddyEventType) {
+    pub(crate) fn event_age(&self, seconds: f64) {
+        self.age.observe(seconds.max(0.0));
+    }
+
+    /// A journey event reached JetStream (the outbox's report).
+    pub fn published(&self, message: &OutboxMessage) {
+        if let Some(stage) = message.subject.strip_prefix("csr.journey.") {
+            let stage = JourneyStage::from_wire(stage).map_or("other", JourneyStage::as_str);
+            self.transitions.get_or_create(&StageLabels { stage }).inc();
+        }
+    }
+
+    fn error(&self, reason: &'static str, count: u64) {
+        if count > 0 {
+            self.errors
+                .get_or_create(&ReasonLabels { reason })
+                .inc_by(count);
+        }
+    }
+}
+
+impl Observer for CsrMetrics {
+    fn received(&self, event_type: &'static str) {
         self.received
-            .get_or_create(&TypeLabels {
-                event_type: event_type.as_str(),
-            })
+            .get_or_create(&TypeLabels { event_type })
             .inc();
     }
 
-    pub(crate) fn applied(&self, seconds: f64, lag_seconds: f64) {
-        self.processing.observe(seconds);
-        self.lag.observe(lag_seconds.max(0.0));
+    fn processed(&self, outcome: Processed, count: u64) {
+        match outcome {
+            Processed::Invalid => self.error("invalid", count),
+            Processed::Refused => self.error("refused", count),
+            Processed::Retry => self.error("database", count),
+            Processed::Applied | Processed::Unmatched | Processed::Duplicate => {}
+        }
     }
 
-    pub(crate) fn error(&self, reason: ErrorReason) {
-        let reason = match reason {
-            ErrorReason::Invalid => "invalid",
-            ErrorReason::Database => "database",
-        };
-        self.errors.get_or_create(&ReasonLabels { reason }).inc();
-    }
-
-    pub(crate) fn duplicate(&self, layer: &'static str) {
-        self.duplicates.get_or_create(&LayerLabels { layer }).inc();
-    }
-
-    pub(crate) fn transition(&self, stage: JourneyStage) {
-        self.transitions
-            .get_or_create(&StageLabels {
-                stage: stage.as_str(),
+    fn duplicates(&self, layer: Layer, count: u64) {
+        self.duplicates
+            .get_or_create(&LayerLabels {
+                layer: layer.label(),
             })
-            .inc();
+            .inc_by(count);
     }
 
-    pub(crate) fn kv_fallback(&self) {
+    fn lag(&self, seconds: f64) {
+        self.lag.observe(seconds.max(0.0));
+    }
+
+    /// 002's processing duration is per event: each event of the batch is
+    /// counted with its share of the batch's time.
+    fn batch(&self, size: usize, seconds: f64) {
+        let each = seconds / size.max(1) as f64;
+        for _ in 0..size {
+            self.processing.observe(each);
+        }
+    }
+
+    fn dedup_fail_open(&self) {
         self.kv_fallbacks.inc();
     }
 }

@@ -4,6 +4,8 @@
 //! - [`routes`](crate::router): the axum routes and the checks they share.
 //! - [`verify`]: each source's signature or credential scheme.
 //! - [`normalize`]: CI platform payloads → seed 001's pipeline event.
+//! - [`broker`]: what the routes need of the broker, as one seam (JetStream,
+//!   or memory for tests without one).
 //! - [`publish`]: JetStream publishing (202 only after the ack) and keeping
 //!   the streams in place.
 //! - [`error`]: every refusal, mapped to its HTTP status in one place.
@@ -11,6 +13,7 @@
 //!   request/reply.
 //! - [`config`], [`metrics`], [`ratelimit`], [`trace`].
 
+pub mod broker;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -33,6 +36,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use broker::{Broker, MemoryBroker, NatsBroker};
 pub use config::{GatewayArgs, GatewayConfig};
 pub use metrics::GatewayMetrics;
 pub use publish::Publisher;
@@ -60,13 +64,11 @@ pub struct Gateway(Arc<Inner>);
 #[derive(Debug)]
 pub struct Inner {
     config: GatewayConfig,
-    publisher: Publisher,
+    broker: Arc<dyn Broker>,
     metrics: GatewayMetrics,
     limiter: RateLimiter,
     /// Every metric of the process, for `/metrics`.
     registry: Arc<Registry>,
-    /// The sweep-worker's bucket of recorded jobs, opened on first use.
-    known_jobs: tokio::sync::OnceCell<async_nats::jetstream::kv::Store>,
 }
 
 impl Deref for Gateway {
@@ -97,12 +99,18 @@ impl Gateway {
             connection.connects,
             shutdown,
         ));
-        Ok(Self::new(config, publisher, metrics, registry))
+        Ok(Self::new(
+            config,
+            Arc::new(NatsBroker::new(publisher)),
+            metrics,
+            registry,
+        ))
     }
 
+    /// A gateway over `broker`: JetStream, or memory in tests.
     pub fn new(
         config: GatewayConfig,
-        publisher: Publisher,
+        broker: Arc<dyn Broker>,
         metrics: GatewayMetrics,
         registry: Arc<Registry>,
     ) -> Self {
@@ -124,11 +132,10 @@ impl Gateway {
         }));
         Self(Arc::new(Inner {
             config,
-            publisher,
+            broker,
             metrics,
             limiter,
             registry,
-            known_jobs: tokio::sync::OnceCell::new(),
         }))
     }
 
@@ -136,8 +143,8 @@ impl Gateway {
         routes::router(self.clone())
     }
 
-    pub fn publisher(&self) -> &Publisher {
-        &self.publisher
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
     }
 
     pub fn config(&self) -> &GatewayConfig {

@@ -10,7 +10,7 @@ use std::cell::Cell;
 
 use axum::http::HeaderMap;
 
-use crate::verify::{hex_encode, random_bytes};
+use hookmesh_contracts::hex::{encode as hex_encode, random_bytes};
 
 thread_local! {
     static RNG_STATE: Cell<u64> = Cell::new(u64::from_le_bytes(random_bytes::<8>()));

@@ -67,8 +67,7 @@ pub fn status_event(
     }
 }
 
-/// A progress event (published directly, best effort): the subject, the
-/// message id and the envelope.
+/// A progress event (published directly, best effort).
 pub fn progress_event(
     job_id: &str,
     tenant: &TenantId,
@@ -76,7 +75,7 @@ pub fn progress_event(
     percent: u32,
     message: String,
     at: Timestamp,
-) -> (String, String, Vec<u8>) {
+) -> OutboxMessage {
     let payload = SweepJobEvent {
         job_id: job_id.to_owned(),
         event: JobEventName::Progress,
@@ -92,19 +91,18 @@ pub fn progress_event(
         at,
     };
     let id = format!("{job_id}:progress:{percent}");
-    let envelope = Envelope::new(
-        id.clone(),
-        SOURCE,
-        at,
-        tenant.clone(),
-        Some(job_id.to_owned()),
-        payload,
-    );
-    (
-        sweep_job_event(job_id, JobEventName::Progress),
-        format!("sweeps.jobs:{id}"),
-        envelope.to_json(),
-    )
+    OutboxMessage {
+        msg_id: format!("sweeps.jobs:{id}"),
+        subject: sweep_job_event(job_id, JobEventName::Progress),
+        payload: json(Envelope::new(
+            id,
+            SOURCE,
+            at,
+            tenant.clone(),
+            Some(job_id.to_owned()),
+            payload,
+        )),
+    }
 }
 
 /// The reminder to poll the Trading API at `deadline`.

@@ -6,18 +6,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv, message::PublishMessage};
 use futures_util::future::join_all;
-use hookmesh_contracts::envelope::{CLOUDEVENTS_CONTENT_TYPE, Envelope};
+use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::sweep::{SweepCallback, SweepTrigger, callback_token};
-use hookmesh_contracts::sweep_jobs::{
-    JobStatus, RecordedJob, SweepDeadline, SweepJobEvent, is_valid_job_id,
-};
+use hookmesh_contracts::sweep_jobs::{JobId, JobStatus, RecordedJob, SweepDeadline, SweepJobEvent};
 use hookmesh_contracts::{EventData, Timestamp};
+use hookmesh_nats::jobs::JobRegistry;
 use hookmesh_runtime::ops::DatabaseHealth;
+use hookmesh_runtime::publish::EventSink;
 use hookmesh_runtime::{Delivery, Handler, Outcome};
 use serde_json::Value;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::SweepSettings;
 use crate::events;
@@ -31,18 +31,39 @@ use crate::trading_api::{ApiError, TradingApi};
 /// is handed back (and, redelivered, submitted again).
 const RECORD_SUBMISSION_FOR: Duration = Duration::from_secs(60);
 
-/// What every handler works with.
-#[derive(Clone)]
-pub(crate) struct Worker {
+/// What every handler works with but the job registry, which each consume
+/// loop opens as it starts.
+#[derive(Debug, Clone)]
+pub struct Tools {
     pub store: SweepStore,
     pub api: TradingApi,
-    pub known_jobs: kv::Store,
-    pub js: jetstream::Context,
+    pub sink: Arc<dyn EventSink>,
     pub settings: Arc<SweepSettings>,
     pub metrics: SweepMetrics,
     pub database: DatabaseHealth,
     pub http: reqwest::Client,
     pub shutdown: watch::Receiver<bool>,
+}
+
+/// What every handler works with.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    tools: Tools,
+    registry: JobRegistry,
+}
+
+impl Worker {
+    pub fn new(tools: Tools, registry: JobRegistry) -> Self {
+        Self { tools, registry }
+    }
+}
+
+impl std::ops::Deref for Worker {
+    type Target = Tools;
+
+    fn deref(&self) -> &Tools {
+        &self.tools
+    }
 }
 
 /// Reads a message's envelope and payload; a message that fails either can
@@ -57,18 +78,10 @@ fn read<D: EventData>(delivery: &Delivery) -> Result<(Envelope<Value>, D), Outco
 }
 
 /// The job a message is about: the envelope's `subject`.
-fn job_id_of(envelope: &Envelope<Value>) -> Result<String, Outcome> {
-    let id = envelope
-        .subject
-        .clone()
-        .unwrap_or_else(|| envelope.id.clone());
-    if is_valid_job_id(&id) {
-        Ok(id)
-    } else {
-        Err(Outcome::dead_letter(format!(
-            "{id:?} cannot name a job (1-64 of A-Z, a-z, 0-9, _ and -)"
-        )))
-    }
+fn job_id_of(envelope: &Envelope<Value>) -> Result<JobId, Outcome> {
+    let id = envelope.subject.as_deref().unwrap_or(&envelope.id);
+    JobId::parse(id)
+        .map_err(|reason| Outcome::dead_letter(format!("{id:?} cannot name a job: {reason}")))
 }
 
 impl Worker {
@@ -197,7 +210,7 @@ impl Worker {
         let tenant = envelope.tenantid.clone();
         let (job, new) = match self
             .store
-            .record_queued(&job_id, &tenant, &trigger, Timestamp::now())
+            .record_queued(job_id.as_str(), &tenant, &trigger, Timestamp::now())
             .await
         {
             Ok(recorded) => recorded,
@@ -212,7 +225,7 @@ impl Worker {
         if new {
             self.metrics.queued(tenant.as_str());
             tracing::info!(
-                job_id,
+                %job_id,
                 job_type = hookmesh_contracts::sweep_jobs::TRADING_SWEEP,
                 tenant_id = %tenant,
                 ticker = %trigger.ticker,
@@ -227,12 +240,8 @@ impl Worker {
             parameters: job.trigger.clone(),
             created_at: job.created_at,
         };
-        let recorded = serde_json::to_vec(&recorded).expect("jobs serialise");
-        if let Err(error) = self.known_jobs.put(&job_id, recorded.into()).await {
-            return Outcome::retry(
-                delivery.delivered,
-                format!("cannot record the job in KV: {error}"),
-            );
+        if let Err(error) = self.registry.record(&job_id, &recorded).await {
+            return Outcome::retry(delivery.delivered, error.to_string());
         }
         if job::trigger_step(job.status, job.trading_job_id.as_deref()) == TriggerStep::Settled {
             return Outcome::Done;
@@ -240,7 +249,7 @@ impl Worker {
         let submitted = async {
             self.api.health().await?;
             self.api
-                .submit(&job.trigger, &self.callback_url(&job_id))
+                .submit(&job.trigger, &self.callback_url(job_id.as_str()))
                 .await
         }
         .await;
@@ -266,7 +275,7 @@ impl Worker {
             {
                 Ok(moved) => break moved,
                 Err(error) if Instant::now() + pause < giving_up => {
-                    tracing::warn!(job_id, %error, "Cannot record the submission yet; retrying.");
+                    tracing::warn!(%job_id, %error, "Cannot record the submission yet; retrying.");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(8));
                 }
@@ -275,7 +284,7 @@ impl Worker {
         };
         self.database.record(true);
         tracing::info!(
-            job_id,
+            %job_id,
             trading_job_id = %submitted.job_id,
             tenant_id = %tenant,
             correlation_id = delivery.correlation_id(),
@@ -283,7 +292,7 @@ impl Worker {
         );
         if moved {
             // RUNNING is in the stream before any progress follows it.
-            self.store.outbox().publish_now(&self.js).await;
+            self.store.outbox().publish_now(self.sink.as_ref()).await;
             self.follow_progress(job.clone(), submitted.job_id);
         }
         Outcome::Done
@@ -331,7 +340,7 @@ impl Worker {
                         continue;
                     }
                     last = Some(progress.percent);
-                    let (subject, msg_id, payload) = events::progress_event(
+                    let message = events::progress_event(
                         &job.id,
                         &job.tenant,
                         &job.trigger,
@@ -339,13 +348,8 @@ impl Worker {
                         format!("Trading API: {}", progress.message),
                         Timestamp::now(),
                     );
-                    let message = PublishMessage::build()
-                        .payload(payload.into())
-                        .message_id(msg_id)
-                        .header("Content-Type", CLOUDEVENTS_CONTENT_TYPE);
-                    if let Ok(ack) = this.js.send_publish(subject, message).await {
-                        let _ = tokio::time::timeout(Duration::from_secs(5), ack).await;
-                    }
+                    let publishing = this.sink.publish(std::slice::from_ref(&message));
+                    let _ = tokio::time::timeout(Duration::from_secs(5), publishing).await;
                 }
             };
             tokio::select! {
@@ -366,7 +370,7 @@ impl Worker {
             Ok(id) => id,
             Err(outcome) => return outcome,
         };
-        let job = match self.store.job(&job_id).await {
+        let job = match self.store.job(job_id.as_str()).await {
             Ok(Some(job)) => job,
             // The gateway only accepts callbacks for recorded jobs; a
             // native publisher's may precede its trigger for a moment.
@@ -383,7 +387,7 @@ impl Worker {
         self.database.record(true);
         match job::callback_step(job.status, &callback) {
             CallbackStep::Ignore => {
-                tracing::info!(job_id, status = %job.status, callback = %callback.status, "A callback for a finished job changes nothing.");
+                tracing::info!(%job_id, status = %job.status, callback = %callback.status, "A callback for a finished job changes nothing.");
                 Outcome::Done
             }
             CallbackStep::Fail { message } => self.fail(delivery, &job, &message).await,
@@ -498,28 +502,40 @@ impl Worker {
 
 /// Which of the worker's messages a consume loop handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
+pub enum Step {
     Trigger,
     Callback,
     Deadline,
     Notify,
 }
 
-/// A [`Handler`] for one step; a batch's messages are handled at once.
-pub(crate) struct StepHandler {
+/// A [`Handler`] for one step; a batch's messages are handled at once,
+/// each in a span carrying its correlation id.
+#[derive(Debug)]
+pub struct StepHandler {
     pub worker: Worker,
     pub step: Step,
 }
 
 impl Handler for StepHandler {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
-        join_all(batch.iter().map(|delivery| async move {
-            match self.step {
-                Step::Trigger => self.worker.on_trigger(delivery).await,
-                Step::Callback => self.worker.on_callback(delivery).await,
-                Step::Deadline => self.worker.on_deadline(delivery).await,
-                Step::Notify => self.worker.on_finished(delivery).await,
+        join_all(batch.iter().map(|delivery| {
+            let span = tracing::info_span!(
+                "message",
+                subject = %delivery.subject(),
+                stream_sequence = delivery.stream_sequence,
+                delivery_attempt = delivery.delivered,
+                correlation_id = %delivery.correlation_id(),
+            );
+            async move {
+                match self.step {
+                    Step::Trigger => self.worker.on_trigger(delivery).await,
+                    Step::Callback => self.worker.on_callback(delivery).await,
+                    Step::Deadline => self.worker.on_deadline(delivery).await,
+                    Step::Notify => self.worker.on_finished(delivery).await,
+                }
             }
+            .instrument(span)
         }))
         .await
     }

@@ -21,6 +21,7 @@
 //! the outbox, so a duplicate or a racing replica changes nothing twice.
 //! [`job`] holds the rules, free of I/O; [`queries`] the read API.
 
+pub mod config;
 pub mod events;
 pub mod handlers;
 pub mod job;
@@ -31,26 +32,25 @@ pub mod telemetry;
 pub mod trading_api;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
 use hookmesh_nats::definitions::{
-    SWEEP_CALLBACK_CONSUMER, SWEEP_DEADLINE_CONSUMER, SWEEP_JOBS_BUCKET, SWEEP_NOTIFY_CONSUMER,
-    SWEEP_TRIGGER_CONSUMER,
+    SWEEP_CALLBACK_CONSUMER, SWEEP_DEADLINE_CONSUMER, SWEEP_NOTIFY_CONSUMER, SWEEP_TRIGGER_CONSUMER,
 };
-use hookmesh_nats::{ConsumerDefinition, STREAMS, ensure_bucket, ensure_streams};
-use hookmesh_runtime::consume::{self, ConsumeSettings};
+use hookmesh_nats::jobs::JobRegistry;
+use hookmesh_nats::{ConsumerDefinition, STREAMS, ensure_streams};
+use hookmesh_runtime::Loops;
+use hookmesh_runtime::consume::ConsumeSettings;
 use hookmesh_runtime::db::{self, Backend, DbError};
-use hookmesh_runtime::metrics::{ConsumeFamilies, ConsumeMetrics};
+use hookmesh_runtime::metrics::ConsumeFamilies;
 use hookmesh_runtime::ops::{self, Check, DatabaseHealth};
 use hookmesh_runtime::outbox::Outbox;
-use hookmesh_runtime::{BoxError, supervise};
+use hookmesh_runtime::publish::{EventSink, JetStreamSink};
 use sqlx::migrate::Migrator;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-use crate::handlers::{Step, StepHandler, Worker};
+use crate::handlers::{Step, StepHandler, Tools, Worker};
 use crate::store::SweepStore;
 use crate::telemetry::SweepMetrics;
 use crate::trading_api::TradingApi;
@@ -161,9 +161,8 @@ pub enum StartError {
 pub struct SweepWorker {
     client: async_nats::Client,
     database: DatabaseHealth,
-    consuming: Arc<AtomicUsize>,
     store: SweepStore,
-    tasks: Vec<JoinHandle<()>>,
+    loops: Loops,
 }
 
 /// The consume loops: the step, its consumer, its batch size.
@@ -210,75 +209,6 @@ fn check_retry_delays(delays: &[Duration]) -> Result<(), StartError> {
     }
 }
 
-/// One of the four consume loops, as `supervise` restarts it: everything it
-/// needs to ensure its definitions and consume again from scratch.
-#[derive(Clone)]
-struct ConsumeLoop {
-    js: jetstream::Context,
-    store: SweepStore,
-    api: TradingApi,
-    http: reqwest::Client,
-    metrics: SweepMetrics,
-    database: DatabaseHealth,
-    consuming: Arc<AtomicUsize>,
-    settings: Arc<SweepSettings>,
-    consume_metrics: ConsumeMetrics,
-    shutdown: watch::Receiver<bool>,
-    step: Step,
-    definition: ConsumerDefinition,
-    max_batch: usize,
-}
-
-impl ConsumeLoop {
-    async fn run(self) -> Result<(), BoxError> {
-        let Self {
-            js,
-            store,
-            api,
-            http,
-            metrics,
-            database,
-            consuming,
-            settings,
-            consume_metrics,
-            shutdown,
-            step,
-            definition,
-            max_batch,
-        } = self;
-        let replicas = settings.stream_replicas;
-        ensure_streams(&js, STREAMS, replicas).await?;
-        ensure_bucket(&js, &SWEEP_JOBS_BUCKET, replicas).await?;
-        let known_jobs = js
-            .get_key_value(SWEEP_JOBS_BUCKET.bucket)
-            .await
-            .map_err(|e| format!("cannot open KV bucket {}: {e}", SWEEP_JOBS_BUCKET.bucket))?;
-        let worker = Worker {
-            store,
-            api,
-            known_jobs,
-            js: js.clone(),
-            settings,
-            metrics,
-            database,
-            http,
-            shutdown: shutdown.clone(),
-        };
-        let handler = Arc::new(StepHandler { worker, step });
-        let consume_settings = ConsumeSettings {
-            definition,
-            replicas,
-            max_batch,
-            max_wait: Duration::ZERO,
-            concurrency: 1,
-        };
-        consuming.fetch_add(1, Ordering::Relaxed);
-        let consumed = consume::run(js, consume_settings, handler, consume_metrics, shutdown).await;
-        consuming.fetch_sub(1, Ordering::Relaxed);
-        consumed.map_err(BoxError::from)
-    }
-}
-
 impl SweepWorker {
     /// Opens the database (applying migrations), then runs the four consume
     /// loops, the outbox and the read API until `shutdown`. Each loop
@@ -309,50 +239,56 @@ impl SweepWorker {
             .timeout(settings.request_timeout)
             .build()?;
         let js = jetstream::new(client.clone());
+        let sink: Arc<dyn EventSink> = Arc::new(JetStreamSink(js.clone()));
         let database = DatabaseHealth::default();
-        let consuming = Arc::new(AtomicUsize::new(0));
         let settings = Arc::new(settings);
-        let mut tasks = Vec::new();
+        let mut loops = Loops::new(shutdown.clone());
         tracing::info!(trading_api = %api.base_url(), public_url = %settings.public_url, "Sweep-worker starting.");
 
+        let tools = Tools {
+            store: store.clone(),
+            api,
+            sink: sink.clone(),
+            settings: settings.clone(),
+            metrics,
+            database: database.clone(),
+            http,
+            shutdown: shutdown.clone(),
+        };
         for (step, definition, label, max_batch) in LOOPS {
-            let consume_loop = ConsumeLoop {
-                js: js.clone(),
-                store: store.clone(),
-                api: api.clone(),
-                http: http.clone(),
-                metrics: metrics.clone(),
-                database: database.clone(),
-                consuming: consuming.clone(),
-                settings: settings.clone(),
-                consume_metrics: consume_metrics.consumer(label),
-                shutdown: shutdown.clone(),
-                step,
-                definition,
-                max_batch,
-            };
-            tasks.push(tokio::spawn(supervise(
-                label,
-                shutdown.clone(),
-                move || consume_loop.clone().run(),
-            )));
+            let replicas = settings.stream_replicas;
+            let (js, tools) = (js.clone(), tools.clone());
+            loops.consume(
+                js.clone(),
+                ConsumeSettings {
+                    definition,
+                    replicas,
+                    max_batch,
+                    max_wait: Duration::ZERO,
+                    concurrency: 1,
+                },
+                consume_metrics.consumer(label),
+                move || {
+                    let (js, tools) = (js.clone(), tools.clone());
+                    async move {
+                        ensure_streams(&js, STREAMS, replicas).await?;
+                        let registry = JobRegistry::open(&js, replicas).await?;
+                        Ok(StepHandler {
+                            worker: Worker::new(tools, registry),
+                            step,
+                        })
+                    }
+                },
+            );
         }
-        tasks.push(tokio::spawn(outbox.run(js, |_| {}, shutdown.clone())));
-        {
-            let (client, store, stop) = (client.clone(), store.clone(), shutdown.clone());
-            tasks.push(tokio::spawn(supervise(
-                "sweep-queries",
-                shutdown.clone(),
-                move || queries::serve(client.clone(), store.clone(), stop.clone()),
-            )));
-        }
-        tasks.push(database.watch(pool, shutdown));
+        loops.spawn(outbox.run(sink, |_| {}, shutdown.clone()));
+        loops.serve_reads(client.clone(), queries::api(&store));
+        loops.spawn(database.clone().watch(pool, shutdown));
         Ok(Self {
             client,
             database,
-            consuming,
             store,
-            tasks,
+            loops,
         })
     }
 
@@ -361,10 +297,7 @@ impl SweepWorker {
         vec![
             ("broker", ops::broker_check(self.client.clone())),
             ("database", self.database.check()),
-            (
-                "consumers",
-                ops::consumers_check(self.consuming.clone(), LOOPS.len()),
-            ),
+            ("consumers", self.loops.readiness()),
         ]
     }
 
@@ -376,9 +309,7 @@ impl SweepWorker {
     /// Waits for every loop to finish (after shutdown was signalled): the
     /// messages in hand are settled first.
     pub async fn finished(self) {
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.loops.finished().await;
     }
 }
 

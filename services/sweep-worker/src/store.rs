@@ -162,7 +162,9 @@ fn two_decimals(value: f64) -> f64 {
 pub fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
     let (millis, id) = cursor.split_once('.')?;
     let millis = millis.parse().ok()?;
-    hookmesh_contracts::sweep_jobs::is_valid_job_id(id).then(|| (millis, id.to_owned()))
+    hookmesh_contracts::sweep_jobs::JobId::parse(id)
+        .ok()
+        .map(|_| (millis, id.to_owned()))
 }
 
 fn cursor_of(job: &JobRow) -> String {

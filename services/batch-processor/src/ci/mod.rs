@@ -16,11 +16,10 @@ use hookmesh_contracts::ci::{CiPipelineEvent, PipelineEventType};
 use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects::ci_pipeline;
 use hookmesh_contracts::validation::StrEnum as _;
-use hookmesh_runtime::{BoxError, Delivery};
+use hookmesh_runtime::Delivery;
+use hookmesh_runtime::engine::{Applied, ApplyError, DedupKey, Family, Fresh};
 
 use self::store::{CiFact, CiStore};
-use crate::engine::dedup::DedupKey;
-use crate::engine::{Applied, Family, Fresh};
 use crate::telemetry::BatchMetrics;
 
 #[derive(Debug)]
@@ -74,7 +73,7 @@ impl Family for CiFamily {
     }
 
     fn dedup_key(&self, fact: &CiFact) -> DedupKey {
-        DedupKey::new(
+        DedupKey::of_source(
             Self::NAME,
             fact.event.platform.as_str(),
             fact.event.kind(),
@@ -86,8 +85,8 @@ impl Family for CiFamily {
         fact.event.kind()
     }
 
-    async fn apply(&self, events: Vec<Fresh<CiFact>>) -> Result<Vec<Applied>, BoxError> {
-        let outcome = self.store.apply(&events, Timestamp::now()).await?;
+    async fn apply(&self, events: &[Fresh<CiFact>]) -> Result<Vec<Applied>, ApplyError> {
+        let outcome = self.store.apply(events, Timestamp::now()).await?;
         for failure in &outcome.detected {
             self.metrics.failure_detected(
                 failure.platform.as_str(),

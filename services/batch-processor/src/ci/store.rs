@@ -14,7 +14,7 @@ use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
 
 use super::runs::{Decisive, decide};
-use crate::engine::{Applied, Fresh};
+use hookmesh_runtime::engine::{Applied, Fresh};
 
 /// A CI event as the family applies it: the normalised event, the tenant
 /// of its envelope, and its classification when it is a failure.

@@ -15,12 +15,11 @@ use hookmesh_contracts::delivery::DeliveryEvent;
 use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects::provider_delivery;
 use hookmesh_contracts::validation::StrEnum as _;
-use hookmesh_runtime::{BoxError, Delivery};
+use hookmesh_runtime::Delivery;
+use hookmesh_runtime::engine::{Applied, ApplyError, DedupKey, Family, Fresh};
 
 use self::store::{DeliveryFact, DeliveryStore, RecipientLookup};
-use crate::engine::dedup::DedupKey;
-use crate::engine::enrich::Enricher;
-use crate::engine::{Applied, Family, Fresh};
+use crate::enrich::Enricher;
 use crate::telemetry::BatchMetrics;
 
 #[derive(Debug)]
@@ -81,7 +80,7 @@ impl Family for DeliveryFamily {
     }
 
     fn dedup_key(&self, fact: &DeliveryFact) -> DedupKey {
-        DedupKey::new(
+        DedupKey::of_source(
             Self::NAME,
             &fact.provider,
             fact.status.as_str(),
@@ -93,14 +92,16 @@ impl Family for DeliveryFamily {
         fact.status.as_str()
     }
 
-    async fn apply(&self, events: Vec<Fresh<DeliveryFact>>) -> Result<Vec<Applied>, BoxError> {
+    async fn apply(&self, events: &[Fresh<DeliveryFact>]) -> Result<Vec<Applied>, ApplyError> {
         let keys: Vec<_> = events
             .iter()
             .map(|fresh| (fresh.event.provider.clone(), fresh.event.message_id.clone()))
             .collect();
         let enrichment = self.enricher.enrich(&keys).await;
-        let events: Vec<_> = events.into_iter().zip(enrichment).collect();
-        let outcome = self.store.apply(&events, Timestamp::now()).await?;
+        let outcome = self
+            .store
+            .apply(events, &enrichment, Timestamp::now())
+            .await?;
         for completed in &outcome.completed {
             self.metrics.campaign_completed();
             tracing::info!(

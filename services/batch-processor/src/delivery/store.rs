@@ -16,8 +16,9 @@ use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
 
 use super::status::{CounterDelta, RecipientState};
-use crate::engine::enrich::{Enrichment, Lookup};
-use crate::engine::{Applied, Fresh};
+use hookmesh_runtime::engine::{Applied, Fresh};
+
+use crate::enrich::{Enrichment, Lookup};
 
 /// A delivery event as the family applies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,13 +140,16 @@ impl DeliveryStore {
         }
     }
 
-    /// Applies a batch of fresh events (with their enrichment) in one
+    /// Applies a batch of fresh events, each with its enrichment, in one
     /// transaction.
     pub async fn apply(
         &self,
-        events: &[(Fresh<DeliveryFact>, Enrichment<Arc<RecipientInfo>>)],
+        events: &[Fresh<DeliveryFact>],
+        enrichment: &[Enrichment<Arc<RecipientInfo>>],
         now: Timestamp,
     ) -> Result<DeliveryOutcome, sqlx::Error> {
+        let events: Vec<_> = events.iter().zip(enrichment).collect();
+        let events = events.as_slice();
         let now_millis = now.unix_millis();
         let mut tx = self.pool.begin().await?;
         // The first statement writes, so SQLite takes its write lock now.
@@ -511,7 +515,7 @@ impl DeliveryStore {
 async fn insert_events(
     backend: Backend,
     tx: &mut Transaction<'static, Any>,
-    events: &[(Fresh<DeliveryFact>, Enrichment<Arc<RecipientInfo>>)],
+    events: &[(&Fresh<DeliveryFact>, &Enrichment<Arc<RecipientInfo>>)],
     now_millis: i64,
 ) -> Result<HashSet<u64>, sqlx::Error> {
     const COLUMNS: usize = 13;

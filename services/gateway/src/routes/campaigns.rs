@@ -19,7 +19,7 @@ use crate::Gateway;
 use crate::error::Rejection;
 use crate::publish::OutgoingEvent;
 use crate::trace::TraceContext;
-use crate::verify::hex_encode;
+use hookmesh_contracts::hex;
 
 #[derive(Serialize)]
 struct RegistrationAccepted {
@@ -65,7 +65,7 @@ pub(super) async fn register(
     let id = format!(
         "{tenant}:{}:{}",
         registration.campaign_id,
-        hex_encode(&digest.as_ref()[..12])
+        hex::encode(&digest.as_ref()[..12])
     );
     let (campaign_id, recipients, size) = (
         registration.campaign_id.clone(),

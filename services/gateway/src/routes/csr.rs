@@ -13,7 +13,6 @@ use time::{Date, Duration, OffsetDateTime};
 use super::{json_answer, query_value};
 use crate::Gateway;
 use crate::error::Rejection;
-use crate::reads::ask;
 use crate::trace::TraceContext;
 
 /// Days shown when `from` is not given.
@@ -60,14 +59,9 @@ pub(super) async fn metrics(
         from: from.to_string(),
         to: to.to_string(),
     };
-    let answer = ask(
-        gateway.publisher.client(),
-        "CSR",
-        CSR_METRICS_ENDPOINT,
-        &request,
-        &trace,
-    )
-    .await?;
+    let answer = gateway
+        .ask("CSR", CSR_METRICS_ENDPOINT, &request, &trace)
+        .await?;
     Ok(json_answer(answer))
 }
 
@@ -84,14 +78,9 @@ pub(super) async fn journey(
         tenant_id: tenant,
         participant_id: participant.clone(),
     };
-    let answer = ask(
-        gateway.publisher.client(),
-        "CSR",
-        CSR_JOURNEY_ENDPOINT,
-        &request,
-        &trace,
-    )
-    .await?;
+    let answer = gateway
+        .ask("CSR", CSR_JOURNEY_ENDPOINT, &request, &trace)
+        .await?;
     let report: JourneyReport = serde_json::from_slice(&answer).map_err(|e| {
         Rejection::ServiceUnavailable(format!("the CSR service answered unreadably: {e}"))
     })?;

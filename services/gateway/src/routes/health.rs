@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hookmesh_contracts::Timestamp;
+use hookmesh_contracts::health::Health;
 use serde::Serialize;
 
 use crate::Gateway;
@@ -25,8 +26,8 @@ struct WebhookHealth {
 /// `GET /health/webhook`: can webhooks be accepted right now? 200 when the
 /// broker is connected and the streams are in place, 503 otherwise.
 pub(super) async fn webhook_health(State(gateway): State<Gateway>) -> Response {
-    let connected = gateway.publisher.is_connected();
-    let streams_ready = gateway.publisher.streams_ready();
+    let connected = gateway.broker.is_connected();
+    let streams_ready = gateway.broker.streams_ready();
     let secrets = &gateway.config.secrets;
     let state = |configured: bool| if configured { "accepting" } else { "refusing" };
     let sources = BTreeMap::from([
@@ -64,9 +65,9 @@ pub(super) async fn webhook_health(State(gateway): State<Gateway>) -> Response {
 
 /// `GET /readyz`: 200 once the broker is reachable and the streams exist.
 pub(super) async fn ready(State(gateway): State<Gateway>) -> Response {
-    let reason = if !gateway.publisher.is_connected() {
+    let reason = if !gateway.broker.is_connected() {
         Some("the message broker is not connected")
-    } else if !gateway.publisher.streams_ready() {
+    } else if !gateway.broker.streams_ready() {
         Some("the streams are not ensured yet")
     } else {
         None
@@ -81,7 +82,24 @@ pub(super) async fn ready(State(gateway): State<Gateway>) -> Response {
     }
 }
 
+/// `GET /health`: the process answers (003's format).
+pub(super) async fn health() -> Json<Health> {
+    Json(Health::healthy())
+}
+
 /// `GET /metrics`: every metric of the process, in the OpenMetrics text format.
 pub(super) async fn metrics(State(gateway): State<Gateway>) -> Response {
-    hookmesh_runtime::ops::metrics_response(&gateway.registry)
+    let mut text = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &gateway.registry) {
+        tracing::error!(%error, "Could not encode the metrics.");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

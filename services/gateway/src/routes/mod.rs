@@ -48,7 +48,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/api/csr/participants/{id}/journey", get(csr::journey))
         .route("/webhooks/ci/{platform}", post(ci::receive))
         .route("/webhooks/providers/{provider}", post(providers::receive))
-        .route("/health", get(hookmesh_runtime::ops::health))
+        .route("/health", get(health::health))
         .route("/health/webhook", get(health::webhook_health))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(health::metrics))
@@ -231,7 +231,7 @@ impl Gateway {
         trace: &TraceContext,
     ) -> Result<Vec<Published>, Rejection> {
         let started = Instant::now();
-        match self.publisher.publish(events, trace).await {
+        match self.broker.publish(events, trace).await {
             Ok(acks) => {
                 let seconds = started.elapsed().as_secs_f64();
                 for ack in &acks {

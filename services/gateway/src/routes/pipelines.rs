@@ -6,7 +6,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -16,17 +15,16 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use futures_util::stream::{self, Stream};
 use hookmesh_contracts::envelope::Envelope;
-use hookmesh_contracts::subjects::{SWEEP_JOB_ENDPOINT, SWEEP_LIST_ENDPOINT, sweep_job_events};
+use hookmesh_contracts::subjects::{SWEEP_JOB_ENDPOINT, SWEEP_LIST_ENDPOINT};
 use hookmesh_contracts::sweep_jobs::{
-    JobEventName, JobListQuery, JobQuery, JobStatus, MAX_PAGE, PipelineJob, SweepJobEvent,
-    is_valid_job_id,
+    JobId, JobListQuery, JobQuery, JobStatus, MAX_PAGE, PipelineJob, SweepJobEvent,
 };
-use hookmesh_contracts::{TenantId, Timestamp, ValidationErrors};
+use hookmesh_contracts::{TenantId, ValidationErrors};
 
 use super::{json_answer, query_value};
 use crate::Gateway;
+use crate::broker::JobEvents;
 use crate::error::Rejection;
-use crate::reads::ask;
 use crate::trace::TraceContext;
 
 /// Jobs per page when `limit` is not given.
@@ -40,35 +38,29 @@ const HISTORY_WAIT: Duration = Duration::from_secs(2);
 async fn fetch_job(
     gateway: &Gateway,
     tenant: TenantId,
-    job_id: String,
+    job_id: &str,
     trace: &TraceContext,
-) -> Result<Bytes, Rejection> {
+) -> Result<(JobId, Bytes), Rejection> {
     let unknown = || Rejection::NotFound(format!("no job {job_id:?}"));
-    if !is_valid_job_id(&job_id) {
-        return Err(unknown());
-    }
+    let job_id = JobId::parse(job_id).map_err(|_| unknown())?;
     let request = JobQuery {
         tenant_id: tenant.clone(),
         job_id: job_id.clone(),
     };
-    let answer = ask(
-        gateway.publisher.client(),
-        "sweep",
-        SWEEP_JOB_ENDPOINT,
-        &request,
-        trace,
-    )
-    .await;
-    match answer {
+    let answer = gateway
+        .ask("sweep", SWEEP_JOB_ENDPOINT, &request, trace)
+        .await;
+    let job = match answer {
         Err(Rejection::NotFound(_)) => match gateway.recorded_job(&job_id).await? {
             Some(recorded) if recorded.tenant_id == tenant => {
                 let view = recorded.queued_view(&job_id);
-                Ok(serde_json::to_vec(&view).expect("jobs serialise").into())
+                serde_json::to_vec(&view).expect("jobs serialise").into()
             }
-            _ => Err(unknown()),
+            _ => return Err(unknown()),
         },
-        other => other,
-    }
+        other => other?,
+    };
+    Ok((job_id, job))
 }
 
 /// `GET /api/pipelines/{id}`: the job, its parameters, metrics and results
@@ -80,9 +72,8 @@ pub(super) async fn job(
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
     let tenant = gateway.api_tenant(&headers)?;
-    Ok(json_answer(
-        fetch_job(&gateway, tenant, job_id, &trace).await?,
-    ))
+    let (_, job) = fetch_job(&gateway, tenant, &job_id, &trace).await?;
+    Ok(json_answer(job))
 }
 
 /// `GET /api/pipelines?status=&limit=&cursor=`: the tenant's jobs, newest
@@ -125,37 +116,10 @@ pub(super) async fn list(
         limit,
         cursor,
     };
-    let answer = ask(
-        gateway.publisher.client(),
-        "sweep",
-        SWEEP_LIST_ENDPOINT,
-        &request,
-        &trace,
-    )
-    .await?;
+    let answer = gateway
+        .ask("sweep", SWEEP_LIST_ENDPOINT, &request, &trace)
+        .await?;
     Ok(json_answer(answer))
-}
-
-/// The final state of a finished job, as an event, for a stream whose
-/// history is gone.
-fn final_event(job: &PipelineJob) -> SweepJobEvent {
-    SweepJobEvent {
-        job_id: job.id.clone(),
-        event: JobEventName::of(job.status),
-        status: job.status,
-        done: true,
-        ticker: job.parameters.ticker.clone(),
-        strategy_type: job.parameters.strategy_type,
-        percent: None,
-        message: job
-            .error_message
-            .clone()
-            .unwrap_or_else(|| format!("The job is {}", job.status)),
-        metrics: job.metrics,
-        best: job.result.as_ref().and_then(|r| r.best.clone()),
-        error_message: job.error_message.clone(),
-        at: job.completed_at.unwrap_or_else(Timestamp::now),
-    }
 }
 
 fn sse_event(event: &SweepJobEvent, sequence: Option<u64>) -> Event {
@@ -181,36 +145,21 @@ pub(super) async fn events(
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
     let tenant = gateway.api_tenant(&headers)?;
-    let snapshot = fetch_job(&gateway, tenant, job_id.clone(), &trace).await?;
+    let (job_id, snapshot) = fetch_job(&gateway, tenant, &job_id, &trace).await?;
     let job: PipelineJob = serde_json::from_slice(&snapshot).map_err(|e| {
         Rejection::ServiceUnavailable(format!("the sweep service answered unreadably: {e}"))
     })?;
-    let unavailable = |e: &dyn std::fmt::Display| {
+    let events = gateway.broker.job_events(&job_id).await.map_err(|e| {
         Rejection::ServiceUnavailable(format!("the job's events cannot be read: {e}"))
-    };
-    let stream = gateway
-        .publisher
-        .jetstream()
-        .get_stream("SWEEPS")
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: sweep_job_events(&job_id),
-            deliver_policy: DeliverPolicy::All,
-            ..OrderedConfig::default()
-        })
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-    Ok(Sse::new(job_events(job, messages))
+    })?;
+    Ok(Sse::new(job_events(job, events))
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
 fn job_events(
     job: PipelineJob,
-    messages: async_nats::jetstream::consumer::pull::Ordered,
+    messages: JobEvents,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     // None once the final event went out.
     stream::unfold(Some((job, messages)), |state| async move {
@@ -219,12 +168,12 @@ fn job_events(
             let next = if job.status.is_final() {
                 match tokio::time::timeout(HISTORY_WAIT, messages.next()).await {
                     Ok(next) => next,
-                    Err(_) => return Some((Ok(sse_event(&final_event(&job), None)), None)),
+                    Err(_) => return Some((Ok(sse_event(&job.final_event(), None)), None)),
                 }
             } else {
                 messages.next().await
             };
-            let message = match next {
+            let (sequence, payload) = match next {
                 Some(Ok(message)) => message,
                 Some(Err(error)) => {
                     tracing::warn!(job_id = %job.id, %error, "Reading a job's events failed; closing its stream.");
@@ -232,9 +181,8 @@ fn job_events(
                 }
                 None => return None,
             };
-            let sequence = message.info().ok().map(|info| info.stream_sequence);
-            let Ok(event) = Envelope::parse(&message.payload)
-                .and_then(|envelope| envelope.data_as::<SweepJobEvent>())
+            let Ok(event) =
+                Envelope::parse(&payload).and_then(|envelope| envelope.data_as::<SweepJobEvent>())
             else {
                 continue;
             };

@@ -8,10 +8,9 @@ use axum::response::Response;
 use hookmesh_contracts::envelope::{Envelope, EventData as _};
 use hookmesh_contracts::subjects::{SWEEP_CALLBACK, SWEEP_TRIGGER};
 use hookmesh_contracts::sweep::{SweepCallback, SweepTrigger};
-use hookmesh_contracts::sweep_jobs::{RecordedJob, is_valid_job_id};
+use hookmesh_contracts::sweep_jobs::{JobId, RecordedJob};
 use hookmesh_contracts::validation::{StrEnum as _, parse_json};
-use hookmesh_contracts::{TenantId, Timestamp, ValidationErrors};
-use ring::digest;
+use hookmesh_contracts::{Timestamp, ValidationErrors};
 use serde::Serialize;
 
 use super::{accepted, query_value, read_json_body};
@@ -19,30 +18,17 @@ use crate::Gateway;
 use crate::error::Rejection;
 use crate::publish::OutgoingEvent;
 use crate::trace::TraceContext;
-use crate::verify::{hex_encode, random_bytes, verify_callback};
+use crate::verify::verify_callback;
 
 const TRIGGER_SOURCE: &str = "/api/pipelines/trigger";
 
 #[derive(Serialize)]
 struct TriggerAccepted {
-    job_id: String,
+    job_id: JobId,
     status: &'static str,
     message: &'static str,
     combinations: usize,
     duplicate: bool,
-}
-
-/// The job id: derived from the tenant and `Idempotency-Key` when the client
-/// sends one (so a retried trigger names the same job), random otherwise.
-fn job_id(tenant: &TenantId, idempotency_key: Option<&str>) -> String {
-    let entropy = match idempotency_key {
-        Some(key) => {
-            let digest = digest::digest(&digest::SHA256, format!("{tenant}\n{key}").as_bytes());
-            hex_encode(&digest.as_ref()[..12])
-        }
-        None => hex_encode(&random_bytes::<12>()),
-    };
-    format!("job_{entropy}")
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {
@@ -74,7 +60,7 @@ pub(super) async fn trigger(
     let tenant = gateway.api_tenant(&headers)?;
     let trigger = SweepTrigger::parse(&parse_json(&body).map_err(Rejection::Malformed)?)
         .map_err(Rejection::Invalid)?;
-    let job_id = job_id(&tenant, idempotency_key(&headers)?);
+    let job_id = JobId::for_trigger(&tenant, idempotency_key(&headers)?);
     let combinations = trigger.combination_count();
     let now = Timestamp::now();
     let recorded = RecordedJob {
@@ -83,11 +69,11 @@ pub(super) async fn trigger(
         created_at: now,
     };
     let envelope = Envelope::new(
-        job_id.clone(),
+        job_id.to_string(),
         TRIGGER_SOURCE,
         now,
         tenant,
-        Some(job_id.clone()),
+        Some(job_id.to_string()),
         trigger,
     );
     let ack = gateway
@@ -116,7 +102,7 @@ pub(super) async fn trigger(
 #[derive(Serialize)]
 struct CallbackAccepted {
     acknowledged: bool,
-    job_id: String,
+    job_id: JobId,
     duplicate: bool,
 }
 
@@ -145,14 +131,12 @@ pub(super) async fn callback(
     gateway.admit("callback")?;
     // 003 refuses callbacks for jobs it never created, so a forged or
     // stray callback cannot reach the stream.
-    let unknown = || Rejection::NotFound(format!("no sweep job {job_id:?}"));
-    if !is_valid_job_id(&job_id) {
-        return Err(unknown());
-    }
+    let unknown = |id: &str| Rejection::NotFound(format!("no sweep job {id:?}"));
+    let job_id = JobId::parse(&job_id).map_err(|_| unknown(&job_id))?;
     let tenant = gateway
         .recorded_job(&job_id)
         .await?
-        .ok_or_else(unknown)?
+        .ok_or_else(|| unknown(job_id.as_str()))?
         .tenant_id;
     let callback = SweepCallback::parse(&parse_json(&body).map_err(Rejection::Malformed)?)
         .map_err(Rejection::Invalid)?;
@@ -164,7 +148,7 @@ pub(super) async fn callback(
         "/webhook/sweep-callback",
         time,
         tenant,
-        Some(job_id.clone()),
+        Some(job_id.to_string()),
         callback,
     );
     let ack = gateway
@@ -183,19 +167,4 @@ pub(super) async fn callback(
         job_id,
         duplicate: ack.duplicate,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idempotency_keys_give_stable_tenant_scoped_job_ids() {
-        let acme = TenantId::parse("acme").unwrap();
-        let globex = TenantId::parse("globex").unwrap();
-        assert_eq!(job_id(&acme, Some("k1")), job_id(&acme, Some("k1")));
-        assert_ne!(job_id(&acme, Some("k1")), job_id(&globex, Some("k1")));
-        assert_ne!(job_id(&acme, None), job_id(&acme, None));
-        assert!(job_id(&acme, None).starts_with("job_"));
-    }
 }

@@ -11,8 +11,8 @@ pub mod standard_webhooks;
 
 use std::fmt;
 
+use hookmesh_contracts::hex::{self, random_bytes};
 use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
 
 pub use sources::{
     VerifiedDelivery, verify_api_key, verify_buddy, verify_callback, verify_circleci,
@@ -60,37 +60,6 @@ impl AuthError {
     }
 }
 
-pub use hookmesh_contracts::hex::encode as hex_encode;
-
-/// Hex of either case; `None` for odd lengths or other characters.
-pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
-        return None;
-    }
-    bytes
-        .chunks_exact(2)
-        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
-        .collect()
-}
-
-/// Random bytes from the operating system.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .expect("the operating system's random source is available");
-    bytes
-}
-
 /// An HMAC-SHA256 key.
 #[derive(Clone)]
 pub struct HmacKey(hmac::Key);
@@ -102,7 +71,7 @@ impl HmacKey {
 
     /// Lowercase hex of the tag over `message` (what senders put in headers).
     pub fn sign_hex(&self, message: &[u8]) -> String {
-        hex_encode(hmac::sign(&self.0, message).as_ref())
+        hex::encode(hmac::sign(&self.0, message).as_ref())
     }
 
     /// Whether `tag` is this key's tag over `message`, in constant time.
@@ -112,7 +81,7 @@ impl HmacKey {
 
     /// As [`HmacKey::verify`], for a hex tag; malformed hex never verifies.
     pub fn verify_hex(&self, message: &[u8], hex_tag: &str) -> bool {
-        hex_decode(hex_tag).is_some_and(|tag| self.verify(message, &tag))
+        hex::decode(hex_tag).is_some_and(|tag| self.verify(message, &tag))
     }
 
     pub(crate) fn key(&self) -> &hmac::Key {
@@ -156,15 +125,6 @@ impl fmt::Debug for SecretToken {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_round_trips_and_refuses_garbage() {
-        let bytes = [0x00, 0x7f, 0xab, 0xff];
-        assert_eq!(hex_encode(&bytes), "007fabff");
-        assert_eq!(hex_decode("007FABff").unwrap(), bytes);
-        assert_eq!(hex_decode("abc"), None);
-        assert_eq!(hex_decode("zz"), None);
-    }
 
     #[test]
     fn secret_tokens_match_only_the_secret() {

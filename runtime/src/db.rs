@@ -33,6 +33,10 @@ pub enum DbError {
     Connect { url: String, source: sqlx::Error },
     #[error("cannot apply the database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot prepare the database: {0}")]
+    Prepare(sqlx::Error),
+    #[error("cannot create the SQLite database in {directory}: {reason}")]
+    SqliteDirectory { directory: String, reason: String },
 }
 
 impl Backend {
@@ -47,9 +51,38 @@ impl Backend {
     }
 }
 
-/// `sqlite://<path>`, created when missing.
+/// The database a single service uses when `DATABASE_URL` is unset.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://hookmesh.db";
+
+/// The database of the consumer services.
+#[derive(Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// Database of the consumer services: sqlite://<path> or postgres://user:password@host/db.
+    /// `up` defaults to sqlite://<data dir>/hookmesh.db, a single service to sqlite://hookmesh.db.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// DATABASE_URL, or the single service's default.
+    pub fn url_or_default(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+    }
+}
+
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseArgs")
+            .field("database_url", &self.database_url.as_deref().map(redacted))
+            .finish()
+    }
+}
+
+/// `sqlite://<path>` (created when missing).
 pub fn sqlite_url(path: &std::path::Path) -> String {
-    format!("sqlite://{}?mode=rwc", path.display())
+    format!("sqlite://{}", path.display())
 }
 
 /// The URL with its password hidden, for logs and errors.
@@ -69,11 +102,12 @@ pub fn redacted(url: &str) -> String {
 /// Opens a pool. SQLite gets WAL, a busy timeout, and one connection per
 /// pool: writes serialise anyway, and one connection never deadlocks itself.
 pub async fn connect(url: &str) -> Result<Pool, DbError> {
-    options(url)?
-        .connect(url)
+    let (options, url) = options(url)?;
+    options
+        .connect(&url)
         .await
         .map_err(|source| DbError::Connect {
-            url: redacted(url),
+            url: redacted(&url),
             source,
         })
 }
@@ -81,27 +115,60 @@ pub async fn connect(url: &str) -> Result<Pool, DbError> {
 /// A pool that connects on first use, for a database that may be down
 /// when the service starts (a lookup replica).
 pub fn connect_lazy(url: &str) -> Result<Pool, DbError> {
-    options(url)?
-        .connect_lazy(url)
+    let (options, url) = options(url)?;
+    options
+        .connect_lazy(&url)
         .map_err(|source| DbError::Connect {
-            url: redacted(url),
+            url: redacted(&url),
             source,
         })
 }
 
-fn options(url: &str) -> Result<AnyPoolOptions, DbError> {
+/// A SQLite URL whose file is created when missing: whatever form the
+/// person gave (`sqlite:x.db`, `sqlite://x.db`, `sqlite:///abs/x.db`),
+/// unless it names a `mode` of its own. Refused, saying why, when the
+/// file's directory does not exist or cannot be written to.
+fn sqlite_creating(url: &str) -> Result<String, DbError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let in_memory = path.is_empty() || path == ":memory:";
+    if in_memory || query.split('&').any(|pair| pair.starts_with("mode=")) {
+        return Ok(url.to_owned());
+    }
+    let path = std::path::Path::new(path);
+    if !path.exists() {
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => std::path::Path::new("."),
+        };
+        let refuse = |reason: String| DbError::SqliteDirectory {
+            directory: directory.display().to_string(),
+            reason,
+        };
+        if !directory.is_dir() {
+            return Err(refuse("it does not exist; create it first".to_owned()));
+        }
+        let probe = directory.join(format!(".hookmesh-write-check-{}", std::process::id()));
+        std::fs::write(&probe, b"")
+            .map_err(|error| refuse(format!("it cannot be written to ({error})")))?;
+        let _ = std::fs::remove_file(&probe);
+    }
+    let separator = if query.is_empty() { "?" } else { "&" };
+    Ok(format!("{url}{separator}mode=rwc"))
+}
+
+/// Pool options for `url`, and the URL to connect with.
+fn options(url: &str) -> Result<(AnyPoolOptions, String), DbError> {
     static DRIVERS: Once = Once::new();
     DRIVERS.call_once(sqlx::any::install_default_drivers);
     let backend = Backend::of(url)?;
-    if backend == Backend::Sqlite
-        && let Some(path) = url
-            .strip_prefix("sqlite://")
-            .map(|rest| rest.split('?').next().unwrap_or(rest))
-        && let Some(parent) = std::path::Path::new(path).parent()
-        && !parent.as_os_str().is_empty()
-    {
-        let _ = std::fs::create_dir_all(parent);
-    }
+    let url = match backend {
+        Backend::Sqlite => sqlite_creating(url)?,
+        Backend::Postgres => url.to_owned(),
+    };
     let options = match backend {
         Backend::Sqlite => {
             AnyPoolOptions::new()
@@ -133,7 +200,7 @@ fn options(url: &str) -> Result<AnyPoolOptions, DbError> {
                 })
         }
     };
-    Ok(options.acquire_timeout(Duration::from_secs(10)))
+    Ok((options.acquire_timeout(Duration::from_secs(10)), url))
 }
 
 /// Applies a service's migrations. Each service numbers its own range
@@ -210,6 +277,33 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// Whether `error` is the database refusing the data itself (a constraint
+/// it breaks, a value it cannot store: PostgreSQL's classes 22 and 23,
+/// SQLite's constraint, mismatch and too-big codes) rather than being away
+/// or failing: the same statement with the same data would fail again.
+pub fn is_refusal(error: &sqlx::Error) -> bool {
+    use sqlx::error::ErrorKind;
+    match error {
+        sqlx::Error::Database(db) => match db.kind() {
+            ErrorKind::UniqueViolation
+            | ErrorKind::ForeignKeyViolation
+            | ErrorKind::NotNullViolation
+            | ErrorKind::CheckViolation => true,
+            _ => db.code().is_some_and(|code| match code.len() {
+                // A PostgreSQL SQLSTATE: data exception or integrity violation.
+                5 => code.starts_with("22") || code.starts_with("23"),
+                // A SQLite (extended) result code: its low byte is the primary
+                // code, TOOBIG, CONSTRAINT or MISMATCH.
+                _ => code
+                    .parse::<u32>()
+                    .is_ok_and(|code| matches!(code & 0xff, 18..=20)),
+            }),
+        },
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +324,37 @@ mod tests {
         assert_eq!(Backend::Postgres.values(1, 1, 7), "($7)");
         assert_eq!(Backend::Sqlite.values(2, 2, 3), "(?, ?), (?, ?)");
         assert_eq!(rows_per_statement(15), 2000);
+    }
+
+    #[test]
+    fn sqlite_urls_create_their_file_in_a_directory_that_exists() {
+        let directory = std::env::temp_dir().join(format!("hookmesh-db-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let file = directory.join("x.db");
+        for url in [
+            format!("sqlite://{}", file.display()),
+            format!("sqlite:{}", file.display()),
+        ] {
+            assert_eq!(sqlite_creating(&url).unwrap(), format!("{url}?mode=rwc"));
+        }
+        let cache = format!("sqlite://{}?cache=shared", file.display());
+        assert_eq!(
+            sqlite_creating(&cache).unwrap(),
+            format!("{cache}&mode=rwc")
+        );
+        let read_only = format!("sqlite://{}?mode=ro", file.display());
+        assert_eq!(sqlite_creating(&read_only).unwrap(), read_only);
+        assert_eq!(
+            sqlite_creating("sqlite::memory:").unwrap(),
+            "sqlite::memory:"
+        );
+        let missing = format!("sqlite://{}/nope/x.db", directory.display());
+        let error = sqlite_creating(&missing).unwrap_err().to_string();
+        assert!(
+            error.contains("nope") && error.contains("does not exist"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&directory).unwrap();
     }
 
     #[test]

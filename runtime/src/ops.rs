@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -13,11 +13,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hookmesh_contracts::Timestamp;
+use hookmesh_contracts::health::Health;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::db::Pool;
 
@@ -29,15 +27,6 @@ pub fn broker_check(client: async_nats::Client) -> Check {
     Arc::new(move || match client.connection_state() {
         async_nats::connection::State::Connected => Ok(()),
         _ => Err("not connected".to_owned()),
-    })
-}
-
-/// Ready while all `expected` consume loops run; each loop counts itself in
-/// `running` while it consumes.
-pub fn consumers_check(running: Arc<AtomicUsize>, expected: usize) -> Check {
-    Arc::new(move || match running.load(Ordering::Relaxed) {
-        n if n == expected => Ok(()),
-        n => Err(format!("{n} of {expected} consumers running")),
     })
 }
 
@@ -73,39 +62,25 @@ impl DatabaseHealth {
     }
 
     /// Pings `pool` every five seconds until `shutdown` turns true.
-    pub fn watch(&self, pool: Pool, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        let health = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let ping = sqlx::query("SELECT 1").execute(&pool).await;
-                health.record(ping.is_ok());
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    _ = shutdown.changed() => {
-                        if *shutdown.borrow() {
-                            return;
-                        }
+    pub async fn watch(self, pool: Pool, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let ping = sqlx::query("SELECT 1").execute(&pool).await;
+            self.record(ping.is_ok());
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return;
                     }
                 }
             }
-        })
+        }
     }
-}
-
-#[derive(Debug, Serialize)]
-pub struct Health {
-    status: &'static str,
-    version: &'static str,
-    timestamp: String,
 }
 
 /// `GET /health`: the process answers (003's format).
 pub async fn health() -> Json<Health> {
-    Json(Health {
-        status: "healthy",
-        version: env!("CARGO_PKG_VERSION"),
-        timestamp: Timestamp::now().to_rfc3339(),
-    })
+    Json(Health::healthy())
 }
 
 /// `GET /metrics` over `registry`, in the OpenMetrics text format.

@@ -29,6 +29,7 @@ use futures_util::stream::FuturesUnordered;
 use hookmesh_contracts::Timestamp;
 use hookmesh_nats::{ConsumerDefinition, EnsureError, ensure_consumer};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::dead_letter::{self, DeadLetter};
 use crate::metrics::ConsumeMetrics;
@@ -54,6 +55,42 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A delivery made here rather than pulled from a broker: for testing a
+    /// handler without one. It has no reply subject, so settling it tells no
+    /// one; it is the first delivery of sequence 1, stored now.
+    pub fn detached(subject: &str, payload: impl Into<bytes::Bytes>) -> Self {
+        Self {
+            message: async_nats::Message {
+                subject: subject.into(),
+                reply: None,
+                payload: payload.into(),
+                headers: None,
+                status: None,
+                description: None,
+                length: 0,
+            },
+            stream_sequence: 1,
+            delivered: 1,
+            published: Timestamp::now(),
+        }
+    }
+
+    /// The same, with header `name` set to `value`.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.message
+            .headers
+            .get_or_insert_with(async_nats::HeaderMap::new)
+            .insert(name, value);
+        self
+    }
+
+    /// The same, as delivery `delivered` of stream sequence `sequence`.
+    pub fn at(mut self, sequence: u64, delivered: u64) -> Self {
+        self.stream_sequence = sequence;
+        self.delivered = delivered;
+        self
+    }
+
     fn new(message: jetstream::Message) -> Result<Self, String> {
         let info = message.info().map_err(|e| e.to_string())?;
         let (stream_sequence, delivered) = (info.stream_sequence, info.delivered.max(1) as u64);
@@ -150,6 +187,34 @@ impl Outcome {
             Self::Retry { .. } => "retry",
             Self::DeadLetter { .. } => "dead_letter",
             Self::Defer { .. } => "deferred",
+        }
+    }
+}
+
+/// What the broker is told of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    Ack,
+    /// Redeliver after the delay.
+    Nak(Duration),
+    /// Copy to the dead-letter stream with the reason, then terminate.
+    DeadLetter(String),
+}
+
+impl Settlement {
+    /// How `outcome` settles delivery number `delivered` of a consumer that
+    /// delivers a message at most `max_deliver` times (0: no limit): a
+    /// retry on the last allowed delivery is dead-lettered instead of
+    /// dropped; a deferral is never a failure.
+    pub fn of(outcome: Outcome, delivered: u64, max_deliver: u64) -> Self {
+        match outcome {
+            Outcome::Done => Self::Ack,
+            Outcome::Defer { delay } => Self::Nak(delay),
+            Outcome::Retry { reason, .. } if max_deliver > 0 && delivered >= max_deliver => {
+                Self::DeadLetter(format!("gave up after {delivered} deliveries: {reason}"))
+            }
+            Outcome::Retry { delay, .. } => Self::Nak(delay),
+            Outcome::DeadLetter { reason } => Self::DeadLetter(reason),
         }
     }
 }
@@ -346,7 +411,23 @@ struct Settler {
 }
 
 impl Settler {
+    /// Handles `batch` in a span naming the consumer and, for a batch of
+    /// one, the message's correlation id, so its log lines group.
     async fn process<H: Handler>(self: Arc<Self>, handler: Arc<H>, batch: Vec<Delivery>) {
+        let span = tracing::info_span!(
+            "batch",
+            consumer = %self.consumer,
+            size = batch.len(),
+            first_sequence = batch.first().map_or(0, |d| d.stream_sequence),
+            correlation_id = tracing::field::Empty,
+        );
+        if let [only] = batch.as_slice() {
+            span.record("correlation_id", only.correlation_id());
+        }
+        self.process_in_span(handler, batch).instrument(span).await;
+    }
+
+    async fn process_in_span<H: Handler>(self: Arc<Self>, handler: Arc<H>, batch: Vec<Delivery>) {
         let started = Instant::now();
         let outcomes = {
             let batch: &[Delivery] = &batch;
@@ -386,48 +467,43 @@ impl Settler {
 
     async fn settle(&self, delivery: Delivery, outcome: Outcome) {
         let client = &self.client;
-        let outcome = match outcome {
-            Outcome::Retry { reason, .. }
-                if self.max_deliver > 0 && delivery.delivered >= self.max_deliver =>
-            {
-                Outcome::dead_letter(format!(
-                    "gave up after {} deliveries: {reason}",
-                    delivery.delivered
-                ))
-            }
-            other => other,
+        let retry_reason = match &outcome {
+            Outcome::Retry { reason, .. } => Some(reason.clone()),
+            _ => None,
         };
-        self.metrics.settled(outcome.label());
-        let settled = match &outcome {
-            Outcome::Done => delivery.acknowledge(client, AckKind::Ack).await,
-            Outcome::Defer { delay } => {
+        let label = outcome.label();
+        let settlement = Settlement::of(outcome, delivery.delivered, self.max_deliver);
+        self.metrics.settled(match settlement {
+            Settlement::DeadLetter(_) => "dead_letter",
+            _ => label,
+        });
+        let settled = match settlement {
+            Settlement::Ack => delivery.acknowledge(client, AckKind::Ack).await,
+            Settlement::Nak(delay) => {
+                if let Some(reason) = retry_reason {
+                    tracing::warn!(
+                        consumer = %self.consumer,
+                        subject = %delivery.subject(),
+                        stream_sequence = delivery.stream_sequence,
+                        delivery_attempt = delivery.delivered,
+                        correlation_id = delivery.correlation_id(),
+                        retry_in = ?delay,
+                        %reason,
+                        "Processing failed; the message will be redelivered."
+                    );
+                }
                 delivery
-                    .acknowledge(client, AckKind::Nak(Some(*delay)))
+                    .acknowledge(client, AckKind::Nak(Some(delay)))
                     .await
             }
-            Outcome::Retry { delay, reason } => {
-                tracing::warn!(
-                    consumer = %self.consumer,
-                    subject = %delivery.subject(),
-                    stream_sequence = delivery.stream_sequence,
-                    delivery_attempt = delivery.delivered,
-                    correlation_id = delivery.correlation_id(),
-                    retry_in = ?delay,
-                    %reason,
-                    "Processing failed; the message will be redelivered."
-                );
-                delivery
-                    .acknowledge(client, AckKind::Nak(Some(*delay)))
-                    .await
-            }
-            Outcome::DeadLetter { reason } => {
+            Settlement::DeadLetter(reason) => {
                 let letter = DeadLetter {
                     stream: &self.stream,
                     consumer: &self.consumer,
                     subject: delivery.subject(),
                     sequence: delivery.stream_sequence,
                     deliveries: delivery.delivered,
-                    reason,
+                    reason: &reason,
                     headers: delivery.headers(),
                     payload: delivery.message.payload.clone(),
                 };
@@ -474,5 +550,50 @@ mod tests {
             })
             .collect();
         assert_eq!(delays, [2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    #[test]
+    fn outcomes_settle_as_acks_naks_and_dead_letters() {
+        let retry = || Outcome::Retry {
+            delay: Duration::from_secs(4),
+            reason: "db away".to_owned(),
+        };
+        assert_eq!(Settlement::of(Outcome::Done, 1, 3), Settlement::Ack);
+        assert_eq!(
+            Settlement::of(retry(), 2, 3),
+            Settlement::Nak(Duration::from_secs(4))
+        );
+        assert_eq!(
+            Settlement::of(retry(), 3, 3),
+            Settlement::DeadLetter("gave up after 3 deliveries: db away".to_owned())
+        );
+        assert_eq!(
+            Settlement::of(retry(), 30, 0),
+            Settlement::Nak(Duration::from_secs(4)),
+            "no limit, no giving up"
+        );
+        let defer = Outcome::Defer {
+            delay: Duration::from_secs(60),
+        };
+        assert_eq!(
+            Settlement::of(defer, 99, 3),
+            Settlement::Nak(Duration::from_secs(60)),
+            "a deferral is never a failure"
+        );
+        assert_eq!(
+            Settlement::of(Outcome::dead_letter("bad"), 1, 3),
+            Settlement::DeadLetter("bad".to_owned())
+        );
+    }
+
+    #[test]
+    fn detached_deliveries_carry_what_a_handler_reads() {
+        let delivery = Delivery::detached("buddy.match.created", &b"{}"[..])
+            .with_header("X-Correlation-Id", "req-1")
+            .at(42, 3);
+        assert_eq!(delivery.subject(), "buddy.match.created");
+        assert_eq!(delivery.payload(), b"{}");
+        assert_eq!(delivery.correlation_id(), "req-1");
+        assert_eq!((delivery.stream_sequence, delivery.delivered), (42, 3));
     }
 }

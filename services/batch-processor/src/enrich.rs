@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 
-use super::cache::TtlCache;
+use hookmesh_runtime::engine::cache::TtlCache;
+
 use crate::telemetry::BatchMetrics;
 
 /// Where enrichment comes from.

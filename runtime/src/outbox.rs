@@ -11,33 +11,21 @@
 //! A service's outbox table has the columns `msg_id` (primary key),
 //! `subject`, `payload`, `created_at` and `published_at`.
 
-use std::future::IntoFuture as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage};
-use futures_util::future::join_all;
 use hookmesh_contracts::Timestamp;
-use hookmesh_contracts::envelope::CLOUDEVENTS_CONTENT_TYPE;
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
 use tokio::sync::{Notify, watch};
 
 use crate::db::{Backend, Pool, rows_per_statement};
+use crate::publish::EventSink;
+pub use crate::publish::OutboxMessage;
 
 /// Rows published per round.
 const ROUND: i64 = 500;
 /// How often the table is looked at without a nudge.
 const IDLE_CHECK: Duration = Duration::from_secs(2);
-
-/// One event to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxMessage {
-    /// Its `Nats-Msg-Id`, and its key in the table.
-    pub msg_id: String,
-    pub subject: String,
-    /// The CloudEvents envelope, as JSON.
-    pub payload: String,
-}
 
 /// A service's outbox table and the task that drains it.
 #[derive(Debug, Clone)]
@@ -137,34 +125,17 @@ impl Outbox {
     /// Publishes one round; returns how many were published.
     async fn publish_round(
         &self,
-        js: &jetstream::Context,
+        sink: &dyn EventSink,
         on_published: &(dyn Fn(&OutboxMessage) + Send + Sync),
     ) -> Result<usize, String> {
         let pending = self.unpublished().await.map_err(|e| e.to_string())?;
-        let mut sent = Vec::with_capacity(pending.len());
-        let mut acks = Vec::with_capacity(pending.len());
-        for message in &pending {
-            let publish = PublishMessage::build()
-                .payload(message.payload.clone().into())
-                .message_id(&message.msg_id)
-                .header("Content-Type", CLOUDEVENTS_CONTENT_TYPE);
-            match js.send_publish(message.subject.clone(), publish).await {
-                Ok(ack) => {
-                    sent.push(message);
-                    acks.push(ack.into_future());
-                }
+        let results = sink.publish(&pending).await;
+        let mut published = Vec::with_capacity(pending.len());
+        for (message, result) in pending.iter().zip(results) {
+            match result {
+                Ok(()) => published.push(message),
                 Err(error) => {
-                    tracing::warn!(%error, subject = %message.subject, "Cannot publish from the outbox yet.");
-                    break;
-                }
-            }
-        }
-        let mut published = Vec::with_capacity(sent.len());
-        for (message, acked) in sent.into_iter().zip(join_all(acks).await) {
-            match acked {
-                Ok(_) => published.push(message),
-                Err(error) => {
-                    tracing::warn!(%error, subject = %message.subject, "An outbox message was not acknowledged; it will be published again.");
+                    tracing::warn!(%error, subject = %message.subject, "An outbox message was not published yet; it will be published again.");
                 }
             }
         }
@@ -181,8 +152,8 @@ impl Outbox {
     /// Publishes what is waiting now, in this task, when an event must be in
     /// the stream before the caller goes on; the draining task would get to
     /// it a moment later. Failures are left to that task.
-    pub async fn publish_now(&self, js: &jetstream::Context) {
-        if let Err(error) = self.publish_round(js, &|_| {}).await {
+    pub async fn publish_now(&self, sink: &dyn EventSink) {
+        if let Err(error) = self.publish_round(sink, &|_| {}).await {
             tracing::debug!(%error, table = self.table, "The outbox could not be published now; it will be.");
         }
     }
@@ -191,13 +162,13 @@ impl Outbox {
     /// `shutdown`; `on_published` sees each message once JetStream has it.
     pub async fn run(
         self,
-        js: jetstream::Context,
+        sink: Arc<dyn EventSink>,
         on_published: impl Fn(&OutboxMessage) + Send + Sync + 'static,
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
             loop {
-                match self.publish_round(&js, &on_published).await {
+                match self.publish_round(sink.as_ref(), &on_published).await {
                     Ok(count) if count as i64 >= ROUND => continue,
                     Ok(_) => break,
                     Err(error) => {

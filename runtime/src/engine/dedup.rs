@@ -1,11 +1,7 @@
 //! Seed 004's first two deduplication layers: recent keys in memory (one
-//! minute), then the `webhook_dedup` KV bucket shared by every replica (24
-//! hours). The third layer is each family's unique constraint, inside the
-//! batch's transaction.
-//!
-//! Keys are isolated by family, source (provider or CI platform) and event
-//! type, so the same message id from two providers, or a message's
-//! `delivered` and `opened`, are different events.
+//! minute), then the family's KV bucket shared by every replica
+//! (`webhook_dedup`, 24 hours; `csr_events`, 30 days). The third layer is
+//! each family's unique constraint, inside the batch's transaction.
 //!
 //! Both layers answer for a whole batch at once: one lock for memory, one
 //! batched read per thousand keys for KV. A key is recorded only after the
@@ -17,12 +13,14 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
-use hookmesh_nats::definitions::WEBHOOK_DEDUP_BUCKET;
-use hookmesh_runtime::kv::SeenKeys;
+use std::sync::Arc;
 
+use async_nats::jetstream;
+use hookmesh_nats::BucketDefinition;
+
+use super::Observer;
 use super::cache::TtlCache;
-use crate::telemetry::BatchMetrics;
+use crate::kv::SeenKeys;
 
 /// How long the memory layer remembers a key.
 pub const MEMORY_TTL: Duration = Duration::from_secs(60);
@@ -36,13 +34,18 @@ const REOPEN_EVERY: Duration = Duration::from_secs(30);
 pub struct DedupKey(String);
 
 impl DedupKey {
-    /// `source` and `event_type` must be made of `a-z 0-9 _ - .` (provider
-    /// names, platform names and event types are); `id` may hold anything.
-    pub fn new(family: &str, source: &str, event_type: &str, id: &str) -> Self {
-        Self(SeenKeys::key(
-            &format!("{family}.{source}.{event_type}"),
-            id,
-        ))
+    /// The key of `id` within `scope`; `scope` must be made of
+    /// `A-Z a-z 0-9 _ - .` (tenant ids, provider and platform names and
+    /// event types are), `id` may hold anything.
+    pub fn new(scope: &str, id: &str) -> Self {
+        Self(SeenKeys::key(scope, id))
+    }
+
+    /// A key isolated by family, source (provider or CI platform) and event
+    /// type, so that the same message id from two providers, or a message's
+    /// `delivered` and `opened`, are different events.
+    pub fn of_source(family: &str, source: &str, event_type: &str, id: &str) -> Self {
+        Self::new(&format!("{family}.{source}.{event_type}"), id)
     }
 
     pub fn as_str(&self) -> &str {
@@ -76,29 +79,45 @@ pub struct Deduplicator {
     kv: Mutex<Option<SeenKeys>>,
     /// Where to open the bucket again when it could not be, and when that
     /// was last tried.
-    reopen: Option<(jetstream::Context, usize)>,
+    reopen: Option<(jetstream::Context, BucketDefinition, usize)>,
     last_attempt: Mutex<Option<Instant>>,
-    metrics: BatchMetrics,
+    observer: Arc<dyn Observer>,
 }
 
 impl Deduplicator {
-    /// `kv` is `None` when the bucket could not be opened at start.
-    pub fn new(family: &'static str, kv: Option<SeenKeys>, metrics: BatchMetrics) -> Self {
+    /// Memory only, or memory and `kv`.
+    pub fn new(family: &'static str, kv: Option<SeenKeys>, observer: Arc<dyn Observer>) -> Self {
         Self {
             family,
             memory: Mutex::new(TtlCache::new(MEMORY_CAPACITY)),
             kv: Mutex::new(kv),
             reopen: None,
             last_attempt: Mutex::new(None),
-            metrics,
+            observer,
         }
     }
 
-    /// Opens the bucket again on `js`, every [`REOPEN_EVERY`] at most,
-    /// while it is not open.
-    pub fn reopening(mut self, js: jetstream::Context, replicas: usize) -> Self {
-        self.reopen = Some((js, replicas));
-        self
+    /// Ensures and opens `bucket` on `js`. When it cannot be opened, the
+    /// family goes on without it (fail-open, counted) and it is opened again
+    /// every [`REOPEN_EVERY`] at most until it can be.
+    pub async fn open(
+        family: &'static str,
+        js: &jetstream::Context,
+        bucket: BucketDefinition,
+        replicas: usize,
+        observer: Arc<dyn Observer>,
+    ) -> Self {
+        let kv = match SeenKeys::open(js, &bucket, replicas).await {
+            Ok(seen) => Some(seen),
+            Err(error) => {
+                observer.dedup_fail_open();
+                tracing::warn!(family, %error, "The dedup bucket is unavailable; the database constraint decides alone.");
+                None
+            }
+        };
+        let mut dedup = Self::new(family, kv, observer);
+        dedup.reopen = Some((js.clone(), bucket, replicas));
+        dedup
     }
 
     /// The bucket, when it is open (or opens now).
@@ -106,7 +125,7 @@ impl Deduplicator {
         if let Some(kv) = self.kv.lock().expect("never poisoned").clone() {
             return Some(kv);
         }
-        let (js, replicas) = self.reopen.as_ref()?;
+        let (js, bucket, replicas) = self.reopen.as_ref()?;
         {
             let mut last = self.last_attempt.lock().expect("never poisoned");
             if last.is_some_and(|at| at.elapsed() < REOPEN_EVERY) {
@@ -114,7 +133,7 @@ impl Deduplicator {
             }
             *last = Some(Instant::now());
         }
-        match SeenKeys::open(js, &WEBHOOK_DEDUP_BUCKET, *replicas).await {
+        match SeenKeys::open(js, bucket, *replicas).await {
             Ok(kv) => {
                 tracing::info!(family = self.family, "The dedup bucket is open again.");
                 *self.kv.lock().expect("never poisoned") = Some(kv.clone());
@@ -141,7 +160,7 @@ impl Deduplicator {
         };
         let Some(kv) = self.bucket().await else {
             if self.reopen.is_some() {
-                self.metrics.dedup_fail_open(self.family);
+                self.observer.dedup_fail_open();
             }
             return verdicts;
         };
@@ -163,7 +182,7 @@ impl Deduplicator {
                 }
             }
             Err(error) => {
-                self.metrics.dedup_fail_open(self.family);
+                self.observer.dedup_fail_open();
                 tracing::warn!(family = self.family, %error, "Cannot read the dedup bucket; the database constraint decides alone.");
             }
         }
@@ -188,7 +207,7 @@ impl Deduplicator {
         if let Some(kv) = self.bucket().await {
             let keys: Vec<String> = keys.iter().map(|key| key.0.clone()).collect();
             if let Err(error) = kv.insert_many(&keys).await {
-                self.metrics.dedup_fail_open(self.family);
+                self.observer.dedup_fail_open();
                 tracing::warn!(family = self.family, %error, "Cannot record keys in the dedup bucket; the database constraint still holds.");
             }
         }
@@ -197,32 +216,37 @@ impl Deduplicator {
 
 #[cfg(test)]
 mod tests {
-    use prometheus_client::registry::Registry;
-
     use super::*;
+    use crate::engine::tests::Counting;
 
     #[test]
     fn keys_are_isolated_by_source_and_event_type() {
-        let key = DedupKey::new("delivery", "sendgrid", "delivered", "msg_1");
+        let key = DedupKey::of_source("delivery", "sendgrid", "delivered", "msg_1");
         assert_eq!(
             key,
-            DedupKey::new("delivery", "sendgrid", "delivered", "msg_1")
+            DedupKey::of_source("delivery", "sendgrid", "delivered", "msg_1")
         );
-        assert_ne!(key, DedupKey::new("delivery", "ses", "delivered", "msg_1"));
         assert_ne!(
             key,
-            DedupKey::new("delivery", "sendgrid", "opened", "msg_1")
+            DedupKey::of_source("delivery", "ses", "delivered", "msg_1")
         );
-        assert_ne!(key, DedupKey::new("ci", "sendgrid", "delivered", "msg_1"));
+        assert_ne!(
+            key,
+            DedupKey::of_source("delivery", "sendgrid", "opened", "msg_1")
+        );
+        assert_ne!(
+            key,
+            DedupKey::of_source("ci", "sendgrid", "delivered", "msg_1")
+        );
         assert!(key.as_str().starts_with("delivery.sendgrid.delivered."));
+        assert!(DedupKey::new("acme", "evt-1").as_str().starts_with("acme."));
     }
 
     #[tokio::test]
     async fn memory_answers_for_committed_keys_only() {
-        let metrics = BatchMetrics::register(&mut Registry::default());
-        let dedup = Deduplicator::new("delivery", None, metrics);
-        let a = DedupKey::new("delivery", "p", "delivered", "a");
-        let b = DedupKey::new("delivery", "p", "delivered", "b");
+        let dedup = Deduplicator::new("delivery", None, Arc::new(Counting::default()));
+        let a = DedupKey::of_source("delivery", "p", "delivered", "a");
+        let b = DedupKey::of_source("delivery", "p", "delivered", "b");
         assert_eq!(dedup.seen(&[a.clone(), b.clone()]).await, [None, None]);
         dedup.remember(std::slice::from_ref(&a)).await;
         assert_eq!(dedup.seen(&[a, b]).await, [Some(Layer::Memory), None]);

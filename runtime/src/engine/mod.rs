@@ -1,0 +1,400 @@
+//! The engine every consumer service's events run on: seed 004's batch
+//! pipeline, written once. A service describes a [`Family`] of events
+//! (how to read one, its identity, how a batch of them is applied) and an
+//! [`Observer`] (its metrics, under the names its seed gives them); the
+//! engine does the rest, the same way for every family:
+//!
+//! - reading: each delivery is parsed; one that can never be processed is
+//!   dead-lettered with the reason;
+//! - [`dedup`]: twins inside the batch follow their first occurrence, then
+//!   memory (one minute) and the family's KV bucket answer for the whole
+//!   batch at once; the family's unique constraint is the last layer;
+//! - applying: the fresh events go to the family's `apply`, one transaction
+//!   for the batch. When the database refuses the data itself (not when it
+//!   is away), the batch is split until the events it refuses are alone, so
+//!   one poison message is dead-lettered and the others are applied;
+//! - [`BatchHandler`]: the one place where a batch's result becomes each
+//!   message's outcome: acked only after the commit, retried (nak with
+//!   backoff) when the commit fails, dead-lettered when it never can.
+
+pub mod cache;
+pub mod dedup;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hookmesh_contracts::Timestamp;
+
+pub use self::dedup::{DedupKey, Deduplicator, Layer};
+use crate::consume::{Delivery, Handler, Outcome};
+use crate::ops::DatabaseHealth;
+
+/// An event read from a delivery, with what the broker says about it.
+#[derive(Debug, Clone)]
+pub struct Fresh<E> {
+    pub event: E,
+    /// When JetStream stored it: the webhook's arrival, for lag figures.
+    pub received_at: Timestamp,
+    pub stream_sequence: u64,
+    pub correlation_id: String,
+}
+
+/// What the database made of a fresh event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Applied {
+    /// Applied now.
+    New,
+    /// Logged, but nothing it refers to is known (a message id of no
+    /// registered recipient): acknowledged, counted, not applied.
+    Unmatched,
+    /// The unique constraint had it already.
+    Duplicate,
+}
+
+/// Why a family could not apply a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The database (or another dependency) is away or failed: the batch is
+    /// retried whole, later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database refused the data itself (a value it cannot store, a
+    /// constraint it breaks): retrying the same events cannot help, so the
+    /// engine isolates the events it refuses.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(error: sqlx::Error) -> Self {
+        if crate::db::is_refusal(&error) {
+            Self::Refused(error.to_string())
+        } else {
+            Self::Unavailable(error.to_string())
+        }
+    }
+}
+
+/// One family of events over the engine.
+pub trait Family: Send + Sync + 'static {
+    type Event: Send + Sync + 'static;
+
+    /// The family's name in logs, and the label of its metrics where its
+    /// observer uses one (`delivery`, `ci`, `csr`).
+    const NAME: &'static str;
+
+    /// Reads and checks a message; an error is why it can never be
+    /// processed (it is dead-lettered with that reason).
+    fn parse(&self, delivery: &Delivery) -> Result<Self::Event, String>;
+
+    /// The event's identity: deliveries with the same key are one event.
+    fn dedup_key(&self, event: &Self::Event) -> DedupKey;
+
+    /// A bounded label for the received-events metric.
+    fn event_type(&self, event: &Self::Event) -> &'static str;
+
+    /// Applies `events` in one transaction; one answer per event, in order.
+    /// An error rolls the whole batch back.
+    fn apply(
+        &self,
+        events: &[Fresh<Self::Event>],
+    ) -> impl Future<Output = Result<Vec<Applied>, ApplyError>> + Send;
+}
+
+/// What became of an event, for the processed-events metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Processed {
+    /// Applied to the database now.
+    Applied,
+    /// Logged, but nothing it refers to is known.
+    Unmatched,
+    /// Seen before, at any layer.
+    Duplicate,
+    /// Unreadable or of an unknown schema: dead-lettered.
+    Invalid,
+    /// Refused by the database itself: dead-lettered.
+    Refused,
+    /// The batch could not be committed: redelivered later.
+    Retry,
+}
+
+impl Processed {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Unmatched => "unmatched",
+            Self::Duplicate => "duplicate",
+            Self::Invalid => "invalid",
+            Self::Refused => "refused",
+            Self::Retry => "retry",
+        }
+    }
+}
+
+/// Where a family's figures go: each service records them under the names
+/// its seed gives (004's `webhook_*`, 002's `csr_*`).
+pub trait Observer: Send + Sync + std::fmt::Debug + 'static {
+    /// A readable event of `event_type` arrived.
+    fn received(&self, event_type: &'static str);
+    /// `count` events ended as `outcome`.
+    fn processed(&self, outcome: Processed, count: u64);
+    /// `count` duplicates were recognised by `layer`.
+    fn duplicates(&self, layer: Layer, count: u64);
+    /// One event's time from its arrival in JetStream to the commit that
+    /// applied it.
+    fn lag(&self, seconds: f64);
+    /// A batch of `size` deliveries was handled in `seconds`.
+    fn batch(&self, size: usize, seconds: f64);
+    /// The KV layer could not be read or written; the database constraint
+    /// decided alone.
+    fn dedup_fail_open(&self);
+}
+
+/// A family's batches through dedup and `apply`, as the consume loop's
+/// handler.
+#[derive(Debug)]
+pub struct BatchHandler<F: Family> {
+    family: F,
+    dedup: Deduplicator,
+    observer: Arc<dyn Observer>,
+    database: Option<DatabaseHealth>,
+}
+
+impl<F: Family> BatchHandler<F> {
+    pub fn new(family: F, dedup: Deduplicator, observer: Arc<dyn Observer>) -> Self {
+        Self {
+            family,
+            dedup,
+            observer,
+            database: None,
+        }
+    }
+
+    /// Notes in `database` whether batches commit (for `/readyz`).
+    pub fn recording(mut self, database: DatabaseHealth) -> Self {
+        self.database = Some(database);
+        self
+    }
+
+    pub fn family(&self) -> &F {
+        &self.family
+    }
+}
+
+/// Where a parsed delivery goes.
+enum Route {
+    /// The first delivery of its key in this batch.
+    First,
+    /// The same key as the delivery at this index: shares its outcome.
+    Twin(usize),
+}
+
+/// One fresh event's end.
+enum Settled {
+    Committed(Applied),
+    Retry(String),
+    Refused(String),
+}
+
+type Settling<'a> = Pin<Box<dyn Future<Output = Vec<Settled>> + Send + 'a>>;
+
+impl<F: Family> Handler for BatchHandler<F> {
+    async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
+        let started = Instant::now();
+        let name = F::NAME;
+        let mut outcomes = vec![Outcome::Done; batch.len()];
+
+        let mut parsed = Vec::with_capacity(batch.len());
+        let mut invalid = 0;
+        for (index, delivery) in batch.iter().enumerate() {
+            match self.family.parse(delivery) {
+                Ok(event) => {
+                    self.observer.received(self.family.event_type(&event));
+                    let key = self.family.dedup_key(&event);
+                    parsed.push((index, key, event));
+                }
+                Err(reason) => {
+                    invalid += 1;
+                    tracing::warn!(
+                        family = name,
+                        subject = %delivery.subject(),
+                        stream_sequence = delivery.stream_sequence,
+                        correlation_id = delivery.correlation_id(),
+                        %reason,
+                        "An event can never be processed; dead-lettering it."
+                    );
+                    outcomes[index] = Outcome::dead_letter(reason);
+                }
+            }
+        }
+        self.observer.processed(Processed::Invalid, invalid);
+
+        // Duplicates within the batch follow their first occurrence.
+        let mut first_of: HashMap<DedupKey, usize> = HashMap::new();
+        let mut routes = Vec::with_capacity(parsed.len());
+        let mut firsts = Vec::new();
+        let mut keys = Vec::new();
+        for (index, key, event) in parsed {
+            match first_of.get(&key) {
+                Some(first) => routes.push((index, Route::Twin(*first))),
+                None => {
+                    first_of.insert(key.clone(), index);
+                    routes.push((index, Route::First));
+                    firsts.push((index, event));
+                    keys.push(key);
+                }
+            }
+        }
+        drop(first_of);
+
+        let verdicts = self.dedup.seen(&keys).await;
+        let mut layer_hits: HashMap<Layer, u64> = HashMap::new();
+        let mut fresh = Vec::new();
+        let mut fresh_keys = Vec::new();
+        let mut fresh_indexes = Vec::new();
+        for (((index, event), key), verdict) in firsts.into_iter().zip(keys).zip(verdicts) {
+            match verdict {
+                Some(layer) => *layer_hits.entry(layer).or_default() += 1,
+                None => {
+                    let delivery = &batch[index];
+                    fresh.push(Fresh {
+                        event,
+                        received_at: delivery.published,
+                        stream_sequence: delivery.stream_sequence,
+                        correlation_id: delivery.correlation_id().to_owned(),
+                    });
+                    fresh_keys.push(key);
+                    fresh_indexes.push(index);
+                }
+            }
+        }
+
+        if !fresh.is_empty() {
+            let settled = self.settle_isolating(&fresh).await;
+            let committed_at = Timestamp::now();
+            let mut counts: HashMap<Applied, u64> = HashMap::new();
+            let (mut retried, mut refused) = (0, 0);
+            let mut committed_keys = Vec::with_capacity(fresh_keys.len());
+            for (((settled, event), key), index) in settled
+                .into_iter()
+                .zip(&fresh)
+                .zip(fresh_keys)
+                .zip(fresh_indexes)
+            {
+                let delivery = &batch[index];
+                match settled {
+                    Settled::Committed(applied) => {
+                        if applied != Applied::Duplicate {
+                            self.observer
+                                .lag(event.received_at.seconds_until(committed_at));
+                        }
+                        *counts.entry(applied).or_default() += 1;
+                        committed_keys.push(key);
+                    }
+                    Settled::Retry(reason) => {
+                        retried += 1;
+                        outcomes[index] = Outcome::retry(delivery.delivered, reason);
+                    }
+                    Settled::Refused(reason) => {
+                        refused += 1;
+                        tracing::warn!(
+                            family = name,
+                            subject = %delivery.subject(),
+                            stream_sequence = delivery.stream_sequence,
+                            correlation_id = delivery.correlation_id(),
+                            %reason,
+                            "The database refuses an event; dead-lettering it."
+                        );
+                        outcomes[index] =
+                            Outcome::dead_letter(format!("the database refuses it: {reason}"));
+                    }
+                }
+            }
+            let count = |applied| counts.get(&applied).copied().unwrap_or(0);
+            *layer_hits.entry(Layer::Database).or_default() += count(Applied::Duplicate);
+            self.observer
+                .processed(Processed::Applied, count(Applied::New));
+            self.observer
+                .processed(Processed::Unmatched, count(Applied::Unmatched));
+            self.observer.processed(Processed::Retry, retried);
+            self.observer.processed(Processed::Refused, refused);
+            if let Some(database) = &self.database {
+                database.record(retried == 0);
+            }
+            self.dedup.remember(&committed_keys).await;
+        }
+
+        let mut twins = 0;
+        for (index, route) in routes {
+            if let Route::Twin(first) = route {
+                outcomes[index] = outcomes[first].clone();
+                if outcomes[index] == Outcome::Done {
+                    twins += 1;
+                }
+            }
+        }
+        *layer_hits.entry(Layer::Memory).or_default() += twins;
+        let mut duplicates = 0;
+        for (layer, hits) in layer_hits {
+            if hits > 0 {
+                self.observer.duplicates(layer, hits);
+            }
+            duplicates += hits;
+        }
+        self.observer.processed(Processed::Duplicate, duplicates);
+        self.observer
+            .batch(batch.len(), started.elapsed().as_secs_f64());
+        outcomes
+    }
+}
+
+impl<F: Family> BatchHandler<F> {
+    /// Applies `events`; when the database refuses the batch's data, applies
+    /// each half apart, down to single events, so that only the events it
+    /// refuses are left out. One answer per event, in order.
+    fn settle_isolating<'a>(&'a self, events: &'a [Fresh<F::Event>]) -> Settling<'a> {
+        Box::pin(async move {
+            match self.family.apply(events).await {
+                Ok(applied) if applied.len() == events.len() => {
+                    applied.into_iter().map(Settled::Committed).collect()
+                }
+                Ok(applied) => {
+                    tracing::error!(
+                        family = F::NAME,
+                        expected = events.len(),
+                        got = applied.len(),
+                        "A family answered for the wrong number of events; retrying the batch."
+                    );
+                    let reason = "internal: wrong number of answers";
+                    events
+                        .iter()
+                        .map(|_| Settled::Retry(reason.to_owned()))
+                        .collect()
+                }
+                Err(ApplyError::Unavailable(reason)) => {
+                    tracing::warn!(family = F::NAME, events = events.len(), %reason, "The batch could not be committed; it will be redelivered.");
+                    events
+                        .iter()
+                        .map(|_| Settled::Retry(reason.clone()))
+                        .collect()
+                }
+                Err(ApplyError::Refused(reason)) if events.len() == 1 => {
+                    vec![Settled::Refused(reason)]
+                }
+                Err(ApplyError::Refused(reason)) => {
+                    tracing::warn!(family = F::NAME, events = events.len(), %reason, "The database refuses part of a batch; applying it in parts to find which.");
+                    let (left, right) = events.split_at(events.len() / 2);
+                    let mut settled = self.settle_isolating(left).await;
+                    settled.extend(self.settle_isolating(right).await);
+                    settled
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
