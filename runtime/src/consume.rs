@@ -310,7 +310,9 @@ pub async fn run<H: Handler>(
                     in_flight.next().await;
                 }
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(settings.max_batch));
-                in_flight.push(settler.clone().process(handler.clone(), full));
+                // A task of its own, so that reading, deduplicating and
+                // settling one batch run beside the pulling of the next.
+                in_flight.push(tokio::spawn(settler.clone().process(handler.clone(), full)));
             }
         }};
     }
@@ -329,7 +331,7 @@ pub async fn run<H: Handler>(
                     break;
                 }
             }
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
             next = messages.next() => match next {
                 Some(Ok(message)) => match Delivery::new(message) {
                     Ok(delivery) => {

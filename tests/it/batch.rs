@@ -12,8 +12,8 @@ use std::time::Duration;
 use hookmesh_batch_processor::BatchSettings;
 use hookmesh_runtime::dead_letter::{self, DeadLetter};
 use hookmesh_tests::{
-    TestBatch, TestDb, TestGateway, TestNats, batch_settings, drained, eventually, query_pool,
-    secrets, stream_messages, test_config,
+    TestBatch, TestClient as _, TestDb, TestGateway, TestNats, batch_settings, drained, eventually,
+    query_pool, secrets, stream_messages, test_config,
 };
 use serde_json::{Value, json};
 use sqlx::Row as _;

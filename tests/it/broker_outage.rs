@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hookmesh_tests::{eventually, stream_messages};
+use hookmesh_tests::{TestClient as _, eventually, stream_messages};
 use reqwest::StatusCode;
 
 use crate::deliveries::{self, buddy_body};

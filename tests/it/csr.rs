@@ -210,7 +210,9 @@ async fn a_consumer_stopped_mid_stream_loses_nothing_and_counts_nothing_twice() 
     for event in &events {
         deliver(&gateway, &client, event, Route::Native, 0).await;
     }
-    let first = TestCsr::start(nats.url(), &db.url).await;
+    // One event a batch, so that the stop falls mid-stream: a whole batch
+    // of the backlog is applied faster than a poll sees a third of it.
+    let first = TestCsr::start_batching(nats.url(), &db.url, 1).await;
     eventually(
         Duration::from_secs(60),
         "a third of the events applied",

@@ -1,8 +1,7 @@
 //! Correctly signed requests for every route, as each producer sends them,
 //! and the seeds' example bodies.
 
-use hookmesh_tests::{TestGateway, replace_header, secrets, sign, unix_now};
-use reqwest::RequestBuilder;
+use hookmesh_tests::{Call, TestClient, secrets, sign, unix_now};
 use serde_json::{Value, json};
 
 /// 003's example trigger.
@@ -17,11 +16,7 @@ pub fn trigger_body() -> Value {
     })
 }
 
-pub fn trigger(
-    gateway: &TestGateway,
-    idempotency_key: Option<&str>,
-    body: &[u8],
-) -> RequestBuilder {
+pub fn trigger(gateway: &impl TestClient, idempotency_key: Option<&str>, body: &[u8]) -> Call {
     let request = gateway
         .post("/api/pipelines/trigger", body)
         .bearer_auth(secrets::API_KEY_ACME);
@@ -49,7 +44,7 @@ pub fn callback_body() -> Value {
     })
 }
 
-pub fn callback(gateway: &TestGateway, path: &str, job_id: &str, body: &[u8]) -> RequestBuilder {
+pub fn callback(gateway: &impl TestClient, path: &str, job_id: &str, body: &[u8]) -> Call {
     let token = hookmesh_contracts::sweep::callback_token(secrets::CALLBACK.as_bytes(), job_id);
     gateway.post(&format!("{path}?job_id={job_id}&token={token}"), body)
 }
@@ -68,7 +63,7 @@ pub fn buddy_body(event_id: &str) -> Value {
     })
 }
 
-pub fn buddy(gateway: &TestGateway, webhook_id: &str, body: &[u8]) -> RequestBuilder {
+pub fn buddy(gateway: &impl TestClient, webhook_id: &str, body: &[u8]) -> Call {
     gateway
         .post("/webhooks/buddy-events", body)
         .header("X-Webhook-Id", webhook_id)
@@ -79,7 +74,7 @@ pub fn buddy(gateway: &TestGateway, webhook_id: &str, body: &[u8]) -> RequestBui
         )
 }
 
-pub fn github(gateway: &TestGateway, event: &str, delivery: &str, body: &[u8]) -> RequestBuilder {
+pub fn github(gateway: &impl TestClient, event: &str, delivery: &str, body: &[u8]) -> Call {
     gateway
         .post("/webhooks/ci/github", body)
         .header("X-GitHub-Event", event)
@@ -91,12 +86,7 @@ pub fn github(gateway: &TestGateway, event: &str, delivery: &str, body: &[u8]) -
         )
 }
 
-pub fn gitlab(
-    gateway: &TestGateway,
-    kind: &str,
-    idempotency_key: &str,
-    body: &[u8],
-) -> RequestBuilder {
+pub fn gitlab(gateway: &impl TestClient, kind: &str, idempotency_key: &str, body: &[u8]) -> Call {
     gateway
         .post("/webhooks/ci/gitlab", body)
         .header("X-Gitlab-Event", kind)
@@ -109,12 +99,7 @@ pub fn gitlab(
 }
 
 /// GitLab with a signing token: Standard Webhooks headers, no X-Gitlab-Token.
-pub fn gitlab_signed(
-    gateway: &TestGateway,
-    kind: &str,
-    webhook_id: &str,
-    body: &[u8],
-) -> RequestBuilder {
+pub fn gitlab_signed(gateway: &impl TestClient, kind: &str, webhook_id: &str, body: &[u8]) -> Call {
     let timestamp = unix_now();
     gateway
         .post("/webhooks/ci/gitlab", body)
@@ -128,16 +113,14 @@ pub fn gitlab_signed(
         )
 }
 
-pub fn jenkins(gateway: &TestGateway, body: &[u8]) -> RequestBuilder {
-    replace_header(
-        gateway.post("/webhooks/ci/jenkins", body),
-        "content-type",
-        "application/json;charset=UTF-8",
-    )
-    .header("Authorization", sign::basic("jenkins", secrets::JENKINS))
+pub fn jenkins(gateway: &impl TestClient, body: &[u8]) -> Call {
+    gateway
+        .post("/webhooks/ci/jenkins", body)
+        .replace_header("content-type", "application/json;charset=UTF-8")
+        .header("Authorization", sign::basic("jenkins", secrets::JENKINS))
 }
 
-pub fn circleci(gateway: &TestGateway, body: &[u8]) -> RequestBuilder {
+pub fn circleci(gateway: &impl TestClient, body: &[u8]) -> Call {
     gateway
         .post("/webhooks/ci/circleci", body)
         .header("circleci-event-type", "workflow-completed")
@@ -156,12 +139,7 @@ pub fn delivery_body(event_type: &str, message_id: &str) -> Value {
     })
 }
 
-pub fn provider(
-    gateway: &TestGateway,
-    provider: &str,
-    webhook_id: &str,
-    body: &[u8],
-) -> RequestBuilder {
+pub fn provider(gateway: &impl TestClient, provider: &str, webhook_id: &str, body: &[u8]) -> Call {
     let timestamp = unix_now();
     gateway
         .post(&format!("/webhooks/providers/{provider}"), body)

@@ -9,7 +9,7 @@ use std::future::IntoFuture as _;
 use async_nats::jetstream;
 use hookmesh_batch_processor::delivery::store::{DeliveryStore, NewRecipient};
 use hookmesh_contracts::{TenantId, Timestamp};
-use hookmesh_tests::{TestGateway, secrets, sign, unix_now};
+use hookmesh_tests::{TestClient as _, TestGateway, secrets, sign, unix_now};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

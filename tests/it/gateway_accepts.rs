@@ -3,8 +3,8 @@
 //! duplicate, and the stream still holds one message.
 
 use async_nats::jetstream;
-use hookmesh_tests::{StoredMessage, stream_messages, total_messages};
-use reqwest::{RequestBuilder, StatusCode};
+use hookmesh_tests::{Call, StoredMessage, TestClient as _, stream_messages, total_messages};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::deliveries::{self, buddy_body, callback_body, delivery_body, trigger_body};
@@ -13,7 +13,7 @@ use crate::{fixture, mesh};
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 /// Sends `request` with a known trace and correlation id, expecting 202.
-async fn accept(request: RequestBuilder, correlation_id: &str) -> Value {
+async fn accept(request: Call, correlation_id: &str) -> Value {
     let response = request
         .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
         .header("X-Correlation-Id", correlation_id)
@@ -183,7 +183,7 @@ async fn a_buddy_event_is_published_once_per_webhook_id() {
 /// Sends one CI delivery twice and checks the single stored event.
 async fn ci_case(
     js: &jetstream::Context,
-    request: impl Fn() -> RequestBuilder,
+    request: impl Fn() -> Call,
     subject: &str,
     message_id: &str,
 ) -> StoredMessage {

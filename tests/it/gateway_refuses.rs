@@ -1,22 +1,43 @@
 //! Each route: missing or wrong credentials, stale timestamps, malformed
 //! JSON, wrong types, every trigger bound and refinement, oversize bodies and
 //! wrong content types → the right 4xx with a reason, and nothing published.
+//! None needs a broker: each gateway here publishes to memory and is asked
+//! without a socket (`tower::ServiceExt::oneshot`).
 
 use std::time::Instant;
 
+use hookmesh_contracts::TenantId;
+use hookmesh_contracts::sweep_jobs::{JobId, RecordedJob};
 use hookmesh_gateway::GatewayConfig;
-use hookmesh_tests::{
-    TestGateway, TestNats, remove_header, replace_header, secrets, sign, test_config,
-    total_messages, unix_now,
-};
-use reqwest::{RequestBuilder, StatusCode};
+use hookmesh_tests::{Call, MemoryGateway, TestClient, secrets, sign, test_config, unix_now};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::deliveries::{self, buddy_body, callback_body, delivery_body, trigger_body};
-use crate::{fixture, mesh};
+use crate::fixture;
+
+/// A gateway in memory with every test secret configured.
+fn mesh() -> MemoryGateway {
+    MemoryGateway::new(test_config())
+}
+
+/// Records `job_id` as a job of `tenant`, as the sweep-worker does.
+async fn record_job(gateway: &MemoryGateway, job_id: &str, tenant: &str) {
+    let job = RecordedJob {
+        tenant_id: TenantId::parse(tenant).unwrap(),
+        parameters: serde_json::from_value(trigger_body()).unwrap(),
+        created_at: hookmesh_contracts::Timestamp::now(),
+    };
+    gateway
+        .broker
+        .registry()
+        .record(&JobId::parse(job_id).unwrap(), &job)
+        .await
+        .unwrap();
+}
 
 /// Sends `request` and checks the refusal: status, error code, a message.
-async fn refuse(request: RequestBuilder, status: StatusCode, error: &str, case: &str) -> Value {
+async fn refuse(request: Call, status: StatusCode, error: &str, case: &str) -> Value {
     let response = request.send().await.unwrap();
     let got = response.status();
     let headers = response.headers().clone();
@@ -48,9 +69,9 @@ fn fields(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn missing_wrong_and_stale_credentials_are_refused_with_401() {
-    let (nats, gateway) = mesh().await;
+    let gateway = mesh();
     let g = &gateway;
     let buddy = serde_json::to_vec(&buddy_body("e-1")).unwrap();
     let github = fixture("github", "workflow_run.completed.failure");
@@ -63,7 +84,7 @@ async fn missing_wrong_and_stale_credentials_are_refused_with_401() {
     let stale = (unix_now() - 301).to_string();
     let now = unix_now().to_string();
 
-    let cases: Vec<(&str, RequestBuilder)> = vec![
+    let cases: Vec<(&str, Call)> = vec![
         (
             "buddy without signature",
             g.post("/webhooks/buddy-events", &buddy)
@@ -222,7 +243,7 @@ async fn missing_wrong_and_stale_credentials_are_refused_with_401() {
     for (case, request) in cases {
         refuse(request, StatusCode::UNAUTHORIZED, "unauthorized", case).await;
     }
-    assert_eq!(total_messages(&nats.jetstream().await).await, 0);
+    assert!(gateway.stored().is_empty());
 
     let metrics = g.get_text("/metrics").await;
     let failures: u64 = metrics
@@ -234,10 +255,10 @@ async fn missing_wrong_and_stale_credentials_are_refused_with_401() {
     assert!(metrics.contains("csr_webhook_signature_validation_failures_total 4"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn malformed_json_and_wrong_types_are_refused_with_400_naming_every_field() {
-    let (nats, gateway) = mesh().await;
-    hookmesh_tests::record_sweep_job(&nats.jetstream().await, "job_1", "acme").await;
+    let gateway = mesh();
+    record_job(&gateway, "job_1", "acme").await;
     let g = &gateway;
 
     let not_json = b"{\"id\": \"e-1\", oops";
@@ -268,10 +289,8 @@ async fn malformed_json_and_wrong_types_are_refused_with_400_naming_every_field(
     );
 
     let body = refuse(
-        remove_header(
-            deliveries::buddy(g, "w-3", &serde_json::to_vec(&buddy_body("e-3")).unwrap()),
-            "X-Webhook-Id",
-        ),
+        deliveries::buddy(g, "w-3", &serde_json::to_vec(&buddy_body("e-3")).unwrap())
+            .remove_header("X-Webhook-Id"),
         StatusCode::BAD_REQUEST,
         "invalid_payload",
         "buddy without a webhook id",
@@ -331,12 +350,12 @@ async fn malformed_json_and_wrong_types_are_refused_with_400_naming_every_field(
     .await;
     assert_eq!(fields(&body), ["status", "timestamp"]);
 
-    assert_eq!(total_messages(&nats.jetstream().await).await, 0);
+    assert!(gateway.stored().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn every_trigger_bound_and_both_refinements_are_refused_naming_the_field() {
-    let (nats, gateway) = mesh().await;
+    let gateway = mesh();
     let cases: Vec<(&str, Value, &str)> = vec![
         ("ticker", json!("BT"), "ticker"),
         ("ticker", json!("TOO-LONG-A-TICKER-XYZ"), "ticker"),
@@ -404,22 +423,20 @@ async fn every_trigger_bound_and_both_refinements_are_refused_naming_the_field()
         fields(&missing),
         ["ticker", "fast_range", "slow_range", "step"]
     );
-    assert_eq!(total_messages(&nats.jetstream().await).await, 0);
+    assert!(gateway.stored().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn oversize_bodies_get_413_and_wrong_content_types_415_on_every_route() {
-    let nats = TestNats::start().await;
-    let config = GatewayConfig {
+    let gateway = MemoryGateway::new(GatewayConfig {
         max_body_bytes: 4096,
         ..test_config()
-    };
-    let gateway = TestGateway::start(nats.url(), config).await;
+    });
     let g = &gateway;
     let mut big = buddy_body("e-big");
     big["correlation_id"] = json!("x".repeat(8000));
     let big = serde_json::to_vec(&big).unwrap();
-    let routes: Vec<(&str, RequestBuilder)> = vec![
+    let routes: Vec<(&str, Call)> = vec![
         ("buddy", deliveries::buddy(g, "w", &big)),
         ("github", deliveries::github(g, "workflow_run", "d", &big)),
         ("gitlab", deliveries::gitlab(g, "Pipeline Hook", "i", &big)),
@@ -443,9 +460,8 @@ async fn oversize_bodies_get_413_and_wrong_content_types_415_on_every_route() {
     }
 
     let small = serde_json::to_vec(&buddy_body("e-small")).unwrap();
-    let text_plain =
-        |request: RequestBuilder| replace_header(request, "content-type", "text/plain");
-    let routes: Vec<(&str, RequestBuilder)> = vec![
+    let text_plain = |request: Call| request.replace_header("content-type", "text/plain");
+    let routes: Vec<(&str, Call)> = vec![
         ("buddy", text_plain(deliveries::buddy(g, "w", &small))),
         (
             "github",
@@ -473,15 +489,12 @@ async fn oversize_bodies_get_413_and_wrong_content_types_415_on_every_route() {
         ),
         (
             "form-encoded github",
-            replace_header(
-                deliveries::github(g, "workflow_run", "d", b"payload=%7B%7D"),
-                "content-type",
-                "application/x-www-form-urlencoded",
-            ),
+            deliveries::github(g, "workflow_run", "d", b"payload=%7B%7D")
+                .replace_header("content-type", "application/x-www-form-urlencoded"),
         ),
         (
             "no content type",
-            remove_header(deliveries::buddy(g, "w", &small), "content-type"),
+            deliveries::buddy(g, "w", &small).remove_header("content-type"),
         ),
     ];
     for (route, request) in routes {
@@ -493,12 +506,12 @@ async fn oversize_bodies_get_413_and_wrong_content_types_415_on_every_route() {
         )
         .await;
     }
-    assert_eq!(total_messages(&nats.jetstream().await).await, 0);
+    assert!(gateway.stored().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn unknown_routes_sources_and_methods_are_refused() {
-    let (_nats, gateway) = mesh().await;
+    let gateway = mesh();
     let g = &gateway;
     let body = fixture("github", "ping");
     refuse(
@@ -524,7 +537,7 @@ async fn unknown_routes_sources_and_methods_are_refused() {
     )
     .await;
     refuse(
-        g.http.get(g.url("/webhooks/buddy-events")),
+        g.get("/webhooks/buddy-events"),
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "GET on a webhook",
@@ -532,16 +545,15 @@ async fn unknown_routes_sources_and_methods_are_refused() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_gateway_without_secrets_accepts_nothing() {
-    let nats = TestNats::start().await;
-    let gateway = TestGateway::start(nats.url(), GatewayConfig::default()).await;
+    let gateway = MemoryGateway::new(GatewayConfig::default());
     let g = &gateway;
     let buddy = serde_json::to_vec(&buddy_body("e-1")).unwrap();
     let delivery = serde_json::to_vec(&delivery_body("delivered", "m-1")).unwrap();
     let trigger = serde_json::to_vec(&trigger_body()).unwrap();
     let callback = serde_json::to_vec(&callback_body()).unwrap();
-    let requests: Vec<(&str, RequestBuilder)> = vec![
+    let requests: Vec<(&str, Call)> = vec![
         ("buddy", deliveries::buddy(g, "w", &buddy)),
         (
             "github",
@@ -581,15 +593,14 @@ async fn a_gateway_without_secrets_accepts_nothing() {
             "{route}: the refusal names the variable to set: {body}"
         );
     }
-    assert_eq!(total_messages(&nats.jetstream().await).await, 0);
+    assert!(gateway.stored().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_source_over_its_rate_limit_gets_429_with_retry_after() {
-    let nats = TestNats::start().await;
     let mut config = test_config();
     config.rate_limits.insert("buddy".to_owned(), 1);
-    let gateway = TestGateway::start(nats.url(), config).await;
+    let gateway = MemoryGateway::new(config);
     let started = Instant::now();
     let (mut accepted, mut limited) = (0u64, 0u64);
     for i in 0..10 {
@@ -630,5 +641,5 @@ async fn a_source_over_its_rate_limit_gets_429_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    assert_eq!(total_messages(&nats.jetstream().await).await, accepted + 1);
+    assert_eq!(gateway.stored().len() as u64, accepted + 1);
 }

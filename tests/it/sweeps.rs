@@ -14,8 +14,8 @@ use hookmesh_contracts::sweep::SweepTrigger;
 use hookmesh_contracts::{EventData as _, TenantId, Timestamp};
 use hookmesh_sweep_worker::SweepSettings;
 use hookmesh_tests::{
-    TestDb, TestGateway, TestNats, TestSweep, eventually, secrets, stream_messages, sweep_settings,
-    test_config, trading_api,
+    TestClient as _, TestDb, TestGateway, TestNats, TestSweep, eventually, secrets,
+    stream_messages, sweep_settings, test_config, trading_api,
 };
 use hookmesh_trading_api_sim::{Knobs, Simulator};
 use reqwest::StatusCode;

@@ -19,6 +19,10 @@ use hookmesh_nats::server::{self, EmbeddedNats, EmbeddedOptions};
 use prometheus_client::registry::Registry;
 use tokio::sync::{oneshot, watch};
 
+pub mod client;
+
+pub use client::{Answer, Call, MemoryGateway, TestClient};
+
 /// The secrets every test gateway is configured with.
 pub mod secrets {
     pub const BUDDY: &str = "buddy-test-secret";
@@ -203,38 +207,6 @@ impl TestGateway {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
-
-    /// `GET path` and its body as text.
-    pub async fn get_text(&self, path: &str) -> String {
-        self.http
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("the gateway answers")
-            .text()
-            .await
-            .expect("a text body")
-    }
-
-    /// `GET path`: its status and JSON body.
-    pub async fn get_json(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
-        let response = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("the gateway answers");
-        let status = response.status();
-        (status, response.json().await.expect("a JSON body"))
-    }
-
-    /// A JSON POST to `path` with `body` as the exact bytes sent.
-    pub fn post(&self, path: &str, body: &[u8]) -> reqwest::RequestBuilder {
-        self.http
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body.to_vec())
-    }
 }
 
 impl Drop for TestGateway {
@@ -243,30 +215,6 @@ impl Drop for TestGateway {
             let _ = stop.send(());
         }
     }
-}
-
-/// `builder` with header `name` set to `value`, replacing any earlier value
-/// (`RequestBuilder::header` appends).
-pub fn replace_header(
-    builder: reqwest::RequestBuilder,
-    name: &str,
-    value: &str,
-) -> reqwest::RequestBuilder {
-    let (client, request) = builder.build_split();
-    let mut request = request.expect("a valid request");
-    request.headers_mut().insert(
-        reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
-        value.parse().expect("a header value"),
-    );
-    reqwest::RequestBuilder::from_parts(client, request)
-}
-
-/// `builder` without header `name`.
-pub fn remove_header(builder: reqwest::RequestBuilder, name: &str) -> reqwest::RequestBuilder {
-    let (client, request) = builder.build_split();
-    let mut request = request.expect("a valid request");
-    request.headers_mut().remove(name);
-    reqwest::RequestBuilder::from_parts(client, request)
 }
 
 pub fn unix_now() -> i64 {
@@ -627,6 +575,16 @@ impl<S: InProcessService> Drop for TestService<S> {
 
 impl TestCsr {
     pub async fn start(nats_url: &str, database_url: &str) -> Self {
+        Self::start_batching(
+            nats_url,
+            database_url,
+            hookmesh_csr_consumer::DEFAULT_BATCH_SIZE,
+        )
+        .await
+    }
+
+    /// With batches of at most `batch_size` events.
+    pub async fn start_batching(nats_url: &str, database_url: &str, batch_size: usize) -> Self {
         let parts = ServiceParts::new(nats_url, "hookmesh-test-csr").await;
         let mut registry = parts.registry;
         let metrics = hookmesh_csr_consumer::telemetry::CsrMetrics::register(&mut registry);
@@ -635,7 +593,7 @@ impl TestCsr {
             hookmesh_csr_consumer::CsrSettings {
                 database_url: database_url.to_owned(),
                 stream_replicas: 1,
-                batch_size: hookmesh_csr_consumer::DEFAULT_BATCH_SIZE,
+                batch_size,
             },
             metrics,
             parts.consume.consumer("csr-consumer"),

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use hookmesh_nats::BucketDefinition;
+use tokio::sync::Semaphore;
 
 use super::Observer;
 use super::cache::TtlCache;
@@ -26,6 +27,8 @@ use crate::kv::SeenKeys;
 pub const MEMORY_TTL: Duration = Duration::from_secs(60);
 /// Most keys the memory layer holds.
 const MEMORY_CAPACITY: usize = 500_000;
+/// Most batches' keys being written to KV at once.
+const KV_WRITES_IN_FLIGHT: usize = 4;
 /// How often a bucket that could not be opened is tried again.
 const REOPEN_EVERY: Duration = Duration::from_secs(30);
 
@@ -82,6 +85,8 @@ pub struct Deduplicator {
     reopen: Option<(jetstream::Context, BucketDefinition, usize)>,
     last_attempt: Mutex<Option<Instant>>,
     observer: Arc<dyn Observer>,
+    /// Bounds the KV writes in flight.
+    writes: Arc<Semaphore>,
 }
 
 impl Deduplicator {
@@ -94,6 +99,7 @@ impl Deduplicator {
             reopen: None,
             last_attempt: Mutex::new(None),
             observer,
+            writes: Arc::new(Semaphore::new(KV_WRITES_IN_FLIGHT)),
         }
     }
 
@@ -204,12 +210,22 @@ impl Deduplicator {
                 memory.insert(key.clone(), (), MEMORY_TTL, now);
             }
         }
+        // Off the batch's path: its acks need not wait for the bucket, and
+        // a key that arrives late there costs only a later duplicate's early
+        // exit. A few writes at most are in flight; more wait their turn.
         if let Some(kv) = self.bucket().await {
             let keys: Vec<String> = keys.iter().map(|key| key.0.clone()).collect();
-            if let Err(error) = kv.insert_many(&keys).await {
-                self.observer.dedup_fail_open();
-                tracing::warn!(family = self.family, %error, "Cannot record keys in the dedup bucket; the database constraint still holds.");
-            }
+            let Ok(permit) = self.writes.clone().acquire_owned().await else {
+                return;
+            };
+            let (observer, family) = (self.observer.clone(), self.family);
+            tokio::spawn(async move {
+                if let Err(error) = kv.insert_many(&keys).await {
+                    observer.dedup_fail_open();
+                    tracing::warn!(family, %error, "Cannot record keys in the dedup bucket; the database constraint still holds.");
+                }
+                drop(permit);
+            });
         }
     }
 }

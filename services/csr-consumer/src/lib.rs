@@ -48,7 +48,7 @@ use crate::telemetry::CsrMetrics;
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Default `HOOKMESH_CSR_BATCH_SIZE`.
-pub const DEFAULT_BATCH_SIZE: usize = 500;
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -110,8 +110,12 @@ impl CsrConsumer {
                     replicas,
                     max_batch: settings.batch_size.max(1),
                     max_wait: Duration::ZERO,
-                    // Journeys move in the order events are applied.
-                    concurrency: 1,
+                    // One batch is read and deduplicated while the one
+                    // before commits. Journeys only move forward, so the
+                    // stages reached are the same whichever commits first;
+                    // the transitions recorded on the way depend on the order
+                    // events are applied, as they do on arrival order.
+                    concurrency: 2,
                 },
                 consume_metrics,
                 move || {

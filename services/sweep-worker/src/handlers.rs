@@ -509,34 +509,73 @@ pub enum Step {
     Notify,
 }
 
-/// A [`Handler`] for one step; a batch's messages are handled at once,
-/// each in a span carrying its correlation id.
+/// A [`Handler`] for one step. A batch's messages about different jobs are
+/// handled at once; those about one job (twins: the same request published
+/// twice) one after the other, so the second sees what the first did
+/// instead of submitting the sweep again. Each message is handled in a span
+/// carrying its correlation id.
 #[derive(Debug)]
 pub struct StepHandler {
     pub worker: Worker,
     pub step: Step,
 }
 
+/// The job a message names, read without checking the rest: its envelope's
+/// `subject` (or `id`). Unreadable messages each stand alone.
+fn job_key(delivery: &Delivery) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        subject: Option<String>,
+        id: Option<String>,
+    }
+    let head: Head = serde_json::from_slice(delivery.payload()).ok()?;
+    head.subject.or(head.id)
+}
+
+impl StepHandler {
+    async fn handle_one(&self, delivery: &Delivery) -> Outcome {
+        let span = tracing::info_span!(
+            "message",
+            subject = %delivery.subject(),
+            stream_sequence = delivery.stream_sequence,
+            delivery_attempt = delivery.delivered,
+            correlation_id = %delivery.correlation_id(),
+        );
+        async move {
+            match self.step {
+                Step::Trigger => self.worker.on_trigger(delivery).await,
+                Step::Callback => self.worker.on_callback(delivery).await,
+                Step::Deadline => self.worker.on_deadline(delivery).await,
+                Step::Notify => self.worker.on_finished(delivery).await,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
 impl Handler for StepHandler {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
-        join_all(batch.iter().map(|delivery| {
-            let span = tracing::info_span!(
-                "message",
-                subject = %delivery.subject(),
-                stream_sequence = delivery.stream_sequence,
-                delivery_attempt = delivery.delivered,
-                correlation_id = %delivery.correlation_id(),
-            );
-            async move {
-                match self.step {
-                    Step::Trigger => self.worker.on_trigger(delivery).await,
-                    Step::Callback => self.worker.on_callback(delivery).await,
-                    Step::Deadline => self.worker.on_deadline(delivery).await,
-                    Step::Notify => self.worker.on_finished(delivery).await,
-                }
+        let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+        for (index, delivery) in batch.iter().enumerate() {
+            let key = job_key(delivery);
+            match groups.iter_mut().find(|(k, _)| key.is_some() && *k == key) {
+                Some((_, indexes)) => indexes.push(index),
+                None => groups.push((key, vec![index])),
             }
-            .instrument(span)
+        }
+        let handled = join_all(groups.into_iter().map(|(_, indexes)| async move {
+            let mut outcomes = Vec::with_capacity(indexes.len());
+            for index in indexes {
+                outcomes.push((index, self.handle_one(&batch[index]).await));
+            }
+            outcomes
         }))
-        .await
+        .await;
+        let mut outcomes = vec![Outcome::Done; batch.len()];
+        for (index, outcome) in handled.into_iter().flatten() {
+            outcomes[index] = outcome;
+        }
+        outcomes
     }
 }
