@@ -14,7 +14,7 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), String> {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
             .with_span_list(false)
             .init(),
         LogFormat::Text => builder.compact().init(),

@@ -327,3 +327,47 @@ async fn a_malformed_native_event_is_dead_lettered_with_its_reason_and_the_rest_
     );
     csr.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_the_consume_loop_cannot_run_and_returns_with_it() {
+    let db = TestDb::sqlite();
+    let nats = TestNats::start().await;
+    let csr = TestCsr::start(nats.url(), &db.url).await;
+    let checks = csr.service().readiness();
+    let ready = || hookmesh_runtime::ops::readiness_response(&checks).status();
+    assert_eq!(ready(), StatusCode::OK);
+
+    // A BUDDY stream the consumer's definition cannot be applied to (memory
+    // storage cannot be changed in place): the loop fails at every restart.
+    let js = nats.jetstream().await;
+    js.delete_stream("BUDDY").await.unwrap();
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BUDDY".to_owned(),
+        subjects: vec!["buddy.>".to_owned()],
+        storage: async_nats::jetstream::stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the csr-consumer unready",
+        || async { (ready() == StatusCode::SERVICE_UNAVAILABLE).then_some(()) },
+    )
+    .await;
+    let answer = hookmesh_runtime::ops::readiness_response(&checks);
+    let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["checks"]["consumers"], "0 of 1 consume loops running");
+
+    js.delete_stream("BUDDY").await.unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the csr-consumer ready again",
+        || async { (ready() == StatusCode::OK).then_some(()) },
+    )
+    .await;
+    csr.stop().await;
+}

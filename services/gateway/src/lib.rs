@@ -22,6 +22,7 @@ pub mod publish;
 pub mod ratelimit;
 pub mod reads;
 mod routes;
+pub mod source;
 pub mod trace;
 pub mod verify;
 

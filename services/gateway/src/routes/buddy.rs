@@ -14,6 +14,7 @@ use super::{accepted, delivery_header, read_json_body};
 use crate::Gateway;
 use crate::error::Rejection;
 use crate::publish::OutgoingEvent;
+use crate::source::Source;
 use crate::trace::TraceContext;
 use crate::verify::verify_buddy;
 
@@ -37,7 +38,7 @@ pub(super) async fn receive(
 ) -> Result<Response, Rejection> {
     let body = read_json_body(gateway.config.max_body_bytes, &headers, body).await?;
     gateway.authenticated(
-        "buddy",
+        Source::Buddy,
         verify_buddy(
             gateway.config.secrets.buddy.as_ref(),
             &headers,
@@ -46,7 +47,7 @@ pub(super) async fn receive(
         ),
     )?;
     let webhook_id = delivery_header(&headers, "X-Webhook-Id")?;
-    gateway.admit("buddy")?;
+    gateway.admit(Source::Buddy.rate_family())?;
     let event = BuddyWebhookEvent::parse(&parse_json(&body).map_err(Rejection::Malformed)?)
         .map_err(Rejection::Invalid)?;
     let envelope = event
@@ -54,7 +55,7 @@ pub(super) async fn receive(
         .envelope_json(&event.id, SOURCE, event.timestamp);
     let ack = gateway
         .publish_one(
-            "buddy",
+            Source::Buddy,
             OutgoingEvent {
                 subject: subjects::buddy(event.payload.event_type()).to_owned(),
                 message_id: format!("buddy:{webhook_id}"),

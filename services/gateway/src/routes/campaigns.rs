@@ -18,6 +18,7 @@ use super::{accepted, read_json_body};
 use crate::Gateway;
 use crate::error::Rejection;
 use crate::publish::OutgoingEvent;
+use crate::source::Source;
 use crate::trace::TraceContext;
 use hookmesh_contracts::hex;
 
@@ -82,7 +83,7 @@ pub(super) async fn register(
     );
     let ack = gateway
         .publish_one(
-            "campaigns",
+            Source::Campaigns,
             OutgoingEvent {
                 subject: CAMPAIGN_REGISTRATION.to_owned(),
                 message_id: format!("{CAMPAIGN_REGISTRATION}:{id}"),

@@ -18,6 +18,7 @@ use crate::Gateway;
 use crate::error::Rejection;
 use crate::normalize::{Normalized, normalize};
 use crate::publish::OutgoingEvent;
+use crate::source::Source;
 use crate::trace::TraceContext;
 use crate::verify::{verify_circleci, verify_github, verify_gitlab, verify_jenkins};
 
@@ -51,7 +52,7 @@ pub(super) async fn receive(
     })?;
     let body = read_json_body(gateway.config.max_body_bytes, &headers, body).await?;
     let secrets = &gateway.config.secrets;
-    let source = platform.as_str();
+    let source = Source::Ci(platform);
     let verified = match platform {
         CiPlatform::Github => verify_github(secrets.github.as_ref(), &headers, &body),
         CiPlatform::Gitlab => verify_gitlab(
@@ -65,12 +66,12 @@ pub(super) async fn receive(
         CiPlatform::Jenkins => verify_jenkins(secrets.jenkins.as_ref(), &headers),
     };
     gateway.authenticated(source, verified)?;
-    gateway.admit(source)?;
+    gateway.admit(source.rate_family())?;
     let payload = parse_json(&body).map_err(Rejection::Malformed)?;
     let event = match normalize(platform, &headers, &payload).map_err(Rejection::Invalid)? {
         Normalized::Event(event) => event,
         Normalized::Ignored(reason) => {
-            tracing::info!(platform = source, %reason, correlation_id = %trace.correlation_id, "CI delivery acknowledged without publishing.");
+            tracing::info!(platform = source.label(), %reason, correlation_id = %trace.correlation_id, "CI delivery acknowledged without publishing.");
             return Ok((
                 StatusCode::OK,
                 Json(CiIgnored {
@@ -86,7 +87,7 @@ pub(super) async fn receive(
     let event_type = event.event_type.as_str();
     let envelope = Envelope::new(
         event_id.clone(),
-        format!("/webhooks/ci/{source}"),
+        format!("/webhooks/ci/{}", source.label()),
         event.timestamp,
         TenantId::default_tenant(),
         Some(event.repository.clone()),
@@ -97,7 +98,7 @@ pub(super) async fn receive(
             source,
             OutgoingEvent {
                 subject: subject.clone(),
-                message_id: format!("ci.{source}:{event_id}"),
+                message_id: format!("ci.{}:{event_id}", source.label()),
                 payload: envelope.to_json().into(),
             },
             &trace,

@@ -25,10 +25,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hookmesh_contracts::{TenantId, ValidationErrors};
+use tracing::Instrument as _;
 
 use crate::Gateway;
 use crate::error::{RefusalNote, Rejection};
 use crate::publish::{OutgoingEvent, Published};
+use crate::source::Source;
 use crate::trace::{CORRELATION_ID, TraceContext};
 use crate::verify::sources::Clock;
 use crate::verify::{AuthError, verify_api_key};
@@ -84,14 +86,22 @@ fn route_label(path: &str) -> &'static str {
 }
 
 /// Wraps every request: trace context in, correlation id out, metrics, and
-/// a log line for each refusal saying why.
+/// a log line for each refusal saying why; everything the request logs is
+/// in its span, which carries the correlation id.
 async fn observe(State(gateway): State<Gateway>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let trace = TraceContext::from_headers(request.headers());
     let route = route_label(request.uri().path());
     let method = request.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        %method,
+        route,
+        correlation_id = %trace.correlation_id,
+    );
     request.extensions_mut().insert(trace.clone());
-    let mut response = next.run(request).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let _entered = span.enter();
     let status = response.status();
     if let Ok(value) = HeaderValue::from_str(&trace.correlation_id) {
         response.headers_mut().insert(CORRELATION_ID, value);
@@ -197,11 +207,12 @@ impl Gateway {
     /// Passes an authentication result through, counting failures.
     fn authenticated<T>(
         &self,
-        source: &'static str,
+        source: Source,
         result: Result<T, AuthError>,
     ) -> Result<T, Rejection> {
         result.map_err(|error| {
-            self.metrics.authentication_failed(source, error.kind());
+            self.metrics
+                .authentication_failed(source.label(), error.kind());
             Rejection::Unauthorized(error)
         })
     }
@@ -217,16 +228,16 @@ impl Gateway {
     /// request from that tenant's rate limit.
     fn api_tenant(&self, headers: &HeaderMap) -> Result<TenantId, Rejection> {
         let tenant = self
-            .authenticated("api", verify_api_key(&self.config.api_keys, headers))?
+            .authenticated(Source::Api, verify_api_key(&self.config.api_keys, headers))?
             .clone();
-        self.admit(&format!("api:{tenant}"))?;
+        self.admit(&format!("{}:{tenant}", Source::Api.rate_family()))?;
         Ok(tenant)
     }
 
     /// Publishes and waits for JetStream's acknowledgements.
     async fn publish(
         &self,
-        source: &'static str,
+        source: Source,
         events: Vec<OutgoingEvent>,
         trace: &TraceContext,
     ) -> Result<Vec<Published>, Rejection> {
@@ -235,7 +246,8 @@ impl Gateway {
             Ok(acks) => {
                 let seconds = started.elapsed().as_secs_f64();
                 for ack in &acks {
-                    self.metrics.published(source, ack.duplicate, seconds);
+                    self.metrics
+                        .published(source.label(), ack.duplicate, seconds);
                 }
                 Ok(acks)
             }
@@ -249,7 +261,7 @@ impl Gateway {
     /// Publishes one envelope and returns its acknowledgement.
     async fn publish_one(
         &self,
-        source: &'static str,
+        source: Source,
         event: OutgoingEvent,
         trace: &TraceContext,
     ) -> Result<Published, Rejection> {

@@ -17,6 +17,7 @@ use super::{accepted, delivery_header, read_json_body};
 use crate::Gateway;
 use crate::error::Rejection;
 use crate::publish::OutgoingEvent;
+use crate::source::Source;
 use crate::trace::TraceContext;
 use crate::verify::verify_provider;
 
@@ -49,7 +50,7 @@ pub(super) async fn receive(
     }
     let body = read_json_body(gateway.config.max_body_bytes, &headers, body).await?;
     gateway.authenticated(
-        "providers",
+        Source::Providers,
         verify_provider(
             gateway.config.secrets.providers.as_ref(),
             &headers,
@@ -58,7 +59,7 @@ pub(super) async fn receive(
         ),
     )?;
     let webhook_id = delivery_header(&headers, "webhook-id")?;
-    gateway.admit(&format!("providers:{provider}"))?;
+    gateway.admit(&format!("{}:{provider}", Source::Providers.rate_family()))?;
     let parsed = DeliveryWebhookBody::parse(&parse_json(&body).map_err(Rejection::Malformed)?)
         .map_err(Rejection::Invalid)?;
     let single = matches!(parsed, DeliveryWebhookBody::One(_));
@@ -95,7 +96,7 @@ pub(super) async fn receive(
             }
         })
         .collect();
-    let acks = gateway.publish("providers", events, &trace).await?;
+    let acks = gateway.publish(Source::Providers, events, &trace).await?;
     let duplicates = acks.iter().filter(|ack| ack.duplicate).count();
     Ok(accepted(ProvidersAccepted {
         accepted: acks.len(),

@@ -17,6 +17,7 @@ use super::{accepted, query_value, read_json_body};
 use crate::Gateway;
 use crate::error::Rejection;
 use crate::publish::OutgoingEvent;
+use crate::source::Source;
 use crate::trace::TraceContext;
 use crate::verify::verify_callback;
 
@@ -78,7 +79,7 @@ pub(super) async fn trigger(
     );
     let ack = gateway
         .publish_one(
-            "sweep-trigger",
+            Source::SweepTrigger,
             OutgoingEvent {
                 subject: SWEEP_TRIGGER.to_owned(),
                 message_id: format!("{SWEEP_TRIGGER}:{job_id}"),
@@ -120,7 +121,7 @@ pub(super) async fn callback(
     let job_id = query_value(query.as_deref(), "job_id");
     let token = query_value(query.as_deref(), "token");
     gateway.authenticated(
-        "sweep-callback",
+        Source::SweepCallback,
         verify_callback(
             gateway.config.secrets.callback.as_ref(),
             job_id.as_deref(),
@@ -128,7 +129,7 @@ pub(super) async fn callback(
         ),
     )?;
     let job_id = job_id.unwrap_or_default();
-    gateway.admit("callback")?;
+    gateway.admit(Source::SweepCallback.rate_family())?;
     // 003 refuses callbacks for jobs it never created, so a forged or
     // stray callback cannot reach the stream.
     let unknown = |id: &str| Rejection::NotFound(format!("no sweep job {id:?}"));
@@ -153,7 +154,7 @@ pub(super) async fn callback(
     );
     let ack = gateway
         .publish_one(
-            "sweep-callback",
+            Source::SweepCallback,
             OutgoingEvent {
                 subject: SWEEP_CALLBACK.to_owned(),
                 message_id: format!("{SWEEP_CALLBACK}:{event_id}"),
