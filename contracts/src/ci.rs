@@ -110,6 +110,11 @@ pub struct CiPipelineEvent {
     /// The job inside the run, for job-level events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// Which attempt of the run this is, where the platform re-runs a run
+    /// under the same id (GitHub's `run_attempt`); absent means the first.
+    /// A new attempt is a new run: its failure is announced again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_attempt: Option<u32>,
     pub metadata: CiMetadata,
     /// Present on `pipeline.failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,6 +194,7 @@ impl EventData for CiPipelineEvent {
             let repository = o.required("repository", string(1, 512));
             let pipeline_id = o.required("pipeline_id", string(1, 512));
             let job_id = o.optional("job_id", identifier(256));
+            let run_attempt = o.optional("run_attempt", integer::<u32>(1, 100_000));
             let metadata = o.required_with("metadata", |value, path, errors| {
                 read_object(value, path, errors, CiMetadata::read)
             });
@@ -203,6 +209,7 @@ impl EventData for CiPipelineEvent {
                 repository: repository?,
                 pipeline_id: pipeline_id?,
                 job_id: job_id?,
+                run_attempt: run_attempt?,
                 metadata: metadata?,
                 failure_context: failure_context?,
             })

@@ -505,3 +505,67 @@ mod tests {
         );
     }
 }
+
+/// Request of `hookmesh.delivery.campaign`: one campaign of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CampaignQuery {
+    pub tenant_id: TenantId,
+    pub campaign_id: String,
+}
+
+/// Most campaigns one page lists.
+pub const MAX_CAMPAIGN_PAGE: u32 = 100;
+
+/// Request of `hookmesh.delivery.campaigns`: a tenant's campaigns, newest
+/// first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CampaignListQuery {
+    pub tenant_id: TenantId,
+    /// Campaigns per page, 1–[`MAX_CAMPAIGN_PAGE`].
+    pub limit: u32,
+    /// `next_cursor` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// A registration the batch-processor refused (it was dead-lettered): why,
+/// and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RejectedRegistration {
+    /// The registration's envelope id.
+    pub registration_id: String,
+    pub reason: String,
+    /// Recipients the registration carried.
+    pub recipients: u64,
+    pub rejected_at: Timestamp,
+}
+
+/// A campaign as the read API shows it: its counters, whether it is
+/// complete, and the registrations refused for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CampaignView {
+    pub tenant_id: TenantId,
+    pub campaign_id: String,
+    /// Recipients the campaign declares.
+    pub size: u64,
+    /// Recipients registered so far.
+    pub registered: u64,
+    /// Recipients with an outcome (delivered, bounced or failed).
+    pub settled: u64,
+    pub counts: CampaignCounts,
+    pub created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Timestamp>,
+    /// Only when one campaign is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_registrations: Option<Vec<RejectedRegistration>>,
+}
+
+/// Answer of `hookmesh.delivery.campaigns`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CampaignPage {
+    pub campaigns: Vec<CampaignView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}

@@ -34,6 +34,32 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Decodes `%XX` escapes (and `+` as a space where `plus_is_space`, as in
+/// query strings); `None` for malformed escapes or text that is not UTF-8.
+pub fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let escape = text.get(i + 1..i + 3)?;
+                out.extend(decode(escape)?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Random bytes from the operating system.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
@@ -60,6 +86,16 @@ mod tests {
         assert_eq!(decode("007FABff").unwrap(), bytes);
         assert_eq!(decode("abc"), None);
         assert_eq!(decode("zz"), None);
+    }
+
+    #[test]
+    fn percent_escapes_decode_and_malformed_ones_are_refused() {
+        assert_eq!(percent_decode("ab%2Fcd", false).as_deref(), Some("ab/cd"));
+        assert_eq!(percent_decode("a+b", true).as_deref(), Some("a b"));
+        assert_eq!(percent_decode("a+b", false).as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("%zz", false), None);
+        assert_eq!(percent_decode("%4", false), None);
+        assert_eq!(percent_decode("%ff%fe", false), None, "not UTF-8");
     }
 
     #[test]

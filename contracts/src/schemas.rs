@@ -13,7 +13,8 @@ use crate::buddy::{
 use crate::ci::{CiFailureDetected, CiPipelineEvent};
 use crate::csr::{JourneyQuery, JourneyReport, JourneyTransition, MetricsQuery, MetricsReport};
 use crate::delivery::{
-    CampaignCompleted, CampaignRegistration, DeliveryEvent, DeliveryWebhookBody,
+    CampaignCompleted, CampaignListQuery, CampaignPage, CampaignQuery, CampaignRegistration,
+    CampaignView, DeliveryEvent, DeliveryWebhookBody,
 };
 use crate::envelope::{Envelope, EventData, SchemaId};
 use crate::sweep::{BestResults, SweepCallback, SweepTrigger};
@@ -73,6 +74,10 @@ pub fn all() -> Vec<(String, Value)> {
         payload::<DeliveryEvent>(),
         payload::<CampaignCompleted>(),
         payload::<CampaignRegistration>(),
+        generate::<CampaignQuery>(SchemaId::new("delivery.campaign-query", 1)),
+        generate::<CampaignListQuery>(SchemaId::new("delivery.campaign-list-query", 1)),
+        generate::<CampaignView>(SchemaId::new("delivery.campaign-view", 1)),
+        generate::<CampaignPage>(SchemaId::new("delivery.campaign-page", 1)),
     ];
     schemas.sort_by(|a, b| a.0.cmp(&b.0));
     schemas

@@ -66,6 +66,10 @@ pub const CAMPAIGN_COMPLETED: &str = "delivery.campaign.completed";
 /// A campaign's recipients, from `POST /api/campaigns`.
 pub const CAMPAIGN_REGISTRATION: &str = "delivery.campaign.registration";
 
+/// The campaigns read API's endpoints (the batch-processor answers).
+pub const CAMPAIGN_ENDPOINT: &str = "hookmesh.delivery.campaign";
+pub const CAMPAIGN_LIST_ENDPOINT: &str = "hookmesh.delivery.campaigns";
+
 /// The CSR read API's endpoints (NATS services API, request/reply). They
 /// live outside every stream's subjects, so requests are never stored.
 pub const CSR_METRICS_ENDPOINT: &str = "hookmesh.csr.metrics";

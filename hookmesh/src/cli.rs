@@ -8,6 +8,7 @@ use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, V
 use hookmesh_batch_processor::config::BatchArgs;
 use hookmesh_csr_consumer::config::CsrArgs;
 use hookmesh_gateway::GatewayArgs;
+use hookmesh_nats::{NatsAuth, NatsEndpoint};
 use hookmesh_runtime::db::DatabaseArgs;
 use hookmesh_sweep_worker::config::SweepArgs;
 
@@ -96,13 +97,46 @@ fn first_sentence(help: &str) -> &str {
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// Settings every service shares.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct CommonArgs {
     /// NATS server URL(s), comma-separated. Unset: `hookmesh up` starts an embedded nats-server
     /// (JetStream, a free port, the store under the data directory); the single services use
-    /// nats://127.0.0.1:4222.
-    #[arg(long, env = "NATS_URL", global = true)]
+    /// nats://127.0.0.1:4222. Credentials may be given in it (nats://user:pass@host,
+    /// nats://token@host); it is never shown with them.
+    #[arg(long, env = "NATS_URL", global = true, hide_env_values = true)]
     pub nats_url: Option<String>,
+
+    /// NATS user name (with NATS_PASSWORD).
+    #[arg(long, env = "NATS_USER", global = true)]
+    pub nats_user: Option<String>,
+
+    /// NATS password of NATS_USER.
+    #[arg(long, env = "NATS_PASSWORD", global = true, hide_env_values = true)]
+    pub nats_password: Option<String>,
+
+    /// NATS authentication token.
+    #[arg(long, env = "NATS_TOKEN", global = true, hide_env_values = true)]
+    pub nats_token: Option<String>,
+
+    /// File holding a NATS NKey user seed (SU…).
+    #[arg(long, env = "NATS_NKEY", global = true)]
+    pub nats_nkey: Option<PathBuf>,
+
+    /// NATS JWT credentials file (.creds: the user's JWT and seed), as `nsc` writes it.
+    #[arg(long, env = "NATS_CREDS", global = true)]
+    pub nats_creds: Option<PathBuf>,
+
+    /// PEM file of the CA(s) that signed the NATS servers' certificates; TLS is then required.
+    #[arg(long, env = "NATS_CA", global = true)]
+    pub nats_ca: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS with NATS (with NATS_KEY).
+    #[arg(long, env = "NATS_CERT", global = true)]
+    pub nats_cert: Option<PathBuf>,
+
+    /// PEM private key of NATS_CERT.
+    #[arg(long, env = "NATS_KEY", global = true)]
+    pub nats_key: Option<PathBuf>,
 
     /// Replicas of every stream the services create: 1 on a single node, 3 in a JetStream cluster.
     #[arg(
@@ -112,6 +146,13 @@ pub struct CommonArgs {
         global = true
     )]
     pub stream_replicas: usize,
+
+    /// Duplicate window of the streams that take signed webhooks (BUDDY, CI, PROVIDERS), in
+    /// seconds: a redelivery within it is stored once. It must outlast the signatures'
+    /// timestamp tolerance plus a minute of clock skew (the gateway refuses to start otherwise).
+    /// Unset: the windows of nats/streams/ (6 to 10 minutes). Give every service the same.
+    #[arg(long, env = "HOOKMESH_DUPLICATE_WINDOW_SECS", global = true)]
+    pub duplicate_window_secs: Option<u64>,
 
     /// Log filter, in tracing's env-filter syntax (`info`, `warn,hookmesh_gateway=debug`).
     #[arg(
@@ -128,11 +169,50 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    /// NATS_URL, or the single service's default.
-    pub fn nats_url_or_default(&self) -> String {
-        self.nats_url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned())
+    /// NATS_URL (or the single service's default) with the credentials and
+    /// TLS settings given.
+    pub fn nats_or_default(&self) -> NatsEndpoint {
+        self.nats_at(
+            self.nats_url
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned()),
+        )
+    }
+
+    /// `url` with the credentials and TLS settings given.
+    pub fn nats_at(&self, url: String) -> NatsEndpoint {
+        NatsEndpoint {
+            url,
+            auth: NatsAuth {
+                user: self.nats_user.clone(),
+                password: self.nats_password.clone(),
+                token: self.nats_token.clone(),
+                nkey_file: self.nats_nkey.clone(),
+                creds_file: self.nats_creds.clone(),
+                ca_file: self.nats_ca.clone(),
+                cert_file: self.nats_cert.clone(),
+                key_file: self.nats_key.clone(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for CommonArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommonArgs")
+            .field(
+                "nats",
+                &self
+                    .nats_url
+                    .as_deref()
+                    .map(hookmesh_contracts::redact::url),
+            )
+            .field("nats_auth", &self.nats_at(String::new()).auth)
+            .field("stream_replicas", &self.stream_replicas)
+            .field("duplicate_window_secs", &self.duplicate_window_secs)
+            .field("log", &self.log)
+            .field("log_format", &self.log_format)
+            .finish()
     }
 }
 
@@ -163,6 +243,15 @@ pub enum Command {
     /// Measure performance. Figures are reported as ratios against a baseline measured in the
     /// same run on the same machine.
     Bench(BenchArgs),
+}
+
+impl Command {
+    /// Whether it runs one service of a deployment (whose errors go to its
+    /// log) rather than something a person runs (`up` and the tools, whose
+    /// errors go to stderr as a sentence, once).
+    pub fn is_service(&self) -> bool {
+        !matches!(self, Self::Up(_) | Self::Dlq(_) | Self::Bench(_))
+    }
 }
 
 #[derive(Debug, Args)]

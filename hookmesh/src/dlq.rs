@@ -4,17 +4,8 @@
 use hookmesh_runtime::dead_letter::{self, StoredDeadLetter};
 
 use crate::AnyError;
-use crate::cli::{CommonArgs, DEFAULT_NATS_URL, DlqAction, DlqArgs};
-
-/// NATS_URL, else the broker of a `hookmesh up` running on the data
-/// directory, else the default local server.
-fn broker_url(args: &DlqArgs, common: &CommonArgs) -> String {
-    common
-        .nats_url
-        .clone()
-        .or_else(|| hookmesh_nats::server::running_url(&args.data_dir.join("nats")))
-        .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned())
-}
+use crate::broker::ChosenBroker;
+use crate::cli::{CommonArgs, DlqAction, DlqArgs};
 
 fn one_line(text: &str, width: usize) -> String {
     let line: String = text
@@ -74,24 +65,22 @@ fn print_letter(letter: &StoredDeadLetter) {
 }
 
 pub async fn run(args: DlqArgs, common: CommonArgs) -> Result<(), AnyError> {
-    let url = broker_url(&args, &common);
-    // A command, not a service: fail at once when the broker is away.
-    let client = async_nats::ConnectOptions::new()
-        .name("hookmesh-dlq")
-        .connection_timeout(std::time::Duration::from_secs(5))
-        .connect(&url)
-        .await
-        .map_err(|error| {
-            format!("cannot reach NATS at {url} ({error}); set NATS_URL, or start `hookmesh up`")
-        })?;
+    let broker = ChosenBroker::choose(&common, &args.data_dir);
+    let client = broker.connect("hookmesh-dlq").await?;
     let js = async_nats::jetstream::new(client.clone());
-    match args.action {
+    act(&js, args.action).await.map_err(|e| broker.explain(e))?;
+    client.flush().await?;
+    Ok(())
+}
+
+async fn act(js: &async_nats::jetstream::Context, action: DlqAction) -> Result<(), AnyError> {
+    match action {
         DlqAction::List {
             subject,
             limit,
             json,
         } => {
-            let letters = dead_letter::list(&js, subject.as_deref(), limit).await?;
+            let letters = dead_letter::list(js, subject.as_deref(), limit).await?;
             if json {
                 for letter in &letters {
                     println!("{}", serde_json::to_string(letter)?);
@@ -106,7 +95,7 @@ pub async fn run(args: DlqArgs, common: CommonArgs) -> Result<(), AnyError> {
             }
         }
         DlqAction::Show { sequence } => {
-            print_letter(&dead_letter::get(&js, sequence).await?);
+            print_letter(&dead_letter::get(js, sequence).await?);
         }
         DlqAction::Replay {
             sequences,
@@ -115,19 +104,19 @@ pub async fn run(args: DlqArgs, common: CommonArgs) -> Result<(), AnyError> {
             keep,
         } => {
             let letters = if all {
-                dead_letter::list(&js, subject.as_deref(), usize::MAX).await?
+                dead_letter::list(js, subject.as_deref(), usize::MAX).await?
             } else if sequences.is_empty() {
                 return Err("name the sequences to replay, or pass --all".into());
             } else {
                 let mut letters = Vec::with_capacity(sequences.len());
                 for sequence in sequences {
-                    letters.push(dead_letter::get(&js, sequence).await?);
+                    letters.push(dead_letter::get(js, sequence).await?);
                 }
                 letters
             };
             let mut failed = 0;
             for letter in &letters {
-                match dead_letter::replay(&js, letter, keep).await {
+                match dead_letter::replay(js, letter, keep).await {
                     Ok(sequence) => println!(
                         "replayed dead letter {} to {} (stream sequence {sequence}){}",
                         letter.sequence,
@@ -146,6 +135,5 @@ pub async fn run(args: DlqArgs, common: CommonArgs) -> Result<(), AnyError> {
             }
         }
     }
-    client.flush().await?;
     Ok(())
 }

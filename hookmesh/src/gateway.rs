@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use hookmesh_nats::NatsEndpoint;
+
 use crate::AnyError;
 use crate::cli::{CommonArgs, GatewayCommand};
 use crate::shutdown;
@@ -27,17 +29,17 @@ pub struct RunningGateway {
     connection: Connection,
 }
 
-/// Connects to `nats_url`, ensures the streams and starts serving; its
+/// Connects to `nats`, ensures the streams and starts serving; its
 /// `/metrics` shows all of `registry`.
 pub async fn start(
     args: &GatewayArgs,
     common: &CommonArgs,
-    nats_url: &str,
+    nats: &NatsEndpoint,
     metrics: GatewayMetrics,
     registry: Arc<Registry>,
 ) -> Result<RunningGateway, AnyError> {
     let config = GatewayConfig::from_args(args, common.stream_replicas)?;
-    let connection = hookmesh_nats::connect(nats_url, "hookmesh-gateway").await?;
+    let connection = nats.connect("hookmesh-gateway").await?;
     let (stop_keeper, keeper_stopped) = watch::channel(false);
     let gateway = Gateway::start(
         config,
@@ -92,18 +94,11 @@ impl RunningGateway {
 }
 
 pub async fn run(args: GatewayCommand, common: CommonArgs) -> Result<(), AnyError> {
-    let nats_url = common.nats_url_or_default();
+    let nats = common.nats_or_default();
     let mut registry = Registry::default();
     let metrics = GatewayMetrics::register(&mut registry);
-    let gateway = start(
-        &args.gateway,
-        &common,
-        &nats_url,
-        metrics,
-        Arc::new(registry),
-    )
-    .await?;
-    tracing::info!(url = %gateway.url, nats = %nats_url, "Gateway listening.");
+    let gateway = start(&args.gateway, &common, &nats, metrics, Arc::new(registry)).await?;
+    tracing::info!(url = %gateway.url, nats = %nats.redacted(), "Gateway listening.");
     let signal = shutdown::signalled().await;
     tracing::info!(signal, "Stopping: finishing the requests in flight.");
     gateway.stop().await?;

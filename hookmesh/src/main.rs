@@ -6,6 +6,7 @@
 
 mod batch;
 mod bench;
+mod broker;
 mod cli;
 mod csr;
 mod dlq;
@@ -36,6 +37,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(seconds) = cli.common.duplicate_window_secs {
+        let window = std::time::Duration::from_secs(seconds);
+        let _ = hookmesh_nats::definitions::set_ingest_duplicate_window(window);
+    }
+    let service = cli.command.is_service();
     let result = runtime.block_on(async move {
         match cli.command {
             cli::Command::Up(args) => up::run(*args, cli.common).await,
@@ -49,8 +55,12 @@ fn main() -> std::process::ExitCode {
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
+        // Once: a service's in its log, a command's for the person.
+        Err(error) if service => {
             tracing::error!(%error, "hookmesh stopped with an error.");
+            std::process::ExitCode::FAILURE
+        }
+        Err(error) => {
             eprintln!("hookmesh: error: {error}");
             std::process::ExitCode::FAILURE
         }

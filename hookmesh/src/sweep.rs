@@ -10,18 +10,20 @@ use hookmesh_trading_api_sim::{Knobs, SimConfig, Simulator};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use hookmesh_nats::NatsEndpoint;
+
 use crate::AnyError;
 use crate::cli::{CommonArgs, SweepWorkerCommand};
 
 /// Connects and starts the sweep-worker.
 pub async fn start(
-    nats_url: &str,
+    nats: &NatsEndpoint,
     settings: SweepSettings,
     metrics: SweepMetrics,
     consume: ConsumeFamilies,
     shutdown: watch::Receiver<bool>,
 ) -> Result<SweepWorker, AnyError> {
-    let connection = hookmesh_nats::connect(nats_url, "hookmesh-sweep-worker").await?;
+    let connection = nats.connect("hookmesh-sweep-worker").await?;
     Ok(SweepWorker::start(connection.client, settings, metrics, consume, shutdown).await?)
 }
 
@@ -49,7 +51,7 @@ fn required<'a>(value: &'a Option<String>, variable: &str, why: &str) -> Result<
 }
 
 pub async fn run(args: SweepWorkerCommand, common: CommonArgs) -> Result<(), AnyError> {
-    let nats_url = common.nats_url_or_default();
+    let nats = common.nats_or_default();
     let database_url = args.service.database.url_or_default();
     let sweep = &args.sweep;
     let endpoints = Endpoints {
@@ -79,7 +81,7 @@ pub async fn run(args: SweepWorkerCommand, common: CommonArgs) -> Result<(), Any
     let consume = ConsumeFamilies::register(&mut registry);
     let metrics = SweepMetrics::register(&mut registry);
     let (stop, stopped) = watch::channel(false);
-    let service = start(&nats_url, settings.clone(), metrics, consume, stopped).await?;
+    let service = start(&nats, settings.clone(), metrics, consume, stopped).await?;
     tracing::info!(ops = %args.service.ops_addr, database = %hookmesh_runtime::db::redacted(&database_url), settings = ?settings, "sweep-worker running.");
     let readiness = service.readiness();
     crate::service::serve_until_signalled(

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use hookmesh_batch_processor::telemetry::BatchMetrics;
 use hookmesh_csr_consumer::telemetry::CsrMetrics;
 use hookmesh_gateway::GatewayMetrics;
+use hookmesh_nats::NatsEndpoint;
 use hookmesh_nats::server::{self, EmbeddedNats, EmbeddedOptions, NatsServerBinary, ServerError};
 use hookmesh_runtime::metrics::ConsumeFamilies;
 use hookmesh_sweep_worker::telemetry::SweepMetrics;
@@ -96,6 +97,26 @@ fn find_or_install(no_install: bool) -> Result<NatsServerBinary, AnyError> {
     }
 }
 
+/// Creates the streams and buckets once, before the services start, so
+/// that they find them in place instead of racing to create them. A broker
+/// that does not answer yet is left to the services, which retry.
+async fn ensure_definitions_once(nats: &NatsEndpoint, replicas: usize) -> Result<(), AnyError> {
+    let connection = nats.connect("hookmesh-up").await?;
+    let ready = hookmesh_nats::wait_connected(&connection.client, Duration::from_secs(10)).await;
+    if ready {
+        let js = async_nats::jetstream::new(connection.client.clone());
+        match hookmesh_nats::ensure_all(&js, replicas).await {
+            Ok(()) => {}
+            Err(error @ hookmesh_nats::EnsureError::Unavailable { .. }) => {
+                tracing::warn!(%error, "The streams are not in place yet; the services will retry.");
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let _ = connection.client.drain().await;
+    Ok(())
+}
+
 pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
     std::fs::create_dir_all(&args.data_dir).map_err(|error| {
         format!(
@@ -116,11 +137,14 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
         Some(_) => None,
         None => Some(Broker::start(&data_dir, args.no_install).await?),
     };
-    let nats_url = match (&broker, &common.nats_url) {
-        (Some(broker), _) => broker.server.url().to_owned(),
-        (None, Some(url)) => url.clone(),
+    // The embedded broker needs no credentials; an external one gets those given.
+    let nats = match (&broker, &common.nats_url) {
+        (Some(broker), _) => NatsEndpoint::plain(broker.server.url()),
+        (None, Some(url)) => common.nats_at(url.clone()),
         (None, None) => unreachable!("a broker is started when NATS_URL is unset"),
     };
+
+    ensure_definitions_once(&nats, common.stream_replicas).await?;
 
     let database_url = args
         .database
@@ -138,7 +162,7 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
 
     let started = async {
         let csr = csr::start(
-            &nats_url,
+            &nats,
             args.csr.settings(&database_url, common.stream_replicas),
             csr_metrics,
             consume.consumer("csr-consumer"),
@@ -146,7 +170,7 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
         )
         .await?;
         let batch = batch::start(
-            &nats_url,
+            &nats,
             args.batch.settings(&database_url, common.stream_replicas),
             batch_metrics,
             consume.clone(),
@@ -154,7 +178,7 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
         )
         .await?;
         let gateway =
-            gateway::start(&args.gateway, &common, &nats_url, gateway_metrics, registry).await?;
+            gateway::start(&args.gateway, &common, &nats, gateway_metrics, registry).await?;
         // Without a configured Trading API, the simulator lets a local mesh
         // run sweeps end to end.
         let simulator = match &args.sweep.trading_api_url {
@@ -191,7 +215,7 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
             args.sweep
                 .settings(endpoints, &database_url, common.stream_replicas)?;
         let sweeps = sweep::start(
-            &nats_url,
+            &nats,
             sweep_settings,
             sweep_metrics,
             consume.clone(),
@@ -211,8 +235,9 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
         }
     };
     println!(
-        "hookmesh ready: gateway {} (broker {nats_url}, data {})",
+        "hookmesh ready: gateway {} (broker {}, data {})",
         gateway.url,
+        nats.redacted(),
         data_dir.display()
     );
     let _ = std::io::stdout().flush();

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use hookmesh_tests::process::ServiceProcess;
 use hookmesh_tests::{TestDb, TestDir, eventually, free_port, query_pool, secrets, sign, unix_now};
 use serde_json::{Value, json};
 use sqlx::Row as _;
@@ -114,89 +115,6 @@ async fn cluster(dir: &Path) -> Vec<Node> {
         node.start().await;
     }
     nodes
-}
-
-/// A `hookmesh` service process.
-struct Service {
-    name: String,
-    child: Child,
-    /// Where `/readyz` answers.
-    ready_url: String,
-    log: PathBuf,
-}
-
-impl Service {
-    async fn start(
-        name: &str,
-        command: &str,
-        env: &[(&str, String)],
-        ready_url: String,
-        logs: &Path,
-    ) -> Self {
-        let mut process = Command::new(env!("CARGO_BIN_EXE_hookmesh"));
-        for (variable, _) in std::env::vars() {
-            if variable.starts_with("HOOKMESH_")
-                || variable == "NATS_URL"
-                || variable == "DATABASE_URL"
-                || variable.starts_with("TRADING_API")
-            {
-                process.env_remove(variable);
-            }
-        }
-        let log_path = logs.join(format!("{name}.log"));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = process
-            .arg(command)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("HOOKMESH_LOG", "info,async_nats=warn")
-            .env("HOOKMESH_STREAM_REPLICAS", "3")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the hookmesh binary runs");
-        Self {
-            name: name.to_owned(),
-            child,
-            ready_url,
-            log: log_path,
-        }
-    }
-
-    async fn wait_ready(&mut self, http: &reqwest::Client) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(response) = http.get(&self.ready_url).send().await
-                && response.status().is_success()
-            {
-                return;
-            }
-            let exited = self.child.try_wait().unwrap();
-            if exited.is_some() || tokio::time::Instant::now() > deadline {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                panic!(
-                    "{} not ready ({exited:?}); its log ends:\n{}",
-                    self.name,
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn kill(mut self) {
-        self.child.kill().await.expect("the service is killed");
-    }
-
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
-    }
 }
 
 /// What the load generator saw.
@@ -324,11 +242,13 @@ async fn a_three_node_cluster_loses_nothing_when_a_node_and_a_consumer_die() {
 
     let gateway_port = free_port();
     let gateway_url = format!("http://127.0.0.1:{gateway_port}");
-    let mut gateway = Service::start(
+    let mut gateway = ServiceProcess::start(
+        env!("CARGO_BIN_EXE_hookmesh"),
         "gateway",
         "gateway",
         &[
             ("NATS_URL", nats_url.clone()),
+            ("HOOKMESH_STREAM_REPLICAS", "3".to_owned()),
             ("HOOKMESH_HTTP_ADDR", format!("127.0.0.1:{gateway_port}")),
             ("HOOKMESH_SECRET_BUDDY", secrets::BUDDY.to_owned()),
             ("HOOKMESH_SECRET_PROVIDERS", secrets::PROVIDERS.to_owned()),
@@ -364,11 +284,13 @@ async fn a_three_node_cluster_loses_nothing_when_a_node_and_a_consumer_die() {
         ("sweep-2", "sweep-worker"),
     ] {
         let ops = format!("127.0.0.1:{}", free_port());
-        let mut service = Service::start(
+        let mut service = ServiceProcess::start(
+            env!("CARGO_BIN_EXE_hookmesh"),
             name,
             command,
             &[
                 ("NATS_URL", nats_url.clone()),
+                ("HOOKMESH_STREAM_REPLICAS", "3".to_owned()),
                 ("DATABASE_URL", db.url.clone()),
                 ("HOOKMESH_OPS_ADDR", ops.clone()),
                 ("HOOKMESH_BATCH_SIZE", "100".to_owned()),

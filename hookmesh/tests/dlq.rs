@@ -99,3 +99,40 @@ async fn dead_letters_are_listed_shown_and_replayed_to_their_subject() {
     );
     assert_eq!(left[0].subject, "ci.pipeline.github.failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_the_mesh_is_named_with_why_it_was_chosen_once() {
+    // A plain broker: no hookmesh streams on it.
+    let nats = TestNats::start().await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookmesh"))
+        .env("NATS_URL", nats.url())
+        .env("HOOKMESH_LOG", "warn")
+        .args(["dlq", "list"])
+        .output()
+        .expect("the hookmesh binary runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(nats.url()) && stderr.contains("from NATS_URL"),
+        "the broker and why: {stderr}"
+    );
+    assert!(stderr.contains("hookmesh up"), "what to do: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "said once: {stderr}");
+
+    // No NATS_URL, and no mesh in the data directory: the default, said so.
+    let empty = hookmesh_tests::TestDir::new("no-mesh");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookmesh"))
+        .env_remove("NATS_URL")
+        .env("HOOKMESH_LOG", "warn")
+        .args(["dlq", "--data-dir"])
+        .arg(empty.path())
+        .arg("list")
+        .output()
+        .expect("the hookmesh binary runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("NATS_URL is unset and no `hookmesh up` runs in"),
+        "why the default broker: {stderr}"
+    );
+}

@@ -5,6 +5,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hookmesh_tests::{TestDir, eventually, free_port, sign, stream_messages, unix_now};
@@ -15,25 +16,45 @@ struct Up {
     child: Child,
     gateway: String,
     broker: String,
+    /// Every line logged on stderr so far.
+    logged: Arc<Mutex<Vec<String>>>,
 }
 
 async fn start_up(data_dir: &Path, http_port: u16) -> Up {
+    start_up_with(data_dir, http_port, |_| {}).await
+}
+
+/// `hookmesh up` on `data_dir`, with whatever `configure` adds.
+async fn start_up_with(
+    data_dir: &Path,
+    http_port: u16,
+    configure: impl FnOnce(&mut Command),
+) -> Up {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hookmesh"));
     for (variable, _) in std::env::vars() {
-        if variable.starts_with("HOOKMESH_") || variable == "NATS_URL" {
+        if variable.starts_with("HOOKMESH_") || variable == "NATS_URL" || variable == "DATABASE_URL"
+        {
             command.env_remove(variable);
         }
     }
-    let mut child = command
+    command
         .arg("up")
         .arg("--no-install")
         .env("HOOKMESH_DATA_DIR", data_dir)
         .env("HOOKMESH_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the hookmesh binary runs");
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    configure(&mut command);
+    let mut child = command.spawn().expect("the hookmesh binary runs");
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
+    let sink = logged.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = errors.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let ready = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -58,6 +79,7 @@ async fn start_up(data_dir: &Path, http_port: u16) -> Up {
         gateway: word_after("gateway"),
         broker: word_after("(broker"),
         child,
+        logged,
     }
 }
 
@@ -194,5 +216,35 @@ async fn up_restarts_an_embedded_broker_that_dies_and_keeps_accepting() {
     let stored = stream_messages(&js, "BUDDY").await;
     assert_eq!(stored.len(), 1, "the restarted broker stored the webhook");
     assert_eq!(stored[0].envelope["id"], "evt-after-crash");
+    stop_gracefully(up).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_in_an_empty_directory_logs_no_errors_and_takes_a_relative_sqlite_url() {
+    let scratch = TestDir::new("up-sqlite");
+    let data_dir = scratch.path().join("data");
+    // The documented form, relative, of a file that does not exist yet.
+    let up = start_up_with(&data_dir, free_port(), |command| {
+        command
+            .current_dir(scratch.path())
+            .env("DATABASE_URL", "sqlite://hookmesh.db");
+    })
+    .await;
+    assert!(scratch.path().join("hookmesh.db").exists());
+    let secret = local_secret(&data_dir, "HOOKMESH_SECRET_BUDDY");
+    let answer = send_buddy_webhook(&up.gateway, &secret).await;
+    assert_eq!(answer["duplicate"], false);
+    let errors: Vec<String> = up
+        .logged
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains("\"level\":\"ERROR\""))
+        .cloned()
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "a first start logs no errors: {errors:#?}"
+    );
     stop_gracefully(up).await;
 }

@@ -10,6 +10,9 @@
 //! `num_replicas` is overridden at run time (`HOOKMESH_STREAM_REPLICAS`: 1
 //! locally, 3 in a cluster).
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
 use async_nats::jetstream::{consumer, stream};
 use serde_json::{Map, Value};
 
@@ -42,16 +45,53 @@ pub const STREAMS: &[StreamDefinition] = &[
     stream_file!("DEAD_LETTERS.json"),
 ];
 
+/// The streams that take webhooks whose signatures carry a timestamp: a
+/// signature-valid resend is possible for as long as the tolerance, so
+/// their duplicate window must outlast it (plus clock skew), or a resend
+/// would be stored twice.
+pub const SIGNED_INGEST_STREAMS: &[&str] = &["BUDDY", "CI", "PROVIDERS"];
+
+static DUPLICATE_WINDOW: OnceLock<Duration> = OnceLock::new();
+
+/// Gives the signed ingest streams `window` as their duplicate window
+/// (`HOOKMESH_DUPLICATE_WINDOW_SECS`) instead of their files', for this
+/// process; call it before any stream is ensured. Every service of a mesh
+/// must be given the same, or they would update the streams back and
+/// forth. Fails when a window was set already.
+pub fn set_ingest_duplicate_window(window: Duration) -> Result<(), Duration> {
+    DUPLICATE_WINDOW.set(window)
+}
+
+/// The duplicate window of the signed ingest streams: the one set, else
+/// the shortest their files declare.
+pub fn ingest_duplicate_window() -> Duration {
+    DUPLICATE_WINDOW.get().copied().unwrap_or_else(|| {
+        STREAMS
+            .iter()
+            .filter(|definition| SIGNED_INGEST_STREAMS.contains(&definition.name().as_str()))
+            .filter_map(|definition| definition.config(1).ok())
+            .map(|config| config.duplicate_window)
+            .min()
+            .unwrap_or_default()
+    })
+}
+
 impl StreamDefinition {
     /// The fields the file sets, as written.
     pub fn fields(&self) -> Result<Map<String, Value>, serde_json::Error> {
         serde_json::from_str(self.json)
     }
 
-    /// The configuration to apply, with `replicas` replicas.
+    /// The configuration to apply, with `replicas` replicas (and the
+    /// duplicate window set for the signed ingest streams, if one is).
     pub fn config(&self, replicas: usize) -> Result<stream::Config, serde_json::Error> {
         let mut config: stream::Config = serde_json::from_str(self.json)?;
         config.num_replicas = replicas;
+        if let Some(window) = DUPLICATE_WINDOW.get()
+            && SIGNED_INGEST_STREAMS.contains(&config.name.as_str())
+        {
+            config.duplicate_window = *window;
+        }
         Ok(config)
     }
 

@@ -61,6 +61,18 @@ pub enum EnsureError {
         "stream {stream}: JetStream did not answer ({reason}); is the broker running with JetStream enabled (`-js`)?"
     )]
     Unavailable { stream: String, reason: String },
+    #[error(
+        "stream {stream}: the broker has no room for it ({reason}). JetStream reserves each \
+         stream's max_bytes, and the streams of nats/streams/ together reserve more than the \
+         broker's max_file_store (or the account's storage limit): raise max_file_store in the \
+         server's configuration (`jetstream {{ max_file_store: … }}`), or lower max_bytes in \
+         nats/{file}"
+    )]
+    NoRoom {
+        stream: String,
+        file: &'static str,
+        reason: String,
+    },
 }
 
 /// The result of ensuring one stream.
@@ -70,6 +82,17 @@ pub enum StreamChange {
     Unchanged,
     /// Updated in place; the fields that changed.
     Updated(Vec<String>),
+}
+
+/// Creates or updates every stream and KV bucket of the mesh, one after
+/// the other: what `hookmesh up` does once before its services start, so
+/// that they find them in place instead of racing to create them.
+pub async fn ensure_all(js: &jetstream::Context, replicas: usize) -> Result<(), EnsureError> {
+    ensure_streams(js, crate::STREAMS, replicas).await?;
+    for bucket in crate::BUCKETS {
+        ensure_bucket(js, bucket, replicas).await?;
+    }
+    Ok(())
 }
 
 /// Creates or updates every stream in `definitions` with `replicas` replicas.
@@ -141,9 +164,22 @@ pub async fn ensure_stream(
                 {
                     match js.create_stream(desired.clone()).await {
                         Ok(_) => return Ok(StreamChange::Created),
-                        Err(error) if attempt == 0 && is_name_taken(&error) => {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        // Another replica creating it at the same moment:
+                        // the name is taken, or both reservations briefly
+                        // count against the broker's storage. Look again.
+                        Err(error)
+                            if attempt == 0
+                                && (is_name_taken(&error) || is_out_of_storage(&error)) =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
                             continue;
+                        }
+                        Err(error) if is_out_of_storage(&error) => {
+                            return Err(EnsureError::NoRoom {
+                                stream: desired.name.clone(),
+                                file: definition.file,
+                                reason: error.to_string(),
+                            });
                         }
                         Err(error) => return Err(unavailable(error.to_string())),
                     }
@@ -155,6 +191,11 @@ pub async fn ensure_stream(
     Err(unavailable(
         "the stream kept appearing and disappearing while it was being created".to_owned(),
     ))
+}
+
+fn is_out_of_storage(error: &jetstream::context::CreateStreamError) -> bool {
+    matches!(error.kind(), CreateStreamErrorKind::JetStream(api)
+        if api.error_code() == jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED)
 }
 
 fn is_name_taken(error: &jetstream::context::CreateStreamError) -> bool {

@@ -29,7 +29,8 @@ fn unreachable(error: impl std::fmt::Display) -> RegistryError {
 /// The registry: the KV bucket, or a test's memory.
 #[derive(Clone)]
 pub enum JobRegistry {
-    Kv(kv::Store),
+    // Boxed: a KV handle is over a kilobyte, the memory arm a pointer.
+    Kv(Box<kv::Store>),
     Memory(Arc<Mutex<HashMap<JobId, RecordedJob>>>),
 }
 
@@ -55,7 +56,7 @@ impl JobRegistry {
     pub async fn open_existing(js: &jetstream::Context) -> Result<Self, RegistryError> {
         js.get_key_value(SWEEP_JOBS_BUCKET.bucket)
             .await
-            .map(Self::Kv)
+            .map(|store| Self::Kv(Box::new(store)))
             .map_err(unreachable)
     }
 

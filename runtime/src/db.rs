@@ -46,7 +46,7 @@ impl Backend {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Self::Postgres)
         } else {
-            Err(DbError::UnsupportedUrl(url.to_owned()))
+            Err(DbError::UnsupportedUrl(redacted(url)))
         }
     }
 }
@@ -85,19 +85,9 @@ pub fn sqlite_url(path: &std::path::Path) -> String {
     format!("sqlite://{}", path.display())
 }
 
-/// The URL with its password hidden, for logs and errors.
-pub fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+/// The URL with its credentials hidden, for logs and errors (the one
+/// redaction the mesh uses).
+pub use hookmesh_contracts::redact::url as redacted;
 
 /// Opens a pool. SQLite gets WAL, a busy timeout, and one connection per
 /// pool: writes serialise anyway, and one connection never deadlocks itself.
@@ -355,15 +345,5 @@ mod tests {
             "{error}"
         );
         std::fs::remove_dir_all(&directory).unwrap();
-    }
-
-    #[test]
-    fn passwords_are_hidden() {
-        assert_eq!(
-            redacted("postgres://hookmesh:s3cret@db:5432/mesh"),
-            "postgres://hookmesh:***@db:5432/mesh"
-        );
-        assert_eq!(redacted("postgres://db/mesh"), "postgres://db/mesh");
-        assert_eq!(redacted("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
     }
 }

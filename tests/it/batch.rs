@@ -616,3 +616,99 @@ async fn events_before_their_campaign_is_registered_count_once_it_is() {
         processor.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaigns_are_read_back_with_their_counters_completion_and_refused_registrations() {
+    let db = TestDb::sqlite();
+    let nats = TestNats::start().await;
+    let gateway = TestGateway::start(nats.url(), test_config()).await;
+    let processor = TestBatch::start(nats.url(), batch_settings(&db.url)).await;
+    let gateway = &gateway;
+    let get = |path: String, key: &'static str| async move {
+        let answer = gateway.get(&path).bearer_auth(key).send().await.unwrap();
+        (answer.status(), answer.json::<Value>().await.unwrap())
+    };
+    let register = |body: Value| async move {
+        let answer = gateway
+            .post("/api/campaigns", &serde_json::to_vec(&body).unwrap())
+            .bearer_auth(secrets::API_KEY_ACME)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), reqwest::StatusCode::ACCEPTED);
+    };
+    let recipient =
+        |id: &str| json!({"provider": "sendgrid", "message_id": id, "address": "a@example.com"});
+    register(json!({"campaign_id": "c1", "recipients": [recipient("m-1"), recipient("m-2")]}))
+        .await;
+    register(json!({"campaign_id": "c3", "recipients": [recipient("m-3")]})).await;
+    // m-1 belongs to c1 already: this registration can never succeed.
+    register(json!({"campaign_id": "c2", "recipients": [recipient("m-1")]})).await;
+    for id in ["m-1", "m-2"] {
+        let body = serde_json::to_vec(&crate::deliveries::delivery_body("delivered", id)).unwrap();
+        let answer = crate::deliveries::provider(gateway, "sendgrid", &format!("wh-{id}"), &body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), reqwest::StatusCode::ACCEPTED);
+    }
+
+    let c1 = eventually(Duration::from_secs(30), "c1 completed", || async {
+        let (status, c1) = get("/api/campaigns/c1".to_owned(), secrets::API_KEY_ACME).await;
+        (status == reqwest::StatusCode::OK && c1["completed_at"].is_string()).then_some(c1)
+    })
+    .await;
+    assert_eq!(c1["size"], 2);
+    assert_eq!(c1["registered"], 2);
+    assert_eq!(c1["settled"], 2);
+    assert_eq!(c1["counts"]["delivered"], 2);
+    assert_eq!(c1["rejected_registrations"], json!([]));
+
+    let c2 = eventually(Duration::from_secs(30), "c2's refusal", || async {
+        let (status, c2) = get("/api/campaigns/c2".to_owned(), secrets::API_KEY_ACME).await;
+        (status == reqwest::StatusCode::OK).then_some(c2)
+    })
+    .await;
+    assert_eq!(c2["registered"], 0);
+    let refused = &c2["rejected_registrations"][0];
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("another campaign"),
+        "{c2}"
+    );
+    assert_eq!(refused["recipients"], 1);
+
+    let (status, _) = get("/api/campaigns/c1".to_owned(), secrets::API_KEY_GLOBEX).await;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::NOT_FOUND,
+        "another tenant's campaign"
+    );
+
+    let (status, page) = get("/api/campaigns?limit=1".to_owned(), secrets::API_KEY_ACME).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let first = page["campaigns"][0]["campaign_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
+    let (_, page) = get(
+        format!("/api/campaigns?limit=1&cursor={cursor}"),
+        secrets::API_KEY_ACME,
+    )
+    .await;
+    let second = page["campaigns"][0]["campaign_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut both = [first, second];
+    both.sort();
+    assert_eq!(both, ["c1", "c3"]);
+    assert!(page["next_cursor"].is_null(), "{page}");
+    processor.stop().await;
+}

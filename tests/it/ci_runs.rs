@@ -207,6 +207,7 @@ fn event(id: &str, pipeline: &str, event_type: PipelineEventType, second: i64) -
         repository: REPOSITORY.to_owned(),
         pipeline_id: pipeline.to_owned(),
         job_id: None,
+        run_attempt: None,
         metadata: CiMetadata::default(),
         failure_context: (event_type == PipelineEventType::Failed).then(|| FailureContext {
             exit_code: Some(137),
@@ -299,4 +300,84 @@ async fn events_out_of_order_never_move_a_run_backwards() {
         "exit code 137"
     );
     processor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_reported_again_under_a_new_delivery_id_is_announced_once_and_a_new_attempt_again()
+ {
+    for db in TestDb::every_backend().await {
+        let nats = TestNats::start().await;
+        let gateway = TestGateway::start(nats.url(), test_config()).await;
+        let processor = TestBatch::start(nats.url(), batch_settings(&db.url)).await;
+        let github_failure = fixture("github", "workflow_run.completed.failure");
+        let gitlab_failure = fixture("gitlab", "pipeline.failed");
+        // GitLab sends some pipeline events twice under new ids, and a
+        // redelivery from a platform's UI can carry a new one.
+        for delivery in ["d-1", "d-2"] {
+            let response = github(&gateway, "workflow_run", delivery, &github_failure)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+            assert_eq!(
+                response.json::<serde_json::Value>().await.unwrap()["duplicate"],
+                false
+            );
+            let response = gitlab(
+                &gateway,
+                "Pipeline Hook",
+                &format!("gl-{delivery}"),
+                &gitlab_failure,
+            )
+            .send()
+            .await
+            .unwrap();
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+        }
+        eventually(Duration::from_secs(30), "four reports settled", || async {
+            (settled_ci(&processor) >= 4.0).then_some(())
+        })
+        .await;
+        let store = processor.service().ci_store();
+        assert_eq!(
+            store
+                .repository_failures("github", REPOSITORY)
+                .await
+                .unwrap(),
+            (1, 0)
+        );
+        assert_eq!(
+            store
+                .repository_failures("gitlab", REPOSITORY)
+                .await
+                .unwrap(),
+            (1, 0)
+        );
+        assert_eq!(failures_announced(&nats).await.len(), 2, "{}", db.backend());
+
+        // A re-run of the same workflow run is a new run: announced again.
+        let mut rerun: serde_json::Value = serde_json::from_slice(&github_failure).unwrap();
+        rerun["workflow_run"]["run_attempt"] = 2.into();
+        rerun["workflow_run"]["updated_at"] = "2030-01-01T00:00:00Z".into();
+        let rerun = serde_json::to_vec(&rerun).unwrap();
+        let response = github(&gateway, "workflow_run", "d-3", &rerun)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let announced = eventually(Duration::from_secs(30), "the re-run announced", || async {
+            let announced = failures_announced(&nats).await;
+            (announced.len() >= 3).then_some(announced)
+        })
+        .await;
+        assert_eq!(announced.len(), 3);
+        assert_eq!(
+            store
+                .repository_failures("github", REPOSITORY)
+                .await
+                .unwrap(),
+            (2, 0)
+        );
+        processor.stop().await;
+    }
 }

@@ -371,3 +371,38 @@ async fn readiness_fails_while_the_consume_loop_cannot_run_and_returns_with_it()
     .await;
     csr.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_lag_runs_from_receipt_not_from_the_events_own_time() {
+    let db = TestDb::sqlite();
+    let nats = TestNats::start().await;
+    let gateway = gateway_for(&nats).await;
+    let csr = TestCsr::start(nats.url(), &db.url).await;
+    // The README's example: an event dated 2025-11-14, received now.
+    let body = serde_json::json!({
+        "id": "550e8400-e29b-41d4-a716-446655440000",
+        "type": "buddy.match.created",
+        "timestamp": "2025-11-14T10:30:00Z",
+        "data": {"tenant_id": TENANT, "program_id": PROGRAM, "match_id": "m-77",
+                 "buddy_id": "p-7", "newcomer_id": "p-1042"}
+    });
+    let response =
+        crate::deliveries::buddy(&gateway, "wh-lag", &serde_json::to_vec(&body).unwrap())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    wait_processed(&db.url, 1).await;
+    eventually(Duration::from_secs(10), "the lag observed", || async {
+        (csr.metric("csr_event_processing_lag_seconds_count") == 1.0).then_some(())
+    })
+    .await;
+    let lag = csr.metric("csr_event_processing_lag_seconds_sum");
+    assert!(lag < 30.0, "receipt to commit took {lag} s");
+    let age = csr.metric("csr_event_age_seconds_sum");
+    assert!(
+        age > 30.0 * 86_400.0,
+        "the event's own age is kept apart: {age} s"
+    );
+    csr.stop().await;
+}

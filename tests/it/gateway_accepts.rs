@@ -465,3 +465,24 @@ async fn jetstream_stores_the_envelope_with_its_headers_once_per_delivery_id() {
     assert_eq!(again["duplicate"], true);
     assert_total(&js, 1).await;
 }
+
+/// The identical signed request resent after three minutes — beyond
+/// JetStream's default two-minute window, within the five minutes a
+/// signature stays valid — is still a duplicate: the ingest streams keep
+/// delivery ids for longer than the tolerance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_within_the_signature_tolerance_is_a_duplicate_after_three_minutes() {
+    let (nats, gateway) = mesh().await;
+    let js = nats.jetstream().await;
+    let body = serde_json::to_vec(&delivery_body("delivered", "msg_late")).unwrap();
+    let request = deliveries::provider(&gateway, "sendgrid", "wh_late", &body);
+    let sent_at = tokio::time::Instant::now();
+    let resend = request.try_clone_for_resend();
+    let first = accept(request, "corr-late").await;
+    assert_eq!(first["duplicate"], false);
+    // Time itself is the condition here: the default window has passed.
+    tokio::time::sleep_until(sent_at + std::time::Duration::from_secs(185)).await;
+    let again = accept(resend, "corr-late").await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(stream_messages(&js, "PROVIDERS").await.len(), 1);
+}

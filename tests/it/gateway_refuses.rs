@@ -643,3 +643,200 @@ async fn a_source_over_its_rate_limit_gets_429_with_retry_after() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(gateway.stored().len() as u64, accepted + 1);
 }
+
+#[tokio::test]
+async fn an_idempotency_key_reused_with_another_request_is_refused_with_422() {
+    let gateway = mesh();
+    let first = serde_json::to_vec(&trigger_body()).unwrap();
+    let mut other = trigger_body();
+    other["ticker"] = json!("ETH-USD");
+    let other = serde_json::to_vec(&other).unwrap();
+
+    let answer = deliveries::trigger(&gateway, Some("key-1"), &first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    let job: Value = answer.json().await.unwrap();
+
+    let body = refuse(
+        deliveries::trigger(&gateway, Some("key-1"), &other),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "the same key with another body",
+    )
+    .await;
+    assert!(
+        body["message"].as_str().unwrap().contains("\"key-1\""),
+        "{body}"
+    );
+
+    let again = deliveries::trigger(&gateway, Some("key-1"), &first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(
+        again["job_id"], job["job_id"],
+        "the same request keeps its job"
+    );
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(
+        gateway.stored().len(),
+        1,
+        "nothing published for the refusal"
+    );
+}
+
+#[tokio::test]
+async fn a_sweep_over_the_configured_size_is_refused_naming_the_limit() {
+    let gateway = MemoryGateway::new(GatewayConfig {
+        sweep_max_combinations: 5,
+        ..test_config()
+    });
+    let body = refuse(
+        deliveries::trigger(
+            &gateway,
+            None,
+            &serde_json::to_vec(&trigger_body()).unwrap(),
+        ),
+        StatusCode::BAD_REQUEST,
+        "invalid_payload",
+        "eight combinations over a limit of five",
+    )
+    .await;
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("HOOKMESH_SWEEP_MAX_COMBINATIONS") && message.contains("8"),
+        "{message}"
+    );
+    assert!(gateway.stored().is_empty());
+}
+
+#[tokio::test]
+async fn webhook_health_is_degraded_when_no_source_can_accept() {
+    let (status, health) = MemoryGateway::new(GatewayConfig::default())
+        .get_json("/health/webhook")
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["sources"]["buddy"], "refusing");
+    assert!(
+        health["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("HOOKMESH_SECRET_"),
+        "{health}"
+    );
+    let (status, health) = mesh().get_json("/health/webhook").await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["status"], "healthy");
+}
+
+#[tokio::test]
+async fn ids_and_query_values_that_cannot_be_what_they_name_are_400_with_the_field() {
+    let gateway = mesh();
+    let cases = [
+        (
+            "/api/pipelines/%ff%fe",
+            "path",
+            "invalid UTF-8 in a path id",
+        ),
+        (
+            "/api/csr/participants/a%E2%80%AEb/journey",
+            "path.id",
+            "a bidi override in a participant id",
+        ),
+        (
+            "/api/campaigns/%2E%2E%2Fx",
+            "path.id",
+            "a path separator in a campaign id",
+        ),
+        (
+            "/api/pipelines?cursor=%ff%fe%00",
+            "cursor",
+            "a malformed cursor",
+        ),
+        (
+            "/api/pipelines?limit=%zz",
+            "limit",
+            "a broken percent-escape",
+        ),
+        (
+            "/api/csr/metrics?program=a%0Ab",
+            "program",
+            "a line break in a program id",
+        ),
+    ];
+    for (path, field, case) in cases {
+        let body = refuse(
+            gateway.get(path).bearer_auth(secrets::API_KEY_ACME),
+            StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            case,
+        )
+        .await;
+        assert!(
+            fields(&body).iter().any(|f| f.starts_with(field)),
+            "{case}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_oversize_body_sent_in_chunks_is_answered_413_not_a_reset() {
+    use std::future::IntoFuture as _;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let gateway = MemoryGateway::new(GatewayConfig {
+        max_body_bytes: 64 * 1024,
+        ..test_config()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, gateway.gateway.router()).into_future());
+    for round in 0..20 {
+        let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+        socket
+            .write_all(
+                b"POST /webhooks/buddy-events HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\
+                  Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let chunk = vec![b'x'; 16 * 1024];
+        for _ in 0..16 {
+            let framed = [
+                format!("{:x}\r\n", chunk.len()).into_bytes(),
+                chunk.clone(),
+                b"\r\n".to_vec(),
+            ]
+            .concat();
+            if socket.write_all(&framed).await.is_err() {
+                break;
+            }
+        }
+        let _ = socket.write_all(b"0\r\n\r\n").await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            socket.read_to_end(&mut answer),
+        )
+        .await
+        .expect("an answer in time");
+        assert!(
+            read.is_ok(),
+            "round {round}: the connection was reset: {read:?}"
+        );
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "round {round}: {answer}"
+        );
+        assert!(
+            answer.contains("\"payload_too_large\""),
+            "round {round}: {answer}"
+        );
+    }
+}

@@ -105,6 +105,18 @@ impl Call {
         self.header("authorization", format!("Basic {encoded}"))
     }
 
+    /// The same request, to send again later exactly as it is (the same
+    /// signature and timestamp).
+    pub fn try_clone_for_resend(&self) -> Self {
+        Self {
+            to: self.to.clone(),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+        }
+    }
+
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self

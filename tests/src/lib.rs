@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{oneshot, watch};
 
 pub mod client;
+pub mod process;
 
 pub use client::{Answer, Call, MemoryGateway, TestClient};
 

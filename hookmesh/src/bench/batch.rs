@@ -61,7 +61,8 @@ impl Running {
         let consume = ConsumeFamilies::register(&mut registry);
         let metrics = BatchMetrics::register(&mut registry);
         let (stop, stopped) = watch::channel(false);
-        let service = crate::batch::start(nats_url, settings, metrics, consume, stopped).await?;
+        let nats = hookmesh_nats::NatsEndpoint::plain(nats_url);
+        let service = crate::batch::start(&nats, settings, metrics, consume, stopped).await?;
         let readiness = service.readiness();
         let deadline = Instant::now() + Duration::from_secs(60);
         while !readiness.iter().all(|(_, check)| check().is_ok()) {
@@ -567,6 +568,7 @@ async fn ci_detection(
                     repository: "bench/repository".to_owned(),
                     pipeline_id: format!("{run}-{sent}"),
                     job_id: None,
+                    run_attempt: None,
                     metadata: CiMetadata::default(),
                     failure_context: Some(FailureContext {
                         exit_code: Some(1),
@@ -616,10 +618,9 @@ async fn ci_detection(
 
 pub async fn run(args: BatchBenchArgs, common: CommonArgs) -> Result<(), AnyError> {
     let scratch = ScratchDir::new("batch")?;
-    let (broker, nats_url) = broker(&scratch, &common).await?;
-    let client = hookmesh_nats::connect(&nats_url, "hookmesh-bench")
-        .await?
-        .client;
+    let (broker, nats) = broker(&scratch, &common).await?;
+    let nats_url = nats.url.clone();
+    let client = nats.connect("hookmesh-bench").await?.client;
     let js = jetstream::new(client);
     hookmesh_nats::ensure_streams(&js, hookmesh_nats::STREAMS, common.stream_replicas).await?;
     let run_id = hookmesh_contracts::hex::random::<3>();

@@ -180,7 +180,8 @@ struct Report {
 
 pub async fn run(args: CsrBenchArgs, common: CommonArgs) -> Result<(), AnyError> {
     let scratch = ScratchDir::new("csr")?;
-    let (broker, nats_url) = broker(&scratch, &common).await?;
+    let (broker, nats) = broker(&scratch, &common).await?;
+    let nats_url = nats.url.clone();
     let database_url = args
         .database
         .database_url
@@ -191,9 +192,7 @@ pub async fn run(args: CsrBenchArgs, common: CommonArgs) -> Result<(), AnyError>
         hookmesh_runtime::db::Backend::Postgres => "postgres",
     };
     let run = hookmesh_contracts::hex::random::<4>();
-    let client = hookmesh_nats::connect(&nats_url, "hookmesh-bench")
-        .await?
-        .client;
+    let client = nats.connect("hookmesh-bench").await?.client;
     let js = jetstream::new(client);
     hookmesh_nats::ensure_streams(&js, hookmesh_nats::STREAMS, common.stream_replicas).await?;
     let csr = start_csr(&nats_url, &database_url, args.batch_size).await?;

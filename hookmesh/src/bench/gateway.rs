@@ -412,9 +412,10 @@ async fn gateway_message(js: &jetstream::Context) -> Result<RawMessage, AnyError
 
 pub async fn run(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyError> {
     let scratch = ScratchDir::new("gateway")?;
-    let (broker, nats_url) = broker(&scratch, &common).await?;
+    let (broker, nats) = broker(&scratch, &common).await?;
+    let nats_url = nats.url.clone();
     let broker_pid = broker.as_ref().and_then(|b| broker_pid(b.dir()));
-    let connection = hookmesh_nats::connect(&nats_url, "hookmesh-bench").await?;
+    let connection = nats.connect("hookmesh-bench").await?;
     let js = jetstream::new(connection.client.clone());
     ensure_streams(&js, STREAMS, common.stream_replicas).await?;
     let body = Bytes::from(webhook_body(args.payload_bytes));

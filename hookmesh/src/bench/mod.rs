@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use hookmesh_nats::server::{self, EmbeddedNats, EmbeddedOptions};
 
+use hookmesh_nats::NatsEndpoint;
+
 use crate::AnyError;
 use crate::cli::{BenchArgs, BenchTarget, CommonArgs};
 
@@ -43,9 +45,9 @@ impl Drop for ScratchDir {
 async fn broker(
     scratch: &ScratchDir,
     common: &CommonArgs,
-) -> Result<(Option<EmbeddedNats>, String), AnyError> {
+) -> Result<(Option<EmbeddedNats>, NatsEndpoint), AnyError> {
     if let Some(url) = &common.nats_url {
-        return Ok((None, url.clone()));
+        return Ok((None, common.nats_at(url.clone())));
     }
     let binary = server::find()?;
     let options = EmbeddedOptions {
@@ -53,8 +55,8 @@ async fn broker(
         port: None,
     };
     let embedded = EmbeddedNats::start(&binary, &options).await?;
-    let url = embedded.url().to_owned();
-    Ok((Some(embedded), url))
+    let nats = NatsEndpoint::plain(embedded.url());
+    Ok((Some(embedded), nats))
 }
 
 /// Closes the benchmark's broker connection, then stops the embedded broker

@@ -11,6 +11,7 @@
 //!   counters and campaign completion;
 //! - [`ci`]: runs, failure classification, per-repository counters and
 //!   `ci.failure.detected`;
+//! - [`queries`]: the campaigns read API on the NATS services API;
 //! - [`telemetry`]: seed 004's metrics.
 //!
 //! Each family has its durable consumer (`PROVIDERS` and `CI`), and
@@ -22,6 +23,7 @@ pub mod ci;
 pub mod config;
 pub mod delivery;
 pub mod enrich;
+pub mod queries;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -180,6 +182,7 @@ impl BatchProcessor {
             shutdown.clone(),
         ));
         loops.spawn(queue_depth(js, metrics, shutdown.clone()));
+        loops.serve_reads(client.clone(), queries::api(&delivery));
         loops.spawn(database.clone().watch(pool, shutdown));
         Ok(Self {
             client,

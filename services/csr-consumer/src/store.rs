@@ -484,7 +484,7 @@ async fn record_events(
     processed_at: i64,
 ) -> Result<HashSet<(String, String)>, sqlx::Error> {
     let mut ordered: Vec<&EventFacts> = events.iter().map(|fresh| &fresh.event).collect();
-    ordered.sort_by(|a, b| event_key(a).cmp(&event_key(b)));
+    ordered.sort_by_key(|&facts| (facts.tenant_id.as_str(), facts.event_id.as_str()));
     let mut new = HashSet::with_capacity(ordered.len());
     for chunk in ordered.chunks(rows_per_statement(6)) {
         let sql = format!(

@@ -18,6 +18,15 @@ use crate::verify::{HmacKey, SecretToken, StandardWebhooksKeys};
 /// Providers accepted by default at `/webhooks/providers/{provider}`.
 pub const DEFAULT_PROVIDERS: &str = "sendgrid,mailgun,postmark,ses,sparkpost,twilio,generic";
 
+/// The clock skew between a producer and the gateway that a signature's
+/// timestamp is allowed beside the tolerance, when the duplicate window is
+/// checked against it.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// Default `HOOKMESH_SWEEP_MAX_COMBINATIONS`: generous for a research sweep,
+/// finite so that one trigger cannot ask for a hundred thousand backtests.
+pub const DEFAULT_SWEEP_MAX_COMBINATIONS: usize = 10_000;
+
 /// Rate-limited source families and their default requests per second.
 pub const DEFAULT_RATE_LIMITS: &[(&str, u32)] = &[
     ("api", 50),
@@ -104,6 +113,10 @@ pub struct GatewayArgs {
     /// How long to wait for JetStream to confirm a publish before answering 503, in milliseconds.
     #[arg(long, env = "HOOKMESH_PUBLISH_TIMEOUT_MS", default_value_t = 5000)]
     pub publish_timeout_ms: u64,
+
+    /// Largest sweep accepted, in (fast, slow) combinations; larger triggers are answered 400.
+    #[arg(long, env = "HOOKMESH_SWEEP_MAX_COMBINATIONS", default_value_t = DEFAULT_SWEEP_MAX_COMBINATIONS)]
+    pub sweep_max_combinations: usize,
 }
 
 impl std::fmt::Debug for GatewayArgs {
@@ -134,6 +147,7 @@ impl std::fmt::Debug for GatewayArgs {
             .field("timestamp_tolerance_secs", &self.timestamp_tolerance_secs)
             .field("rate_limits", &self.rate_limits)
             .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("sweep_max_combinations", &self.sweep_max_combinations)
             .finish()
     }
 }
@@ -179,6 +193,8 @@ pub struct GatewayConfig {
     pub publish_timeout: Duration,
     /// Replicas of each stream the gateway ensures.
     pub stream_replicas: usize,
+    /// Largest sweep accepted, in combinations.
+    pub sweep_max_combinations: usize,
 }
 
 impl Default for GatewayConfig {
@@ -195,6 +211,7 @@ impl Default for GatewayConfig {
                 .collect(),
             publish_timeout: Duration::from_secs(5),
             stream_replicas: 1,
+            sweep_max_combinations: DEFAULT_SWEEP_MAX_COMBINATIONS,
         }
     }
 }
@@ -231,6 +248,27 @@ impl GatewayConfig {
         if args.max_body_bytes == 0 {
             return Err(config_error("HOOKMESH_MAX_BODY_BYTES", "must be positive"));
         }
+        // A signature-valid resend must still be recognised as a duplicate.
+        let window = hookmesh_nats::definitions::ingest_duplicate_window();
+        if Duration::from_secs(args.timestamp_tolerance_secs) + MAX_CLOCK_SKEW > window {
+            return Err(config_error(
+                "HOOKMESH_TIMESTAMP_TOLERANCE_SECS",
+                format!(
+                    "{} s of tolerance plus {} s of clock skew outlast the ingest streams' \
+                     duplicate window of {} s, so a resend within the tolerance would be stored \
+                     twice: lower the tolerance, or raise HOOKMESH_DUPLICATE_WINDOW_SECS",
+                    args.timestamp_tolerance_secs,
+                    MAX_CLOCK_SKEW.as_secs(),
+                    window.as_secs()
+                ),
+            ));
+        }
+        if args.sweep_max_combinations == 0 {
+            return Err(config_error(
+                "HOOKMESH_SWEEP_MAX_COMBINATIONS",
+                "must be positive",
+            ));
+        }
         if args.publish_timeout_ms == 0 {
             return Err(config_error(
                 "HOOKMESH_PUBLISH_TIMEOUT_MS",
@@ -246,6 +284,7 @@ impl GatewayConfig {
             rate_limits: parse_rate_limits(&args.rate_limits)?,
             publish_timeout: Duration::from_millis(args.publish_timeout_ms),
             stream_replicas,
+            sweep_max_combinations: args.sweep_max_combinations,
         })
     }
 }
@@ -385,6 +424,29 @@ mod tests {
         let shown = format!("{:?}", wrapper.args);
         assert!(!shown.contains("very-secret-value") && !shown.contains("another-secret-value"));
         assert!(shown.contains("secret_buddy: \"[set]\""), "{shown}");
+    }
+
+    #[test]
+    fn a_tolerance_that_outlasts_the_duplicate_window_is_refused() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: GatewayArgs,
+        }
+        let parse = |tolerance: &str| {
+            let wrapper =
+                Wrapper::try_parse_from(["test", "--timestamp-tolerance-secs", tolerance]).unwrap();
+            GatewayConfig::from_args(&wrapper.args, 1)
+        };
+        assert!(parse("300").is_ok(), "the defaults fit");
+        let error = parse("3600").unwrap_err();
+        assert_eq!(error.variable, "HOOKMESH_TIMESTAMP_TOLERANCE_SECS");
+        assert!(
+            error.reason.contains("duplicate window"),
+            "{}",
+            error.reason
+        );
     }
 
     #[test]

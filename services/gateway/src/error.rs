@@ -35,6 +35,9 @@ pub enum Rejection {
     Malformed(ValidationErrors),
     #[error("the payload failed validation")]
     Invalid(ValidationErrors),
+    /// An `Idempotency-Key` already used with a different request.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     #[error("{0}")]
     Unavailable(#[from] PublishError),
     /// A service the gateway asks for reads is not answering.
@@ -79,6 +82,7 @@ impl Rejection {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Malformed(_) | Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(PublishError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) | Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -96,6 +100,7 @@ impl Rejection {
             Self::RateLimited { .. } => "rate_limited",
             Self::Malformed(_) => "malformed_json",
             Self::Invalid(_) => "invalid_payload",
+            Self::IdempotencyKeyReused(_) => "idempotency_key_reused",
             Self::Unavailable(_) => "broker_unavailable",
             Self::ServiceUnavailable(_) => "service_unavailable",
         }

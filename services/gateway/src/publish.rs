@@ -37,8 +37,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::future::join_all;
 use hookmesh_contracts::envelope::CLOUDEVENTS_CONTENT_TYPE;
-use hookmesh_nats::definitions::SWEEP_JOBS_BUCKET;
-use hookmesh_nats::{EnsureError, STREAMS, ensure_bucket, ensure_streams};
+use hookmesh_nats::EnsureError;
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
@@ -92,12 +91,10 @@ impl PublishError {
     }
 }
 
-/// The streams, and the bucket of recorded sweep jobs that the callback
-/// routes read.
+/// The streams, and the buckets (the callback routes read the registry of
+/// sweep jobs).
 async fn ensure_definitions(js: &jetstream::Context, replicas: usize) -> Result<(), EnsureError> {
-    ensure_streams(js, STREAMS, replicas).await?;
-    ensure_bucket(js, &SWEEP_JOBS_BUCKET, replicas).await?;
-    Ok(())
+    hookmesh_nats::ensure_all(js, replicas).await
 }
 
 const MESSAGE_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");

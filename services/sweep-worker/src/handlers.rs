@@ -475,7 +475,15 @@ impl Worker {
         let started = Instant::now();
         let sent = match self.http.post(url).json(&message).send().await {
             Ok(response) if response.status().is_success() => Ok(()),
-            Ok(response) => Err(format!("the webhook answered {}", response.status())),
+            Ok(response) => match hookmesh_runtime::http::refused_redirect(&response) {
+                Some(reason) => {
+                    // Configuration, not an outage: retrying cannot help.
+                    self.metrics.notification(false);
+                    tracing::error!(job_id = %event.job_id, %reason, "Notification not sent: the webhook redirects.");
+                    return Outcome::Done;
+                }
+                None => Err(format!("the webhook answered {}", response.status())),
+            },
             Err(error) => Err(error.without_url().to_string()),
         };
         match (

@@ -99,8 +99,14 @@ impl std::fmt::Debug for SweepSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SweepSettings")
             .field("database_url", &db::redacted(&self.database_url))
-            .field("trading_api_url", &self.trading_api_url)
-            .field("public_url", &self.public_url)
+            .field(
+                "trading_api_url",
+                &hookmesh_contracts::redact::url(&self.trading_api_url),
+            )
+            .field(
+                "public_url",
+                &hookmesh_contracts::redact::url(&self.public_url),
+            )
             .field("callback_timeout", &self.callback_timeout)
             .field("retry_delays", &self.retry_delays)
             .field("results_attempts", &self.results_attempts)
@@ -243,7 +249,7 @@ impl SweepWorker {
         let database = DatabaseHealth::default();
         let settings = Arc::new(settings);
         let mut loops = Loops::new(shutdown.clone());
-        tracing::info!(trading_api = %api.base_url(), public_url = %settings.public_url, "Sweep-worker starting.");
+        tracing::info!(trading_api = %api.base_url(), public_url = %hookmesh_contracts::redact::url(&settings.public_url), "Sweep-worker starting.");
 
         let tools = Tools {
             store: store.clone(),

@@ -24,6 +24,9 @@ pub enum ApiError {
     Unreadable(String),
     #[error("the Trading API reports its health as {0}")]
     Unhealthy(String),
+    /// A configuration fault, not an outage: retrying cannot help.
+    #[error("the Trading API cannot be used as configured: {0}")]
+    Redirected(String),
 }
 
 impl ApiError {
@@ -33,6 +36,7 @@ impl ApiError {
         match self {
             Self::Unreachable(_) | Self::Unreadable(_) | Self::Unhealthy(_) => true,
             Self::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
+            Self::Redirected(_) => false,
         }
     }
 }
@@ -108,8 +112,9 @@ impl TradingApi {
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
+    /// The API's address as logs show it: without credentials.
+    pub fn base_url(&self) -> String {
+        hookmesh_contracts::redact::url(&self.base)
     }
 
     /// Sends `request`, timing it under `endpoint`; non-2xx answers become
@@ -123,6 +128,9 @@ impl TradingApi {
         let result = match request.header("X-API-Key", &self.key).send().await {
             Err(error) => Err(ApiError::Unreachable(error.without_url().to_string())),
             Ok(response) if response.status().is_success() => Ok(response),
+            Ok(response) if response.status().is_redirection() => Err(ApiError::Redirected(
+                hookmesh_runtime::http::refused_redirect(&response).unwrap_or_default(),
+            )),
             Ok(response) => {
                 let status = response.status().as_u16();
                 let body = response.text().await.unwrap_or_default();

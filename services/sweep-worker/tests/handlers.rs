@@ -196,3 +196,97 @@ async fn a_callback_for_a_job_nobody_recorded_is_retried_then_dead_lettered() {
         "{late:?}"
     );
 }
+
+/// A server answering every request with a 307 to `target`, and a server
+/// counting what reaches it.
+async fn redirector_and_trap() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counter = reached.clone();
+    let trap = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { "caught" }
+    });
+    let trap_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_url = format!("http://{}", trap_listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(trap_listener, trap).await });
+    let redirect = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let location = format!("{trap_url}{uri}");
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, location)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirect).await });
+    (url, reached)
+}
+
+#[tokio::test]
+async fn a_trading_api_that_redirects_fails_the_job_and_no_key_leaves_for_the_other_address() {
+    let (redirector, reached) = redirector_and_trap().await;
+    let mut f = fixture("redirect").await;
+    f.tools.api = TradingApi::new(
+        &redirector,
+        API_KEY,
+        Duration::from_secs(5),
+        f.tools.metrics.clone(),
+    )
+    .unwrap();
+    let handler = f.handler(Step::Trigger);
+    assert_eq!(
+        handler.handle(&[trigger("job_r")]).await,
+        vec![Outcome::Done]
+    );
+    let job = f.store.job("job_r").await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    let reason = job.error_message.unwrap();
+    assert!(
+        reason.contains("307") && reason.contains("redirect"),
+        "{reason}"
+    );
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_notification_webhook_that_redirects_is_not_followed_nor_retried() {
+    let (redirector, reached) = redirector_and_trap().await;
+    let mut f = fixture("notify-redirect").await;
+    let mut settings = (*f.tools.settings).clone();
+    settings.notify_url = Some(format!("{redirector}/hooks/T000?token=secret"));
+    f.tools.settings = Arc::new(settings);
+    let event = hookmesh_contracts::sweep_jobs::SweepJobEvent {
+        job_id: "job_n".to_owned(),
+        event: hookmesh_contracts::sweep_jobs::JobEventName::Completed,
+        status: JobStatus::Completed,
+        done: true,
+        ticker: "BTC-USD".to_owned(),
+        strategy_type: hookmesh_contracts::sweep::StrategyType::Sma,
+        percent: None,
+        message: "done".to_owned(),
+        metrics: None,
+        best: None,
+        error_message: None,
+        at: Timestamp::now(),
+    };
+    let envelope = Envelope::new(
+        "job_n:completed",
+        "/sweep-worker",
+        Timestamp::now(),
+        TenantId::parse("acme").unwrap(),
+        Some("job_n".to_owned()),
+        event,
+    );
+    let handler = f.handler(Step::Notify);
+    let outcomes = handler
+        .handle(&[Delivery::detached(
+            "sweeps.jobs.job_n.completed",
+            envelope.to_json(),
+        )])
+        .await;
+    assert_eq!(outcomes, vec![Outcome::Done], "a redirect is not retried");
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

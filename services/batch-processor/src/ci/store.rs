@@ -131,16 +131,20 @@ impl CiStore {
             update_run(&mut tx, key, run, events, now_millis).await?;
         }
 
-        let detected: Vec<CiFailureDetected> = fresh
+        let failures: Vec<&Fresh<CiFact>> = fresh
             .iter()
             .filter(|fresh| fresh.event.event.event_type == PipelineEventType::Failed)
+            .copied()
+            .collect();
+        let announced = announce(self.backend, &mut tx, &failures, now_millis).await?;
+        let detected: Vec<CiFailureDetected> = announced
+            .iter()
             .map(|fresh| detection(fresh, now))
             .collect();
         count_failures(self.backend, &mut tx, &detected).await?;
         if !detected.is_empty() {
-            let messages: Vec<OutboxMessage> = fresh
+            let messages: Vec<OutboxMessage> = announced
                 .iter()
-                .filter(|fresh| fresh.event.event.event_type == PipelineEventType::Failed)
                 .zip(&detected)
                 .map(|(fresh, detected)| detection_message(&fresh.event.tenant, detected))
                 .collect();
@@ -405,6 +409,65 @@ async fn update_run(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// `(platform, repository, pipeline id, job key, attempt)`: one failure
+/// to announce.
+type FailureKey = (String, String, String, String, i64);
+
+/// Records the failures not yet announced, each once (the first report of a
+/// run's failure in this batch), and returns those: the others were
+/// announced before, or are the same failure reported again.
+async fn announce<'e>(
+    backend: Backend,
+    tx: &mut Transaction<'static, Any>,
+    failures: &[&'e Fresh<CiFact>],
+    now_millis: i64,
+) -> Result<Vec<&'e Fresh<CiFact>>, sqlx::Error> {
+    let mut first: BTreeMap<FailureKey, &Fresh<CiFact>> = BTreeMap::new();
+    for fresh in failures {
+        let (platform, repository, pipeline, job) = fresh.event.run_key();
+        let attempt = i64::from(fresh.event.event.run_attempt.unwrap_or(1));
+        first
+            .entry((platform, repository, pipeline, job, attempt))
+            .or_insert(fresh);
+    }
+    let rows: Vec<_> = first.into_iter().collect();
+    let mut recorded = HashSet::new();
+    for chunk in rows.chunks(rows_per_statement(7)) {
+        let sql = format!(
+            "INSERT INTO ci_failure_announcements (platform, repository, pipeline_id, job_key, \
+             run_attempt, event_id, announced_at) VALUES {} \
+             ON CONFLICT (platform, repository, pipeline_id, job_key, run_attempt) DO NOTHING \
+             RETURNING platform, repository, pipeline_id, job_key, run_attempt",
+            backend.values(chunk.len(), 7, 1)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for ((platform, repository, pipeline, job, attempt), fresh) in chunk {
+            query = query
+                .bind(platform)
+                .bind(repository)
+                .bind(pipeline)
+                .bind(job)
+                .bind(*attempt)
+                .bind(&fresh.event.event.id)
+                .bind(now_millis);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            recorded.insert((
+                row.try_get::<String, _>("platform")?,
+                row.try_get::<String, _>("repository")?,
+                row.try_get::<String, _>("pipeline_id")?,
+                row.try_get::<String, _>("job_key")?,
+                row.try_get::<i64, _>("run_attempt")?,
+            ));
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .filter(|(key, _)| recorded.contains(key))
+        .map(|(_, fresh)| fresh)
+        .collect())
 }
 
 fn detection(fresh: &Fresh<CiFact>, now: Timestamp) -> CiFailureDetected {

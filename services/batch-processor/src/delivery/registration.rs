@@ -84,7 +84,31 @@ impl RegistrationHandler {
                 );
                 Outcome::Done
             }
-            Err(RegisterError::Refused(reason)) => Outcome::dead_letter(reason),
+            Err(RegisterError::Refused(reason)) => {
+                // Kept for the read API before the registration goes to the
+                // dead letters: the sender learns why from its campaign.
+                let kept = self
+                    .store
+                    .record_rejection(
+                        &envelope.tenantid,
+                        &registration.campaign_id,
+                        &envelope.id,
+                        &reason,
+                        registration.recipients.len() as u64,
+                        Timestamp::now(),
+                    )
+                    .await;
+                match kept {
+                    Ok(()) => Outcome::dead_letter(reason),
+                    Err(error) => {
+                        self.database.record(false);
+                        Outcome::retry(
+                            delivery.delivered,
+                            format!("the database is unavailable: {error}"),
+                        )
+                    }
+                }
+            }
             Err(RegisterError::Database(error)) => {
                 self.database.record(false);
                 Outcome::retry(

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use hookmesh_contracts::delivery::{CampaignCompleted, CampaignCounts, DeliveryStatus};
+use hookmesh_contracts::delivery::{
+    CampaignCompleted, CampaignCounts, CampaignView, DeliveryStatus, RejectedRegistration,
+};
 use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects::CAMPAIGN_COMPLETED;
 use hookmesh_contracts::validation::StrEnum as _;
@@ -130,6 +132,38 @@ fn status(text: &str) -> Result<DeliveryStatus, sqlx::Error> {
 
 const COUNT_COLUMNS: &str = "delivered_count, opened_count, clicked_count, bounced_count, \
                              complained_count, failed_count";
+
+/// A campaign's row for the read API, with its registered recipients.
+const CAMPAIGN_VIEW_COLUMNS: &str = "c.campaign_id, c.size, c.settled_count, c.created_at, \
+    c.completed_at, c.delivered_count, c.opened_count, c.clicked_count, c.bounced_count, \
+    c.complained_count, c.failed_count, (SELECT COUNT(*) FROM delivery_recipients r \
+    WHERE r.tenant_id = c.tenant_id AND r.campaign_id = c.campaign_id) AS registered";
+
+fn instant(millis: i64) -> Result<Timestamp, sqlx::Error> {
+    Timestamp::from_unix_millis(millis)
+        .ok_or_else(|| sqlx::Error::Decode(format!("not an instant: {millis}").into()))
+}
+
+fn campaign_view(tenant: &TenantId, row: &sqlx::any::AnyRow) -> Result<CampaignView, sqlx::Error> {
+    let completed_at: Option<i64> = row.try_get("completed_at")?;
+    Ok(CampaignView {
+        tenant_id: tenant.clone(),
+        campaign_id: row.try_get("campaign_id")?,
+        size: count(row, "size")?,
+        registered: count(row, "registered")?,
+        settled: count(row, "settled_count")?,
+        counts: counts(row)?,
+        created_at: instant(row.try_get("created_at")?)?,
+        completed_at: completed_at.map(instant).transpose()?,
+        rejected_registrations: None,
+    })
+}
+
+/// A page of a tenant's campaigns starts after this one: `<created ms>.<id>`.
+pub fn parse_campaign_cursor(cursor: &str) -> Option<(i64, String)> {
+    let (millis, id) = cursor.split_once('.')?;
+    Some((millis.parse().ok()?, id.to_owned()))
+}
 
 impl DeliveryStore {
     pub fn new(pool: Pool, backend: Backend, outbox: Outbox) -> Self {
@@ -464,6 +498,132 @@ impl DeliveryStore {
             late_events: late.len(),
             completed,
         })
+    }
+
+    /// Keeps why a registration was refused (once per registration).
+    pub async fn record_rejection(
+        &self,
+        tenant: &TenantId,
+        campaign_id: &str,
+        registration_id: &str,
+        reason: &str,
+        recipients: u64,
+        now: Timestamp,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO delivery_rejected_registrations \
+             (tenant_id, campaign_id, registration_id, reason, recipients, rejected_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (tenant_id, campaign_id, registration_id) DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(campaign_id)
+        .bind(registration_id)
+        .bind(reason)
+        .bind(i64::try_from(recipients).unwrap_or(i64::MAX))
+        .bind(now.unix_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A campaign as the read API shows it, with its refused registrations;
+    /// `None` when the tenant has neither the campaign nor a refusal for it.
+    pub async fn campaign_view(
+        &self,
+        tenant: &TenantId,
+        campaign_id: &str,
+    ) -> Result<Option<CampaignView>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {CAMPAIGN_VIEW_COLUMNS} FROM delivery_campaigns c \
+             WHERE c.tenant_id = $1 AND c.campaign_id = $2"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .bind(campaign_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let rejected: Vec<RejectedRegistration> = sqlx::query(
+            "SELECT registration_id, reason, recipients, rejected_at \
+             FROM delivery_rejected_registrations WHERE tenant_id = $1 AND campaign_id = $2 \
+             ORDER BY rejected_at, registration_id",
+        )
+        .bind(tenant.as_str())
+        .bind(campaign_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(RejectedRegistration {
+                registration_id: row.try_get("registration_id")?,
+                reason: row.try_get("reason")?,
+                recipients: count(row, "recipients")?,
+                rejected_at: instant(row.try_get("rejected_at")?)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+        let view = match row {
+            Some(row) => campaign_view(tenant, &row)?,
+            // Refused before any part of it was registered.
+            None => match rejected.first() {
+                None => return Ok(None),
+                Some(first) => CampaignView {
+                    tenant_id: tenant.clone(),
+                    campaign_id: campaign_id.to_owned(),
+                    size: 0,
+                    registered: 0,
+                    settled: 0,
+                    counts: CampaignCounts::default(),
+                    created_at: first.rejected_at,
+                    completed_at: None,
+                    rejected_registrations: None,
+                },
+            },
+        };
+        Ok(Some(CampaignView {
+            rejected_registrations: Some(rejected),
+            ..view
+        }))
+    }
+
+    /// A page of the tenant's campaigns, newest first, and the cursor of
+    /// the next page.
+    pub async fn campaign_page(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        after: Option<(i64, String)>,
+    ) -> Result<(Vec<CampaignView>, Option<String>), sqlx::Error> {
+        let mut sql = format!(
+            "SELECT {CAMPAIGN_VIEW_COLUMNS} FROM delivery_campaigns c WHERE c.tenant_id = $1"
+        );
+        if after.is_some() {
+            sql.push_str(
+                " AND (c.created_at < $2 OR (c.created_at = $3 AND c.campaign_id < $4)) \
+                 ORDER BY c.created_at DESC, c.campaign_id DESC LIMIT $5",
+            );
+        } else {
+            sql.push_str(" ORDER BY c.created_at DESC, c.campaign_id DESC LIMIT $2");
+        }
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str());
+        if let Some((millis, id)) = after {
+            query = query.bind(millis).bind(millis).bind(id);
+        }
+        let rows = query
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut campaigns = rows
+            .iter()
+            .map(|row| campaign_view(tenant, row))
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = campaigns.len() > limit as usize;
+        campaigns.truncate(limit as usize);
+        let cursor = more
+            .then(|| campaigns.last())
+            .flatten()
+            .map(|c| format!("{}.{}", c.created_at.unix_millis(), c.campaign_id));
+        Ok((campaigns, cursor))
     }
 
     pub async fn campaign(

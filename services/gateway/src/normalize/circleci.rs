@@ -118,6 +118,7 @@ pub fn normalize(body: &Value) -> Result<Normalized, ValidationErrors> {
             repository: repository?,
             pipeline_id: workflow_id?,
             job_id: if is_job { Some(job_id?) } else { None },
+            run_attempt: None,
             metadata,
             failure_context,
         })

@@ -43,6 +43,14 @@ pub fn normalize(headers: &HeaderMap, body: &Value) -> Result<Normalized, Valida
     }
 }
 
+/// The run's attempt (1 for the first run, more for re-runs), where given.
+fn run_attempt(p: &Payload<'_>, path: &str) -> Option<u32> {
+    p.get(path)
+        .and_then(Value::as_u64)
+        .and_then(|attempt| u32::try_from(attempt).ok())
+        .filter(|attempt| (1..=100_000).contains(attempt))
+}
+
 fn workflow_run(headers: &HeaderMap, body: &Value) -> Result<Normalized, ValidationErrors> {
     let delivery = header_id(headers, &["X-GitHub-Delivery"])?;
     let mut p = Payload::new(body)?;
@@ -55,6 +63,7 @@ fn workflow_run(headers: &HeaderMap, body: &Value) -> Result<Normalized, Validat
         p.require_text("repository.full_name");
     }
     let conclusion = p.text("workflow_run.conclusion");
+    let attempt = run_attempt(&p, "workflow_run.run_attempt");
     let event_type = match action {
         Some("requested" | "in_progress") => PipelineEventType::Started,
         Some("completed") => completed(conclusion),
@@ -104,6 +113,7 @@ fn workflow_run(headers: &HeaderMap, body: &Value) -> Result<Normalized, Validat
             repository: repository?.to_owned(),
             pipeline_id: run_id?,
             job_id: None,
+            run_attempt: attempt,
             metadata,
             failure_context,
         })
@@ -119,6 +129,7 @@ fn workflow_job(headers: &HeaderMap, body: &Value) -> Result<Normalized, Validat
     let run_id = p.require_id("workflow_job.run_id");
     let repository = p.require_text("repository.full_name");
     let conclusion = p.text("workflow_job.conclusion");
+    let attempt = run_attempt(&p, "workflow_job.run_attempt");
     let event_type = match action {
         Some("in_progress") => PipelineEventType::Started,
         Some("completed") => completed(conclusion),
@@ -181,6 +192,7 @@ fn workflow_job(headers: &HeaderMap, body: &Value) -> Result<Normalized, Validat
             repository: repository?.to_owned(),
             pipeline_id: run_id?,
             job_id: Some(job_id?),
+            run_attempt: attempt,
             metadata,
             failure_context,
         })

@@ -127,6 +127,7 @@ fn pipeline(headers: &HeaderMap, body: &Value) -> Result<Normalized, ValidationE
             repository: repository?.to_owned(),
             pipeline_id: pipeline_id?,
             job_id: None,
+            run_attempt: None,
             metadata,
             failure_context,
         })
@@ -193,6 +194,7 @@ fn job(headers: &HeaderMap, body: &Value) -> Result<Normalized, ValidationErrors
             repository: repository?.to_owned(),
             pipeline_id: pipeline_id?,
             job_id: Some(job_id?),
+            run_attempt: None,
             metadata,
             failure_context,
         })

@@ -103,6 +103,7 @@ pub fn normalize(body: &Value) -> Result<Normalized, ValidationErrors> {
             repository: repository?,
             pipeline_id: format!("{name}#{number}"),
             job_id: None,
+            run_attempt: None,
             metadata,
             failure_context,
         })

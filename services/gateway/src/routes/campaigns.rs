@@ -3,18 +3,22 @@
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use hookmesh_contracts::delivery::CampaignRegistration;
+use hookmesh_contracts::delivery::{
+    CampaignListQuery, CampaignQuery, CampaignRegistration, MAX_CAMPAIGN_PAGE,
+};
 use hookmesh_contracts::envelope::{Envelope, EventData as _};
-use hookmesh_contracts::subjects::CAMPAIGN_REGISTRATION;
+use hookmesh_contracts::subjects::{
+    CAMPAIGN_ENDPOINT, CAMPAIGN_LIST_ENDPOINT, CAMPAIGN_REGISTRATION,
+};
 use hookmesh_contracts::validation::parse_json;
 use hookmesh_contracts::{Timestamp, ValidationErrors};
 use ring::digest;
 use serde::Serialize;
 
-use super::{accepted, read_json_body};
+use super::{PathId, accepted, json_answer, page_of, read_json_body};
 use crate::Gateway;
 use crate::error::Rejection;
 use crate::publish::OutgoingEvent;
@@ -98,4 +102,57 @@ pub(super) async fn register(
         size,
         duplicate: ack.duplicate,
     }))
+}
+
+/// Campaigns per page when `limit` is not given.
+const DEFAULT_PAGE: u32 = 20;
+
+/// `GET /api/campaigns/{id}`: the campaign's size, registered recipients,
+/// counters, completion and refused registrations, from the
+/// batch-processor; another tenant's campaign is 404.
+pub(super) async fn campaign(
+    State(gateway): State<Gateway>,
+    Extension(trace): Extension<TraceContext>,
+    PathId(campaign_id): PathId,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    let tenant = gateway.api_tenant(&headers)?;
+    let request = CampaignQuery {
+        tenant_id: tenant,
+        campaign_id,
+    };
+    let answer = gateway
+        .ask("campaigns", CAMPAIGN_ENDPOINT, &request, &trace)
+        .await?;
+    Ok(json_answer(answer))
+}
+
+/// `GET /api/campaigns?limit=&cursor=`: the tenant's campaigns, newest
+/// first; `next_cursor` fetches the next page.
+pub(super) async fn list(
+    State(gateway): State<Gateway>,
+    Extension(trace): Extension<TraceContext>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    let tenant = gateway.api_tenant(&headers)?;
+    let mut errors = ValidationErrors::new();
+    let (limit, cursor) = page_of(
+        query.as_deref(),
+        DEFAULT_PAGE,
+        MAX_CAMPAIGN_PAGE,
+        &mut errors,
+    )?;
+    if !errors.is_empty() {
+        return Err(Rejection::Invalid(errors));
+    }
+    let request = CampaignListQuery {
+        tenant_id: tenant,
+        limit,
+        cursor,
+    };
+    let answer = gateway
+        .ask("campaigns", CAMPAIGN_LIST_ENDPOINT, &request, &trace)
+        .await?;
+    Ok(json_answer(answer))
 }

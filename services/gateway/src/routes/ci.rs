@@ -2,7 +2,7 @@
 //! and CircleCI, each verified its own way and normalised to one schema.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -13,7 +13,7 @@ use hookmesh_contracts::subjects;
 use hookmesh_contracts::validation::{StrEnum, parse_json};
 use serde::Serialize;
 
-use super::{accepted, read_json_body};
+use super::{PathId, accepted, read_json_body};
 use crate::Gateway;
 use crate::error::Rejection;
 use crate::normalize::{Normalized, normalize};
@@ -41,7 +41,7 @@ struct CiIgnored {
 pub(super) async fn receive(
     State(gateway): State<Gateway>,
     Extension(trace): Extension<TraceContext>,
-    Path(platform): Path<String>,
+    PathId(platform): PathId,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Rejection> {

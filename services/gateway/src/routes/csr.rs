@@ -2,7 +2,7 @@
 //! journeys, answered by the csr-consumer and scoped to the caller's tenant.
 
 use axum::Extension;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use hookmesh_contracts::ValidationErrors;
@@ -10,7 +10,7 @@ use hookmesh_contracts::csr::{JourneyQuery, JourneyReport, MetricsQuery};
 use hookmesh_contracts::subjects::{CSR_JOURNEY_ENDPOINT, CSR_METRICS_ENDPOINT};
 use time::{Date, Duration, OffsetDateTime};
 
-use super::{json_answer, query_value};
+use super::{PathId, json_answer, query_value};
 use crate::Gateway;
 use crate::error::Rejection;
 use crate::trace::TraceContext;
@@ -33,20 +33,22 @@ pub(super) async fn metrics(
 ) -> Result<Response, Rejection> {
     let tenant = gateway.api_tenant(&headers)?;
     let mut errors = ValidationErrors::new();
-    let program = query_value(query.as_deref(), "program").filter(|p| !p.is_empty());
+    let program = query_value(query.as_deref(), "program")?.filter(|p| !p.is_empty());
     if program.is_none() {
         errors.push("program", "is required");
     }
-    let day = |name: &str, errors: &mut ValidationErrors| {
-        let text = query_value(query.as_deref(), name)?;
+    let day = |name: &str, errors: &mut ValidationErrors| -> Result<Option<Date>, Rejection> {
+        let Some(text) = query_value(query.as_deref(), name)? else {
+            return Ok(None);
+        };
         let parsed = parse_day(&text);
         if parsed.is_none() {
             errors.push(name, format!("must be a YYYY-MM-DD day, not {text:?}"));
         }
-        parsed
+        Ok(parsed)
     };
-    let to = day("to", &mut errors).unwrap_or_else(|| OffsetDateTime::now_utc().date());
-    let from = day("from", &mut errors).unwrap_or(to - Duration::days(DEFAULT_DAYS - 1));
+    let to = day("to", &mut errors)?.unwrap_or_else(|| OffsetDateTime::now_utc().date());
+    let from = day("from", &mut errors)?.unwrap_or(to - Duration::days(DEFAULT_DAYS - 1));
     if from > to {
         errors.push("from", "must not be after to");
     }
@@ -70,7 +72,7 @@ pub(super) async fn metrics(
 pub(super) async fn journey(
     State(gateway): State<Gateway>,
     Extension(trace): Extension<TraceContext>,
-    Path(participant): Path<String>,
+    PathId(participant): PathId,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
     let tenant = gateway.api_tenant(&headers)?;

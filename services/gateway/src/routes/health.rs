@@ -20,11 +20,15 @@ struct WebhookHealth {
     streams: &'static str,
     /// Per webhook source: `accepting`, or `refusing` while its secret is unset.
     sources: BTreeMap<&'static str, &'static str>,
+    /// Why the status is `degraded`, when it is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    reasons: Vec<&'static str>,
     timestamp: String,
 }
 
 /// `GET /health/webhook`: can webhooks be accepted right now? 200 when the
-/// broker is connected and the streams are in place, 503 otherwise.
+/// broker is connected, the streams are in place and at least one source
+/// has its secret; 503 (`degraded`, with the reasons) otherwise.
 pub(super) async fn webhook_health(State(gateway): State<Gateway>) -> Response {
     let connected = gateway.broker.is_connected();
     let streams_ready = gateway.broker.streams_ready();
@@ -43,7 +47,19 @@ pub(super) async fn webhook_health(State(gateway): State<Gateway>) -> Response {
         ("providers", state(secrets.providers.is_some())),
         ("sweep-callback", state(secrets.callback.is_some())),
     ]);
-    let healthy = connected && streams_ready;
+    let any_source = sources.values().any(|state| *state == "accepting");
+    let reasons: Vec<&'static str> = [
+        (!connected, "the message broker is not connected"),
+        (!streams_ready, "the streams are not ensured yet"),
+        (
+            !any_source,
+            "no source can accept: set HOOKMESH_API_KEYS or a HOOKMESH_SECRET_* variable",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(failing, reason)| failing.then_some(reason))
+    .collect();
+    let healthy = reasons.is_empty();
     let body = WebhookHealth {
         status: if healthy { "healthy" } else { "degraded" },
         broker: if connected {
@@ -53,6 +69,7 @@ pub(super) async fn webhook_health(State(gateway): State<Gateway>) -> Response {
         },
         streams: if streams_ready { "ready" } else { "pending" },
         sources,
+        reasons,
         timestamp: Timestamp::now().to_rfc3339(),
     };
     let status = if healthy {

@@ -10,6 +10,7 @@ mod buddy;
 mod campaigns;
 mod ci;
 mod csr;
+mod extract;
 mod health;
 mod pipelines;
 mod providers;
@@ -24,9 +25,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::StreamExt as _;
 use hookmesh_contracts::{TenantId, ValidationErrors};
 use tracing::Instrument as _;
 
+use self::extract::{PathId, query_value};
 use crate::Gateway;
 use crate::error::{RefusalNote, Rejection};
 use crate::publish::{OutgoingEvent, Published};
@@ -45,7 +48,11 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/webhook/sweep-callback", post(sweeps::callback))
         .route("/webhook/trading-sweep", post(sweeps::callback))
         .route("/webhooks/buddy-events", post(buddy::receive))
-        .route("/api/campaigns", post(campaigns::register))
+        .route(
+            "/api/campaigns",
+            post(campaigns::register).get(campaigns::list),
+        )
+        .route("/api/campaigns/{id}", get(campaigns::campaign))
         .route("/api/csr/metrics", get(csr::metrics))
         .route("/api/csr/participants/{id}/journey", get(csr::journey))
         .route("/webhooks/ci/{platform}", post(ci::receive))
@@ -73,6 +80,7 @@ fn route_label(path: &str) -> &'static str {
         "/webhook/trading-sweep" => "/webhook/trading-sweep",
         "/webhooks/buddy-events" => "/webhooks/buddy-events",
         "/api/campaigns" => "/api/campaigns",
+        p if p.starts_with("/api/campaigns/") => "/api/campaigns/{id}",
         "/api/csr/metrics" => "/api/csr/metrics",
         p if p.starts_with("/api/csr/participants/") => "/api/csr/participants/{id}/journey",
         "/health" => "/health",
@@ -161,21 +169,47 @@ async fn read_json_body(limit: usize, headers: &HeaderMap, body: Body) -> Result
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|length| length > limit) {
+        if declared.is_some_and(|length| length <= DRAIN_MAX) {
+            drain(stream).await;
+        }
         return Err(Rejection::PayloadTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let too_large = std::error::Error::source(&error)
-            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            Rejection::PayloadTooLarge { limit }
-        } else {
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| {
             Rejection::Malformed(ValidationErrors::single(
                 "",
                 format!("the body could not be read: {error}"),
             ))
+        })?;
+        if bytes.len() + chunk.len() > limit {
+            drain(stream).await;
+            return Err(Rejection::PayloadTooLarge { limit });
         }
-    })
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// Most of a refused body read and discarded before answering 413.
+const DRAIN_MAX: usize = 16 * 1024 * 1024;
+/// Longest a refused body is read for.
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and discards what is left of a refused body, within bounds, so
+/// that a client still sending it reads the 413 instead of a connection
+/// reset; beyond the bounds the connection is closed as it stands.
+async fn drain(mut stream: axum::body::BodyDataStream) {
+    let until = tokio::time::Instant::now() + DRAIN_FOR;
+    let mut read = 0;
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(until, stream.next()).await {
+        read += chunk.len();
+        if read > DRAIN_MAX {
+            break;
+        }
+    }
 }
 
 /// A delivery id from a request header (`X-Webhook-Id`), or a 400 naming it.
@@ -270,37 +304,26 @@ impl Gateway {
     }
 }
 
-/// The value of `name` in a URL query string, percent-decoded.
-pub(super) fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (key == name).then(|| percent_decode(value)).flatten()
-    })
-}
-
-/// Decodes `%XX` escapes and `+`; `None` for malformed escapes or non-UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = text.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
+/// A paged list's `limit` (from 1 to `max`, `default` when absent) and
+/// `cursor` query parameters; a bad limit is noted in `errors`.
+fn page_of(
+    query: Option<&str>,
+    default: u32,
+    max: u32,
+    errors: &mut ValidationErrors,
+) -> Result<(u32, Option<String>), Rejection> {
+    let limit = match query_value(query, "limit")? {
+        None => default,
+        Some(text) => match text.parse::<u32>() {
+            Ok(limit) if (1..=max).contains(&limit) => limit,
+            _ => {
+                errors.push("limit", format!("must be an integer from 1 to {max}"));
+                default
             }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            byte => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+        },
+    };
+    let cursor = query_value(query, "cursor")?.filter(|c| !c.is_empty());
+    Ok((limit, cursor))
 }
 
 /// 202 with a JSON body.
@@ -333,15 +356,6 @@ mod tests {
             "/webhooks/providers/{provider}"
         );
         assert_eq!(route_label("/random/path"), "unmatched");
-    }
-
-    #[test]
-    fn query_values_are_percent_decoded() {
-        let query = Some("token=ab%2Fcd&job_id=job_1+x");
-        assert_eq!(query_value(query, "job_id").as_deref(), Some("job_1 x"));
-        assert_eq!(query_value(query, "token").as_deref(), Some("ab/cd"));
-        assert_eq!(query_value(query, "missing"), None);
-        assert_eq!(query_value(Some("token=%zz"), "token"), None);
     }
 
     #[tokio::test]

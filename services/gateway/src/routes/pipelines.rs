@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,7 @@ use hookmesh_contracts::sweep_jobs::{
 };
 use hookmesh_contracts::{TenantId, ValidationErrors};
 
-use super::{json_answer, query_value};
+use super::{PathId, json_answer, page_of, query_value};
 use crate::Gateway;
 use crate::broker::JobEvents;
 use crate::error::Rejection;
@@ -68,7 +68,7 @@ async fn fetch_job(
 pub(super) async fn job(
     State(gateway): State<Gateway>,
     Extension(trace): Extension<TraceContext>,
-    Path(job_id): Path<String>,
+    PathId(job_id): PathId,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
     let tenant = gateway.api_tenant(&headers)?;
@@ -86,7 +86,7 @@ pub(super) async fn list(
 ) -> Result<Response, Rejection> {
     let tenant = gateway.api_tenant(&headers)?;
     let mut errors = ValidationErrors::new();
-    let status = query_value(query.as_deref(), "status").and_then(|text| {
+    let status = query_value(query.as_deref(), "status")?.and_then(|text| {
         let parsed = text.to_ascii_uppercase().parse::<JobStatus>();
         if parsed.is_err() {
             errors.push(
@@ -96,17 +96,7 @@ pub(super) async fn list(
         }
         parsed.ok()
     });
-    let limit = match query_value(query.as_deref(), "limit") {
-        None => DEFAULT_PAGE,
-        Some(text) => match text.parse::<u32>() {
-            Ok(limit) if (1..=MAX_PAGE).contains(&limit) => limit,
-            _ => {
-                errors.push("limit", format!("must be an integer from 1 to {MAX_PAGE}"));
-                DEFAULT_PAGE
-            }
-        },
-    };
-    let cursor = query_value(query.as_deref(), "cursor").filter(|c| !c.is_empty());
+    let (limit, cursor) = page_of(query.as_deref(), DEFAULT_PAGE, MAX_PAGE, &mut errors)?;
     if !errors.is_empty() {
         return Err(Rejection::Invalid(errors));
     }
@@ -141,7 +131,7 @@ fn sse_event(event: &SweepJobEvent, sequence: Option<u64>) -> Event {
 pub(super) async fn events(
     State(gateway): State<Gateway>,
     Extension(trace): Extension<TraceContext>,
-    Path(job_id): Path<String>,
+    PathId(job_id): PathId,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
     let tenant = gateway.api_tenant(&headers)?;

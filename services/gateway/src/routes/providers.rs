@@ -3,7 +3,7 @@
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use hookmesh_contracts::TenantId;
@@ -13,7 +13,7 @@ use hookmesh_contracts::subjects;
 use hookmesh_contracts::validation::parse_json;
 use serde::Serialize;
 
-use super::{accepted, delivery_header, read_json_body};
+use super::{PathId, accepted, delivery_header, read_json_body};
 use crate::Gateway;
 use crate::error::Rejection;
 use crate::publish::OutgoingEvent;
@@ -38,7 +38,7 @@ struct ProvidersAccepted {
 pub(super) async fn receive(
     State(gateway): State<Gateway>,
     Extension(trace): Extension<TraceContext>,
-    Path(provider): Path<String>,
+    PathId(provider): PathId,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Rejection> {

@@ -61,8 +61,37 @@ pub(super) async fn trigger(
     let tenant = gateway.api_tenant(&headers)?;
     let trigger = SweepTrigger::parse(&parse_json(&body).map_err(Rejection::Malformed)?)
         .map_err(Rejection::Invalid)?;
-    let job_id = JobId::for_trigger(&tenant, idempotency_key(&headers)?);
     let combinations = trigger.combination_count();
+    let limit = gateway.config.sweep_max_combinations;
+    if combinations > limit {
+        return Err(Rejection::Invalid(ValidationErrors::single(
+            "",
+            format!(
+                "the sweep has {combinations} (fast, slow) combinations, more than the {limit} \
+                 this gateway accepts (HOOKMESH_SWEEP_MAX_COMBINATIONS); narrow the ranges or \
+                 raise the step"
+            ),
+        )));
+    }
+    let key = idempotency_key(&headers)?;
+    let job_id = JobId::for_trigger(&tenant, key);
+    if let Some(key) = key {
+        // The IETF Idempotency-Key draft: the same key with another request
+        // is a client error, not the first request's answer.
+        match gateway.recorded_job(&job_id).await {
+            Ok(Some(first)) if first.parameters != trigger => {
+                return Err(Rejection::IdempotencyKeyReused(format!(
+                    "Idempotency-Key {key:?} was already used for a different sweep request \
+                     (job {job_id}); use a new key for a new request"
+                )));
+            }
+            Ok(_) => {}
+            // JetStream's duplicate window still answers for a repeat.
+            Err(error) => {
+                tracing::warn!(%error, "The job registry could not be read; the trigger's key is not compared.");
+            }
+        }
+    }
     let now = Timestamp::now();
     let recorded = RecordedJob {
         tenant_id: tenant.clone(),
@@ -118,8 +147,8 @@ pub(super) async fn callback(
     body: Body,
 ) -> Result<Response, Rejection> {
     let body = read_json_body(gateway.config.max_body_bytes, &headers, body).await?;
-    let job_id = query_value(query.as_deref(), "job_id");
-    let token = query_value(query.as_deref(), "token");
+    let job_id = query_value(query.as_deref(), "job_id")?;
+    let token = query_value(query.as_deref(), "token")?;
     gateway.authenticated(
         Source::SweepCallback,
         verify_callback(
