@@ -8,12 +8,16 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hookmesh_tests::{TestDir, eventually, free_port, sign, stream_messages, unix_now};
+use hookmesh_tests::{
+    TestDir, assert_no_secret, eventually, free_port, generated_secrets, sign, stream_messages,
+    unix_now,
+};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
 struct Up {
     child: Child,
+    data_dir: std::path::PathBuf,
     gateway: String,
     broker: String,
     /// Every line logged on stderr so far.
@@ -76,6 +80,7 @@ async fn start_up_with(
             .to_owned()
     };
     Up {
+        data_dir: data_dir.to_owned(),
         gateway: word_after("gateway"),
         broker: word_after("(broker"),
         child,
@@ -98,6 +103,10 @@ async fn stop_gracefully(mut up: Up) {
         status.success(),
         "hookmesh up exits 0 on SIGTERM, got {status}"
     );
+    let logged = up.logged.lock().unwrap().join("\n");
+    let mut secrets = generated_secrets(&up.data_dir);
+    secrets.extend(hookmesh_tests::secrets::ALL.iter().map(|s| s.to_string()));
+    assert_no_secret("the log of hookmesh up", &logged, &secrets);
 }
 
 fn local_secret(data_dir: &Path, variable: &str) -> String {

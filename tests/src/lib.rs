@@ -37,6 +37,47 @@ pub mod secrets {
     pub const API_KEY_ACME: &str = "acme-key-0123456789abcdef";
     pub const API_KEY_GLOBEX: &str = "globex-key-0123456789abcdef";
     pub const TRADING_API: &str = "dev-key-000000000000000000000000";
+
+    /// Every secret above: none may reach a log line of any test's service.
+    pub const ALL: &[&str] = &[
+        BUDDY,
+        GITHUB,
+        GITLAB,
+        GITLAB_SIGNING,
+        CIRCLECI,
+        JENKINS,
+        PROVIDERS,
+        CALLBACK,
+        API_KEY_ACME,
+        API_KEY_GLOBEX,
+        TRADING_API,
+    ];
+}
+
+/// Fails, naming `origin` and the line with the secret masked, when `text`
+/// (a service's log, a command's output) holds any of `secrets`.
+pub fn assert_no_secret<S: AsRef<str>>(origin: &str, text: &str, secrets: &[S]) {
+    for secret in secrets.iter().map(AsRef::as_ref) {
+        if secret.is_empty() {
+            continue;
+        }
+        if let Some(line) = text.lines().find(|line| line.contains(secret)) {
+            panic!(
+                "a secret reached {origin}: {}",
+                line.replace(secret, "<SECRET>")
+            );
+        }
+    }
+}
+
+/// The values of `secrets.env` in `hookmesh up`'s data dir: the secrets it
+/// generated, which must not reach its log either.
+pub fn generated_secrets(data_dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(data_dir.join("secrets.env"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once('=').map(|(_, value)| value.to_owned()))
+        .collect()
 }
 
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);

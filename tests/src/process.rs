@@ -79,6 +79,11 @@ impl ServiceProcess {
         }
     }
 
+    /// Its log so far.
+    pub fn logged(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub async fn kill(mut self) {
         self.child.kill().await.expect("the service is killed");
     }
@@ -90,5 +95,19 @@ impl ServiceProcess {
                 .status();
         }
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+}
+
+/// Every service a test runs is checked, whatever the test is about: none of
+/// the test secrets may have reached its log.
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            crate::assert_no_secret(
+                &format!("the log of {}", self.name),
+                &self.logged(),
+                crate::secrets::ALL,
+            );
+        }
     }
 }

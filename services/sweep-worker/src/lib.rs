@@ -241,9 +241,7 @@ impl SweepWorker {
             settings.request_timeout,
             metrics.clone(),
         )?;
-        let http = hookmesh_runtime::http::client_builder()
-            .timeout(settings.request_timeout)
-            .build()?;
+        let http = notification_client(&settings)?;
         let js = jetstream::new(client.clone());
         let sink: Arc<dyn EventSink> = Arc::new(JetStreamSink(js.clone()));
         let database = DatabaseHealth::default();
@@ -333,4 +331,12 @@ mod tests {
         assert!(error.contains("lists 10 delays"), "{error}");
         assert!(error.contains("at most 9 delays"), "{error}");
     }
+}
+
+/// The client of the notification webhook: redirect-free, as every outbound
+/// client of the mesh, so that the webhook's token never reaches another host.
+pub fn notification_client(settings: &SweepSettings) -> reqwest::Result<reqwest::Client> {
+    hookmesh_runtime::http::client_builder()
+        .timeout(settings.request_timeout)
+        .build()
 }

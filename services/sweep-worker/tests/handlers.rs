@@ -80,6 +80,7 @@ async fn fixture(name: &str) -> Fixture {
     .unwrap();
     let sink = MemorySink::default();
     let (_, shutdown) = tokio::sync::watch::channel(false);
+    let http = hookmesh_sweep_worker::notification_client(&settings).unwrap();
     let tools = Tools {
         store: store.clone(),
         api,
@@ -87,7 +88,7 @@ async fn fixture(name: &str) -> Fixture {
         settings: Arc::new(settings),
         metrics,
         database: DatabaseHealth::default(),
-        http: reqwest::Client::new(),
+        http,
         shutdown,
     };
     Fixture {
