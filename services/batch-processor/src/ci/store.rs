@@ -9,12 +9,12 @@ use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects::CI_FAILURE_DETECTED;
 use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_contracts::{TenantId, Timestamp};
-use hookmesh_runtime::db::{Backend, Pool, rows_per_statement};
+use hookmesh_runtime::db::{Backend, PgArray, Pool, rows_per_statement};
 use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
 
 use super::runs::{Decisive, decide};
-use hookmesh_runtime::engine::{Applied, Fresh};
+use hookmesh_runtime::engine::{Applied, Fresh, Laps};
 
 /// A CI event as the family applies it: the normalised event, the tenant
 /// of its envelope, and its classification when it is a failure.
@@ -104,15 +104,19 @@ impl CiStore {
         }
     }
 
-    /// Applies a batch of fresh events in one transaction.
+    /// Applies a batch of fresh events in one transaction; each
+    /// statement's time goes to `laps`.
     pub async fn apply(
         &self,
         events: &[Fresh<CiFact>],
         now: Timestamp,
+        laps: &mut Laps,
     ) -> Result<CiOutcome, sqlx::Error> {
         let now_millis = now.unix_millis();
         let mut tx = self.pool.begin().await?;
+        laps.lap("begin");
         let new = insert_events(self.backend, &mut tx, events, now_millis).await?;
+        laps.lap("insert_events");
         let fresh: Vec<&Fresh<CiFact>> = events
             .iter()
             .filter(|fresh| new.contains(&fresh.stream_sequence))
@@ -124,6 +128,7 @@ impl CiStore {
         }
         let keys: Vec<&RunKey> = by_run.keys().collect();
         let current = self.lock_runs(&mut tx, &keys).await?;
+        laps.lap("lock_runs");
         for (key, events) in &by_run {
             let Some(run) = current.get(key) else {
                 continue;
@@ -131,6 +136,7 @@ impl CiStore {
             update_run(&mut tx, key, run, events, now_millis).await?;
         }
 
+        laps.lap("update_runs");
         let failures: Vec<&Fresh<CiFact>> = fresh
             .iter()
             .filter(|fresh| fresh.event.event.event_type == PipelineEventType::Failed)
@@ -150,7 +156,9 @@ impl CiStore {
                 .collect();
             self.outbox.write(&mut tx, &messages, now_millis).await?;
         }
+        laps.lap("failures");
         tx.commit().await?;
+        laps.lap("commit");
         if !detected.is_empty() {
             self.outbox.nudge();
         }
@@ -294,6 +302,44 @@ async fn insert_events(
     let mut events: Vec<_> = events.iter().collect();
     events.sort_by_key(|fresh| fresh.event.log_key());
     let mut new = HashSet::with_capacity(events.len());
+    if backend == Backend::Postgres {
+        let mut columns: [PgArray; 10] = Default::default();
+        for fresh in &events {
+            let fact = &fresh.event;
+            let [platform, kind, id, repository, pipeline, job, occurred_at, received_at, sequence, patterns] =
+                &mut columns;
+            platform.text(Some(fact.event.platform.as_str()));
+            kind.text(Some(fact.event.kind()));
+            id.text(Some(&fact.event.id));
+            repository.text(Some(&fact.event.repository));
+            pipeline.text(Some(&fact.event.pipeline_id));
+            job.text(Some(fact.job_key()));
+            occurred_at.int(Some(fact.event.timestamp.unix_millis()));
+            received_at.int(Some(fresh.received_at.unix_millis()));
+            sequence.int(Some(fresh.stream_sequence as i64));
+            patterns.text(patterns_json(&fact.error_patterns).as_deref());
+        }
+        let mut query = sqlx::query(
+            "INSERT INTO ci_events (platform, event_type, event_id, repository, pipeline_id, \
+             job_key, occurred_at, received_at, processed_at, stream_sequence, error_patterns) \
+             SELECT platform, event_type, event_id, repository, pipeline_id, job_key, \
+             occurred_at, received_at, $11, stream_sequence, error_patterns \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::bigint[], $8::bigint[], $9::bigint[], $10::text[]) AS v(platform, event_type, \
+             event_id, repository, pipeline_id, job_key, occurred_at, received_at, \
+             stream_sequence, error_patterns) \
+             ON CONFLICT (platform, event_type, event_id) DO NOTHING \
+             RETURNING stream_sequence",
+        );
+        for column in columns {
+            query = query.bind(column.finish());
+        }
+        for row in query.bind(now_millis).fetch_all(&mut **tx).await? {
+            let sequence: i64 = row.try_get(0)?;
+            new.insert(sequence as u64);
+        }
+        return Ok(new);
+    }
     for chunk in events.chunks(rows_per_statement(COLUMNS)) {
         let sql = format!(
             "INSERT INTO ci_events (platform, event_type, event_id, repository, pipeline_id, \
