@@ -494,8 +494,7 @@ impl Settler {
             }
         }
         self.metrics.settled(Outcome::Done.label(), acked);
-        self.metrics
-            .settled_batch(settling.elapsed().as_secs_f64());
+        self.metrics.settled_batch(settling.elapsed().as_secs_f64());
     }
 
     async fn settle(&self, delivery: Delivery, outcome: Outcome) {

@@ -66,7 +66,10 @@ const SNAPSHOT: [(&str, &str); 8] = [
         "ci_repository_failures",
         "platform, repository, pipeline_failures, job_failures, last_failed_at",
     ),
-    ("ci_failure_patterns", "platform, repository, pattern, failures"),
+    (
+        "ci_failure_patterns",
+        "platform, repository, pattern, failures",
+    ),
     ("batch_outbox", "msg_id, subject"),
 ];
 
@@ -151,7 +154,13 @@ impl Engine {
                 })
                 .collect();
             self.delivery_store
-                .register_campaign(&tenant, campaign, list.len() as u64, &list, Timestamp::now())
+                .register_campaign(
+                    &tenant,
+                    campaign,
+                    list.len() as u64,
+                    &list,
+                    Timestamp::now(),
+                )
                 .await
                 .unwrap();
         }
@@ -163,7 +172,13 @@ fn instant(second: i64) -> Timestamp {
 }
 
 /// A provider event as the gateway publishes it, under envelope `id`.
-fn delivery_message(id: &str, provider: &str, status: &str, message_id: &str, second: i64) -> Delivery {
+fn delivery_message(
+    id: &str,
+    provider: &str,
+    status: &str,
+    message_id: &str,
+    second: i64,
+) -> Delivery {
     let status = DeliveryStatus::from_wire(status).unwrap();
     let event = DeliveryEvent {
         provider: provider.to_owned(),
@@ -189,7 +204,14 @@ fn delivery_message(id: &str, provider: &str, status: &str, message_id: &str, se
     Delivery::detached(&provider_delivery(provider, status), envelope.to_json())
 }
 
-fn ci_message(id: &str, event_type: PipelineEventType, pipeline: &str, job: Option<&str>, attempt: Option<u32>, second: i64) -> Delivery {
+fn ci_message(
+    id: &str,
+    event_type: PipelineEventType,
+    pipeline: &str,
+    job: Option<&str>,
+    attempt: Option<u32>,
+    second: i64,
+) -> Delivery {
     let failed = event_type == PipelineEventType::Failed;
     let event = CiPipelineEvent {
         id: id.to_owned(),
@@ -219,7 +241,10 @@ fn ci_message(id: &str, event_type: PipelineEventType, pipeline: &str, job: Opti
         None,
         event,
     );
-    Delivery::detached(&ci_pipeline(CiPlatform::Github, event_type), envelope.to_json())
+    Delivery::detached(
+        &ci_pipeline(CiPlatform::Github, event_type),
+        envelope.to_json(),
+    )
 }
 
 /// The program's events shuffled (statuses out of order), with every kind
@@ -234,7 +259,15 @@ fn delivery_batch(program: &Program) -> Vec<Delivery> {
     let mut messages = Vec::new();
     for (n, sent) in events.iter().enumerate() {
         let id = format!("e{n}");
-        let message = |id: &str| delivery_message(id, sent.provider, sent.status, &sent.message_id, sent.second);
+        let message = |id: &str| {
+            delivery_message(
+                id,
+                sent.provider,
+                sent.status,
+                &sent.message_id,
+                sent.second,
+            )
+        };
         messages.push(message(&id));
         if random.chance(0.15) {
             messages.push(message(&format!("{id}-resent")));
@@ -243,8 +276,17 @@ fn delivery_batch(program: &Program) -> Vec<Delivery> {
             messages.push(message(&id));
         }
     }
-    messages.push(delivery_message("stranger-1", "ses", "delivered", "msg-0-0000-nobody", 5));
-    messages.push(Delivery::detached("providers.ses.delivered", &b"{\"not\": \"an envelope\"}"[..]));
+    messages.push(delivery_message(
+        "stranger-1",
+        "ses",
+        "delivered",
+        "msg-0-0000-nobody",
+        5,
+    ));
+    messages.push(Delivery::detached(
+        "providers.ses.delivered",
+        &b"{\"not\": \"an envelope\"}"[..],
+    ));
     random.shuffle(&mut messages);
     messages
         .into_iter()
@@ -267,21 +309,52 @@ fn ci_batch() -> Vec<Delivery> {
         let end = if run % 2 == 0 { Completed } else { Failed };
         let mut events = vec![
             ci_message(&format!("{pipeline}-s"), Started, &pipeline, job, None, run),
-            ci_message(&format!("{pipeline}-e"), end, &pipeline, job, None, run + 60),
+            ci_message(
+                &format!("{pipeline}-e"),
+                end,
+                &pipeline,
+                job,
+                None,
+                run + 60,
+            ),
         ];
         if end == Failed {
-            events.push(ci_message(&format!("{pipeline}-e2"), Failed, &pipeline, job, None, run + 61));
+            events.push(ci_message(
+                &format!("{pipeline}-e2"),
+                Failed,
+                &pipeline,
+                job,
+                None,
+                run + 61,
+            ));
             if run % 5 == 1 {
-                events.push(ci_message(&format!("{pipeline}-a2"), Failed, &pipeline, job, Some(2), run + 120));
+                events.push(ci_message(
+                    &format!("{pipeline}-a2"),
+                    Failed,
+                    &pipeline,
+                    job,
+                    Some(2),
+                    run + 120,
+                ));
             }
         }
         if run % 4 == 0 {
             // A late start of a run that already completed.
-            events.push(ci_message(&format!("{pipeline}-s2"), Started, &pipeline, job, None, run - 30));
+            events.push(ci_message(
+                &format!("{pipeline}-s2"),
+                Started,
+                &pipeline,
+                job,
+                None,
+                run - 30,
+            ));
         }
         for event in events {
             if random.chance(0.2) {
-                messages.push(Delivery::detached(event.subject(), event.payload().to_vec()));
+                messages.push(Delivery::detached(
+                    event.subject(),
+                    event.payload().to_vec(),
+                ));
             }
             messages.push(event);
         }
@@ -297,7 +370,9 @@ fn ci_batch() -> Vec<Delivery> {
 fn copy(messages: &[Delivery]) -> Vec<Delivery> {
     messages
         .iter()
-        .map(|m| Delivery::detached(m.subject(), m.payload().to_vec()).at(m.stream_sequence, m.delivered))
+        .map(|m| {
+            Delivery::detached(m.subject(), m.payload().to_vec()).at(m.stream_sequence, m.delivered)
+        })
         .collect()
 }
 
@@ -315,7 +390,10 @@ async fn a_batch_of_twins_and_reordered_statuses_commits_what_one_by_one_does() 
     let early = |index: usize| index + 1 < program.campaigns.len();
     let late = |index: usize| index + 1 == program.campaigns.len();
     for (batched, single) in pairs {
-        let (batched, single) = (Engine::open(&batched.url).await, Engine::open(&single.url).await);
+        let (batched, single) = (
+            Engine::open(&batched.url).await,
+            Engine::open(&single.url).await,
+        );
 
         batched.register(&program, early).await;
         // A first batch commits part of the events, so that the big batch
@@ -344,12 +422,20 @@ async fn a_batch_of_twins_and_reordered_statuses_commits_what_one_by_one_does() 
         single.register(&program, late).await;
 
         let done = |outcomes: &[Outcome]| outcomes.iter().filter(|o| **o == Outcome::Done).count();
-        assert_eq!(outcomes, single_outcomes, "each message settles the same way");
-        assert_eq!(done(&outcomes), deliveries.len() - 1, "only the unreadable one is dead-lettered");
+        assert_eq!(
+            outcomes, single_outcomes,
+            "each message settles the same way"
+        );
+        assert_eq!(
+            done(&outcomes),
+            deliveries.len() - 1,
+            "only the unreadable one is dead-lettered"
+        );
         assert_eq!(ci_outcomes, single_ci);
         assert!(ci_outcomes.iter().all(|o| *o == Outcome::Done));
 
-        let (batched_rows, single_rows) = (snapshot(&batched.pool).await, snapshot(&single.pool).await);
+        let (batched_rows, single_rows) =
+            (snapshot(&batched.pool).await, snapshot(&single.pool).await);
         for (table, rows) in &single_rows {
             assert!(
                 !rows.is_empty() || *table == "ci_failure_patterns",
@@ -359,7 +445,6 @@ async fn a_batch_of_twins_and_reordered_statuses_commits_what_one_by_one_does() 
         }
     }
 }
-
 
 fn handler<F: Family>(family: F, metrics: &BatchMetrics) -> BatchHandler<F> {
     let observer = Arc::new(metrics.family(F::NAME));

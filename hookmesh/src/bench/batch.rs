@@ -172,7 +172,8 @@ impl Running {
             let Ok(value) = value.parse::<f64>() else {
                 continue;
             };
-            let (is_sum, rest) = if let Some(rest) = series.strip_prefix(&format!("{metric}_sum{{")) {
+            let (is_sum, rest) = if let Some(rest) = series.strip_prefix(&format!("{metric}_sum{{"))
+            {
                 (true, rest)
             } else if let Some(rest) = series.strip_prefix(&format!("{metric}_count{{")) {
                 (false, rest)
@@ -210,7 +211,9 @@ impl Running {
     /// mean size.
     fn stage_profile(&self) -> StageProfile {
         let batches = self.histogram_totals("webhook_batch_size", "family=\"delivery\"", "family");
-        let (events, count) = batches.first().map_or((0.0, 0.0), |(_, sum, count)| (*sum, *count));
+        let (events, count) = batches
+            .first()
+            .map_or((0.0, 0.0), |(_, sum, count)| (*sum, *count));
         let mut stages: Vec<(String, f64)> = self
             .histogram_totals(
                 "webhook_batch_stage_duration_seconds",

@@ -309,8 +309,18 @@ async fn insert_events(
         let mut columns: [PgArray; 10] = Default::default();
         for fresh in &events {
             let fact = &fresh.event;
-            let [platform, kind, id, repository, pipeline, job, occurred_at, received_at, sequence, patterns] =
-                &mut columns;
+            let [
+                platform,
+                kind,
+                id,
+                repository,
+                pipeline,
+                job,
+                occurred_at,
+                received_at,
+                sequence,
+                patterns,
+            ] = &mut columns;
             platform.text(Some(fact.event.platform.as_str()));
             kind.text(Some(fact.event.kind()));
             id.text(Some(&fact.event.id));

@@ -723,8 +723,20 @@ async fn insert_events(
                 Enrichment::Found(info) => Some(info),
                 Enrichment::Unknown | Enrichment::Skipped => None,
             };
-            let [provider, event_type, message_id, event_id, occurred_at, received_at, sequence, tenant, campaign, recipient, reason, url] =
-                &mut columns;
+            let [
+                provider,
+                event_type,
+                message_id,
+                event_id,
+                occurred_at,
+                received_at,
+                sequence,
+                tenant,
+                campaign,
+                recipient,
+                reason,
+                url,
+            ] = &mut columns;
             provider.text(Some(&fact.provider));
             event_type.text(Some(fact.status.as_str()));
             message_id.text(Some(&fact.message_id));
