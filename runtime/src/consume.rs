@@ -240,6 +240,13 @@ pub struct ConsumeSettings {
     /// handler must then give the same result whatever order batches
     /// commit in (every service's state only moves forward, so it does).
     pub concurrency: usize,
+    /// Seed 004's adaptive batching: while a worker is idle, a partial
+    /// batch is handed over as soon as no further message is waiting, so
+    /// a trickle is handled within milliseconds; while every worker is
+    /// busy, the batch keeps filling (up to `max_batch`, or `max_wait`),
+    /// so a backlog goes in full batches. Off: partial batches always wait
+    /// `max_wait`.
+    pub flush_when_idle: bool,
 }
 
 /// Why consuming could not start or continue.
@@ -316,6 +323,9 @@ pub async fn run<H: Handler>(
             }
         }};
     }
+    let idle_flush = |batch: &Vec<Delivery>, busy: usize| {
+        settings.flush_when_idle && !batch.is_empty() && busy < concurrency
+    };
     tracing::info!(consumer = %durable, stream = settings.definition.stream, "Consuming.");
     loop {
         let flush_due = async {
@@ -359,6 +369,12 @@ pub async fn run<H: Handler>(
                     return Err(pull_error(&"the message stream ended"));
                 }
             },
+            // Polled only when no message is ready (biased): a worker is
+            // idle, so waiting for more would only add latency.
+            () = std::future::ready(()), if idle_flush(&batch, in_flight.len()) => {
+                hand_over!();
+                deadline = None;
+            }
             () = flush_due => {
                 hand_over!();
                 deadline = None;
@@ -462,9 +478,23 @@ impl Settler {
         let outcomes = outcomes
             .into_iter()
             .chain(std::iter::repeat(Outcome::retry(1, "no outcome")));
+        // The acks go out back to back into the connection's write buffer,
+        // which sends them together; the rarer outcomes take their own way.
+        let settling = Instant::now();
+        let mut acked = 0;
         for (delivery, outcome) in batch.into_iter().zip(outcomes) {
-            self.settle(delivery, outcome).await;
+            if outcome != Outcome::Done {
+                self.settle(delivery, outcome).await;
+                continue;
+            }
+            acked += 1;
+            if let Err(error) = delivery.acknowledge(&self.client, AckKind::Ack).await {
+                // The broker redelivers after ack_wait; idempotency makes that safe.
+                tracing::warn!(consumer = %self.consumer, %error, "Could not acknowledge a message to the broker.");
+            }
         }
+        self.metrics.settled(Outcome::Done.label(), acked);
+        self.metrics.settled_batch(settling.elapsed().as_secs_f64());
     }
 
     async fn settle(&self, delivery: Delivery, outcome: Outcome) {
@@ -475,10 +505,13 @@ impl Settler {
         };
         let label = outcome.label();
         let settlement = Settlement::of(outcome, delivery.delivered, self.max_deliver);
-        self.metrics.settled(match settlement {
-            Settlement::DeadLetter(_) => "dead_letter",
-            _ => label,
-        });
+        self.metrics.settled(
+            match settlement {
+                Settlement::DeadLetter(_) => "dead_letter",
+                _ => label,
+            },
+            1,
+        );
         let settled = match settlement {
             Settlement::Ack => delivery.acknowledge(client, AckKind::Ack).await,
             Settlement::Nak(delay) => {

@@ -91,6 +91,14 @@ pub use hookmesh_contracts::redact::url as redacted;
 
 /// Opens a pool. SQLite gets WAL, a busy timeout, and one connection per
 /// pool: writes serialise anyway, and one connection never deadlocks itself.
+///
+/// SQLite runs with `synchronous = FULL`: every commit is on disk (the WAL
+/// is synced) before `COMMIT` returns, and the services acknowledge
+/// messages only after that, so an acknowledged event survives a power
+/// loss or an operating-system crash, not only a crash of the process.
+/// `NORMAL` would sync only at checkpoints: a few milliseconds less per
+/// commit, but the last commits before a power loss would be lost although
+/// their messages were acknowledged, which exactly-once cannot allow.
 pub async fn connect(url: &str) -> Result<Pool, DbError> {
     let (options, url) = options(url)?;
     options
@@ -167,7 +175,7 @@ fn options(url: &str) -> Result<(AnyPoolOptions, String), DbError> {
                     Box::pin(async move {
                         connection
                             .execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                             )
                             .await?;
@@ -261,6 +269,73 @@ impl Backend {
     }
 }
 
+/// One column of a batch as a PostgreSQL array in its text form, bound
+/// as one `TEXT` parameter and cast in the statement (`$1::text[]`,
+/// `$2::bigint[]`): a set-based statement then takes one parameter per
+/// column, whatever the number of rows, so its text never changes and it
+/// is prepared once per connection (`INSERT … SELECT … FROM UNNEST(…)`).
+/// (sqlx's `Any` driver binds no arrays; the text form is PostgreSQL's own
+/// input syntax for them.)
+#[derive(Debug, Clone)]
+pub struct PgArray(String);
+
+impl Default for PgArray {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PgArray {
+    pub fn new() -> Self {
+        Self(String::from("{"))
+    }
+
+    fn separate(&mut self) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+    }
+
+    /// Appends a text element, quoted (`NULL` for `None`).
+    pub fn text(&mut self, value: Option<&str>) -> &mut Self {
+        self.separate();
+        match value {
+            None => self.0.push_str("NULL"),
+            Some(value) => {
+                self.0.reserve(value.len() + 2);
+                self.0.push('"');
+                for c in value.chars() {
+                    if c == '"' || c == '\\' {
+                        self.0.push('\\');
+                    }
+                    self.0.push(c);
+                }
+                self.0.push('"');
+            }
+        }
+        self
+    }
+
+    /// Appends an integer element (`NULL` for `None`).
+    pub fn int(&mut self, value: Option<i64>) -> &mut Self {
+        use std::fmt::Write as _;
+        self.separate();
+        match value {
+            None => self.0.push_str("NULL"),
+            Some(value) => {
+                let _ = write!(self.0, "{value}");
+            }
+        }
+        self
+    }
+
+    /// The array's text, to bind.
+    pub fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
 /// Whether `error` is a unique-constraint violation: the database's own
 /// verdict that a row (an event, a result) is already there.
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -314,6 +389,21 @@ mod tests {
         assert_eq!(Backend::Postgres.values(1, 1, 7), "($7)");
         assert_eq!(Backend::Sqlite.values(2, 2, 3), "(?, ?), (?, ?)");
         assert_eq!(rows_per_statement(15), 2000);
+    }
+
+    #[test]
+    fn arrays_are_written_in_postgresql_input_syntax() {
+        let mut texts = PgArray::new();
+        texts
+            .text(Some("a"))
+            .text(None)
+            .text(Some(r#"b"c\d"#))
+            .text(Some(""));
+        assert_eq!(texts.finish(), r#"{"a",NULL,"b\"c\\d",""}"#);
+        let mut numbers = PgArray::new();
+        numbers.int(Some(-1)).int(None).int(Some(3));
+        assert_eq!(numbers.finish(), "{-1,NULL,3}");
+        assert_eq!(PgArray::new().finish(), "{}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub struct ConsumeFamilies {
     dead_letters: Family<ConsumerLabels, Counter>,
     batch_size: Family<ConsumerLabels, Histogram>,
     handle_seconds: Family<ConsumerLabels, Histogram>,
+    settle_seconds: Family<ConsumerLabels, Histogram>,
 }
 
 impl ConsumeFamilies {
@@ -37,6 +38,9 @@ impl ConsumeFamilies {
             }),
             handle_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
+            }),
+            settle_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
             }),
         };
         registry.register(
@@ -58,6 +62,11 @@ impl ConsumeFamilies {
             "hookmesh_consumer_handle_duration_seconds",
             "Time each consumer's handler took per batch",
             families.handle_seconds.clone(),
+        );
+        registry.register(
+            "hookmesh_consumer_settle_duration_seconds",
+            "Time each consumer took per batch to send its acks, naks and dead letters after the handler",
+            families.settle_seconds.clone(),
         );
         families
     }
@@ -93,14 +102,25 @@ impl ConsumeMetrics {
             .observe(seconds);
     }
 
-    pub(crate) fn settled(&self, outcome: &'static str) {
+    pub(crate) fn settled(&self, outcome: &'static str, count: u64) {
+        if count > 0 {
+            self.families
+                .messages
+                .get_or_create(&OutcomeLabels {
+                    consumer: self.consumer,
+                    outcome,
+                })
+                .inc_by(count);
+        }
+    }
+
+    pub(crate) fn settled_batch(&self, seconds: f64) {
         self.families
-            .messages
-            .get_or_create(&OutcomeLabels {
+            .settle_seconds
+            .get_or_create(&ConsumerLabels {
                 consumer: self.consumer,
-                outcome,
             })
-            .inc();
+            .observe(seconds);
     }
 
     pub(crate) fn dead_lettered(&self) {

@@ -48,6 +48,7 @@ async fn a_message_that_exhausts_its_deliveries_is_dead_lettered_with_the_count(
         max_batch: 1,
         max_wait: Duration::ZERO,
         concurrency: 1,
+        flush_when_idle: false,
     };
     let running = tokio::spawn(consume::run(
         js.clone(),

@@ -2,6 +2,7 @@
 //! duplicates, every refusal, broker outages, and the stream definitions.
 
 mod batch;
+mod batch_model;
 mod broker_outage;
 mod buddy_program;
 mod ci_runs;

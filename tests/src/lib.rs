@@ -655,6 +655,7 @@ pub fn batch_settings(database_url: &str) -> hookmesh_batch_processor::BatchSett
         stream_replicas: 1,
         batch_size: 100,
         batch_interval: Duration::from_millis(50),
+        adaptive: true,
         workers: 2,
         enrich: hookmesh_batch_processor::enrich::EnrichSettings::default(),
     }

@@ -159,6 +159,87 @@ impl Running {
         0.0
     }
 
+    /// The sum and count of each labelled series of histogram `metric`
+    /// whose labels contain `filter`, by the value of label `by`.
+    fn histogram_totals(&self, metric: &str, filter: &str, by: &str) -> Vec<(String, f64, f64)> {
+        let text = self.text();
+        let mut totals: Vec<(String, f64, f64)> = Vec::new();
+        for line in text.lines() {
+            let (series, value) = match line.rsplit_once(' ') {
+                Some(parts) => parts,
+                None => continue,
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let (is_sum, rest) = if let Some(rest) = series.strip_prefix(&format!("{metric}_sum{{"))
+            {
+                (true, rest)
+            } else if let Some(rest) = series.strip_prefix(&format!("{metric}_count{{")) {
+                (false, rest)
+            } else {
+                continue;
+            };
+            if !rest.contains(filter) {
+                continue;
+            }
+            let Some(label) = rest
+                .split(&format!("{by}=\""))
+                .nth(1)
+                .and_then(|tail| tail.split('"').next())
+            else {
+                continue;
+            };
+            let index = match totals.iter().position(|(name, _, _)| name == label) {
+                Some(index) => index,
+                None => {
+                    totals.push((label.to_owned(), 0.0, 0.0));
+                    totals.len() - 1
+                }
+            };
+            if is_sum {
+                totals[index].1 += value;
+            } else {
+                totals[index].2 += value;
+            }
+        }
+        totals
+    }
+
+    /// Where the delivery family's batches spent their time: milliseconds
+    /// per batch for each stage, the acks after them, and the batches'
+    /// mean size.
+    fn stage_profile(&self) -> StageProfile {
+        let batches = self.histogram_totals("webhook_batch_size", "family=\"delivery\"", "family");
+        let (events, count) = batches
+            .first()
+            .map_or((0.0, 0.0), |(_, sum, count)| (*sum, *count));
+        let mut stages: Vec<(String, f64)> = self
+            .histogram_totals(
+                "webhook_batch_stage_duration_seconds",
+                "family=\"delivery\"",
+                "stage",
+            )
+            .into_iter()
+            .map(|(stage, sum, _)| (stage, sum * 1000.0 / count.max(1.0)))
+            .collect();
+        if let Some((_, sum, _)) = self
+            .histogram_totals(
+                "hookmesh_consumer_settle_duration_seconds",
+                "batch-processor-delivery",
+                "consumer",
+            )
+            .first()
+        {
+            stages.push(("acks".to_owned(), sum * 1000.0 / count.max(1.0)));
+        }
+        StageProfile {
+            batches: count as u64,
+            mean_batch: events / count.max(1.0),
+            ms_per_batch: stages,
+        }
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(true);
         self.service.finished().await;
@@ -337,6 +418,28 @@ async fn raw_consume_rate(
     Ok(rate)
 }
 
+/// Milliseconds per batch of each stage of the delivery family's batches.
+#[derive(Debug, Serialize)]
+struct StageProfile {
+    batches: u64,
+    mean_batch: f64,
+    ms_per_batch: Vec<(String, f64)>,
+}
+
+impl std::fmt::Display for StageProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} batches of {:.0} on average; ms per batch:",
+            self.batches, self.mean_batch
+        )?;
+        for (stage, ms) in &self.ms_per_batch {
+            write!(f, " {stage} {ms:.2}")?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct RunReport {
     database: &'static str,
@@ -347,6 +450,10 @@ struct RunReport {
     sustained_rate: u32,
     lag_p50_ms: f64,
     lag_p99_ms: f64,
+    backlog_profile: StageProfile,
+    /// The delivery transaction's statements alone, two batches at a
+    /// time: the database's ceiling for this work.
+    statements_alone_per_second: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -367,6 +474,7 @@ fn settings(database_url: &str, batch_size: usize, workers: usize) -> BatchSetti
         stream_replicas: 1,
         batch_size,
         batch_interval: hookmesh_batch_processor::DEFAULT_BATCH_INTERVAL,
+        adaptive: true,
         workers,
         enrich: Default::default(),
     }
@@ -380,7 +488,7 @@ async fn measure(
     batch_size: usize,
     run: &str,
     args: &BatchBenchArgs,
-) -> Result<(f64, f64, f64), AnyError> {
+) -> Result<(f64, f64, f64, StageProfile), AnyError> {
     let backlog_recipients = args.events.div_ceil(2);
     let sustained = (u64::from(args.rate) * args.duration_secs) as usize;
     let service =
@@ -408,6 +516,7 @@ async fn measure(
         .wait_settled(args.events as u64, Duration::from_secs(900))
         .await?;
     let rate = args.events as f64 / started.elapsed().as_secs_f64();
+    let profile = service.stage_profile();
     service.stop().await;
 
     // Sustained: a fresh service, so its lag histogram holds this phase only.
@@ -443,7 +552,87 @@ async fn measure(
         .await?;
     let lags = (service.lag_quantile_ms(0.50), service.lag_quantile_ms(0.99));
     service.stop().await;
-    Ok((rate, lags.0, lags.1))
+    Ok((rate, lags.0, lags.1, profile))
+}
+
+/// The database's ceiling for the same work: the delivery family's
+/// transaction (the same statements, through the same store) applied to
+/// `events` events in batches of `batch_size`, two batches at a time as the
+/// two workers do, with no broker, parsing or deduplication in the way.
+async fn statements_ceiling(
+    database_url: &str,
+    batch_size: usize,
+    events: usize,
+    run: &str,
+) -> Result<f64, AnyError> {
+    use hookmesh_batch_processor::delivery::store::{DeliveryFact, DeliveryStore, RecipientInfo};
+    use hookmesh_batch_processor::enrich::Enrichment;
+    use hookmesh_runtime::engine::{Fresh, Laps};
+
+    let backend = hookmesh_runtime::db::Backend::of(database_url)?;
+    let pool = hookmesh_runtime::db::connect(database_url).await?;
+    hookmesh_runtime::db::migrate(&pool, &hookmesh_batch_processor::MIGRATOR).await?;
+    let outbox = hookmesh_runtime::outbox::Outbox::new(pool.clone(), backend, "batch_outbox");
+    let store = DeliveryStore::new(pool.clone(), backend, outbox);
+    let tenant = TenantId::parse("bench")?;
+    let recipients = events.div_ceil(2);
+    let list: Vec<NewRecipient> = (0..recipients)
+        .map(|r| NewRecipient {
+            provider: PROVIDER.to_owned(),
+            message_id: message_id(run, r),
+            address: format!("r{r}@example.com"),
+        })
+        .collect();
+    store
+        .register_campaign(&tenant, run, recipients as u64, &list, Timestamp::now())
+        .await?;
+    let info = Arc::new(RecipientInfo {
+        tenant_id: "bench".to_owned(),
+        campaign_id: run.to_owned(),
+        address: "r@example.com".to_owned(),
+    });
+    let facts: Vec<Fresh<DeliveryFact>> = (0..events)
+        .map(|n| Fresh {
+            event: DeliveryFact {
+                provider: PROVIDER.to_owned(),
+                status: if n % 2 == 0 {
+                    DeliveryStatus::Delivered
+                } else {
+                    DeliveryStatus::Opened
+                },
+                message_id: message_id(run, n / 2),
+                event_id: format!("{run}:{n}"),
+                occurred_at: Timestamp::now(),
+                reason: None,
+                url: None,
+            },
+            received_at: Timestamp::now(),
+            stream_sequence: n as u64 + 1,
+            correlation_id: String::new(),
+        })
+        .collect();
+    let batches: Vec<&[Fresh<DeliveryFact>]> = facts.chunks(batch_size.max(1)).collect();
+    let next = AtomicU64::new(0);
+    let started = Instant::now();
+    let (next, batches, store, info) = (&next, &batches, &store, &info);
+    let worker = move || async move {
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed) as usize;
+            let Some(batch) = batches.get(index) else {
+                return Ok::<(), sqlx::Error>(());
+            };
+            let enrichment = vec![Enrichment::Found(info.clone()); batch.len()];
+            store
+                .apply(batch, &enrichment, Timestamp::now(), &mut Laps::start())
+                .await?;
+        }
+    };
+    let (first, second) = tokio::join!(worker(), worker());
+    first?;
+    second?;
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    pool.close().await;
+    Ok(rate)
 }
 
 /// Peak resident memory above idle of a fresh `hookmesh batch-processor`
@@ -477,6 +666,7 @@ async fn memory_per_10k(
         // The batch is handed over when it holds all 10 000 events.
         .env("HOOKMESH_BATCH_SIZE", BUFFERED.to_string())
         .env("HOOKMESH_BATCH_INTERVAL_MS", "60000")
+        .env("HOOKMESH_BATCH_ADAPTIVE", "false")
         .env("HOOKMESH_BATCH_WORKERS", "1")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -651,9 +841,15 @@ pub async fn run(args: BatchBenchArgs, common: CommonArgs) -> Result<(), AnyErro
                 RunDatabase::create(backend, &scratch, args.postgres_url.as_deref(), &run).await?;
             let measured = measure(&nats_url, &js, &database.url, batch_size, &run, &args).await;
             database.drop_database().await;
-            let (rate, p50, p99) = measured?;
+            let (rate, p50, p99, profile) = measured?;
+            let run = format!("{run}x");
+            let database =
+                RunDatabase::create(backend, &scratch, args.postgres_url.as_deref(), &run).await?;
+            let ceiling = statements_ceiling(&database.url, batch_size, args.events, &run).await;
+            database.drop_database().await;
+            let ceiling = ceiling?;
             eprintln!(
-                "{backend} batch {batch_size}: {rate:.0} events/s ({:.2} of raw), lag at {}/s p50 {p50:.1} ms p99 {p99:.1} ms",
+                "{backend} batch {batch_size}: {rate:.0} events/s ({:.2} of raw), lag at {}/s p50 {p50:.1} ms p99 {p99:.1} ms; the same statements alone: {ceiling:.0} events/s\n  backlog: {profile}",
                 rate / raw,
                 args.rate
             );
@@ -666,6 +862,8 @@ pub async fn run(args: BatchBenchArgs, common: CommonArgs) -> Result<(), AnyErro
                 sustained_rate: args.rate,
                 lag_p50_ms: p50,
                 lag_p99_ms: p99,
+                backlog_profile: profile,
+                statements_alone_per_second: ceiling,
             });
         }
     }
@@ -693,18 +891,25 @@ pub async fn run(args: BatchBenchArgs, common: CommonArgs) -> Result<(), AnyErro
         report.raw_consume_per_second
     );
     println!(
-        "database  batch  events/s  ÷ raw   lag p50  lag p99 (at {}/s)",
+        "database  batch  events/s  ÷ raw   lag p50  lag p99 (at {}/s)  statements alone",
         args.rate
     );
     for run in &report.runs {
         println!(
-            "{:<8}  {:>5}  {:>8.0}  {:>5.2}  {:>6.1} ms  {:>6.1} ms",
+            "{:<8}  {:>5}  {:>8.0}  {:>5.2}  {:>6.1} ms  {:>6.1} ms  {:>8.0}/s",
             run.database,
             run.batch_size,
             run.events_per_second,
             run.ratio_to_raw_consume,
             run.lag_p50_ms,
-            run.lag_p99_ms
+            run.lag_p99_ms,
+            run.statements_alone_per_second
+        );
+    }
+    for run in &report.runs {
+        println!(
+            "{} batch {} backlog: {}",
+            run.database, run.batch_size, run.backlog_profile
         );
     }
     println!(

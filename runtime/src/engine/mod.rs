@@ -151,6 +151,62 @@ pub trait Observer: Send + Sync + std::fmt::Debug + 'static {
     /// The KV layer could not be read or written; the database constraint
     /// decided alone.
     fn dedup_fail_open(&self);
+    /// One stage of a batch took `seconds`: the engine's own ([`Stage`])
+    /// and those a family times inside its `apply` (its statements,
+    /// commit). Where a batch's time goes, for profiles and dashboards.
+    fn stage(&self, _stage: &'static str, _seconds: f64) {}
+}
+
+/// The engine's stages of a batch, as [`Observer::stage`] names them.
+#[derive(Debug)]
+pub struct Stage;
+
+impl Stage {
+    /// Reading and checking each delivery, and the in-batch twins.
+    pub const PARSE: &'static str = "parse";
+    /// The memory and KV layers' verdicts.
+    pub const DEDUP_READ: &'static str = "dedup_read";
+    /// The family's `apply`, isolation included (its own stages within).
+    pub const APPLY: &'static str = "apply";
+    /// Recording the committed keys (the KV writes go on off the path).
+    pub const DEDUP_WRITE: &'static str = "dedup_write";
+}
+
+/// Times the stages of one piece of work, each from the end of the last.
+#[derive(Debug)]
+pub struct Laps {
+    last: Instant,
+    laps: Vec<(&'static str, f64)>,
+}
+
+impl Default for Laps {
+    fn default() -> Self {
+        Self::start()
+    }
+}
+
+impl Laps {
+    pub fn start() -> Self {
+        Self {
+            last: Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    /// Ends stage `name` now.
+    pub fn lap(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.laps
+            .push((name, now.duration_since(self.last).as_secs_f64()));
+        self.last = now;
+    }
+
+    /// Hands every stage to `observer`.
+    pub fn report(&self, observer: &dyn Observer) {
+        for (name, seconds) in &self.laps {
+            observer.stage(name, *seconds);
+        }
+    }
 }
 
 /// A family's batches through dedup and `apply`, as the consume loop's
@@ -204,6 +260,7 @@ type Settling<'a> = Pin<Box<dyn Future<Output = Vec<Settled>> + Send + 'a>>;
 impl<F: Family> Handler for BatchHandler<F> {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
         let started = Instant::now();
+        let mut laps = Laps::start();
         let name = F::NAME;
         let mut outcomes = vec![Outcome::Done; batch.len()];
 
@@ -249,6 +306,7 @@ impl<F: Family> Handler for BatchHandler<F> {
             }
         }
         drop(first_of);
+        laps.lap(Stage::PARSE);
 
         let verdicts = self.dedup.seen(&keys).await;
         let mut layer_hits: HashMap<Layer, u64> = HashMap::new();
@@ -272,8 +330,11 @@ impl<F: Family> Handler for BatchHandler<F> {
             }
         }
 
+        laps.lap(Stage::DEDUP_READ);
+
         if !fresh.is_empty() {
             let settled = self.settle_isolating(&fresh).await;
+            laps.lap(Stage::APPLY);
             let committed_at = Timestamp::now();
             let mut counts: HashMap<Applied, u64> = HashMap::new();
             let (mut retried, mut refused) = (0, 0);
@@ -325,6 +386,7 @@ impl<F: Family> Handler for BatchHandler<F> {
                 database.record(retried == 0);
             }
             self.dedup.remember(&committed_keys).await;
+            laps.lap(Stage::DEDUP_WRITE);
         }
 
         let mut twins = 0;
@@ -345,6 +407,7 @@ impl<F: Family> Handler for BatchHandler<F> {
             duplicates += hits;
         }
         self.observer.processed(Processed::Duplicate, duplicates);
+        laps.report(self.observer.as_ref());
         self.observer
             .batch(batch.len(), started.elapsed().as_secs_f64());
         outcomes

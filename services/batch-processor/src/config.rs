@@ -19,6 +19,13 @@ pub struct BatchArgs {
     #[arg(long, env = "HOOKMESH_BATCH_INTERVAL_MS", default_value_t = DEFAULT_BATCH_INTERVAL.as_millis() as u64)]
     pub batch_interval_ms: u64,
 
+    /// Adaptive batching (seed 004): while a worker is idle, a partial batch is handed over as
+    /// soon as no further event is waiting, so a trickle is committed within milliseconds and a
+    /// backlog still goes in full batches. false: a partial batch always waits
+    /// HOOKMESH_BATCH_INTERVAL_MS.
+    #[arg(long, env = "HOOKMESH_BATCH_ADAPTIVE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub batch_adaptive: bool,
+
     /// Batches of each family handled at once: while one waits on the database, the next is
     /// read and deduplicated.
     #[arg(long, env = "HOOKMESH_BATCH_WORKERS", default_value_t = DEFAULT_WORKERS, value_parser = clap::value_parser!(u16).range(1..=32).map(usize::from))]
@@ -44,6 +51,7 @@ impl std::fmt::Debug for BatchArgs {
         f.debug_struct("BatchArgs")
             .field("batch_size", &self.batch_size)
             .field("batch_interval_ms", &self.batch_interval_ms)
+            .field("batch_adaptive", &self.batch_adaptive)
             .field("batch_workers", &self.batch_workers)
             .field(
                 "lookup_database_url",
@@ -68,6 +76,7 @@ impl BatchArgs {
             stream_replicas,
             batch_size: self.batch_size,
             batch_interval: Duration::from_millis(self.batch_interval_ms),
+            adaptive: self.batch_adaptive,
             workers: self.batch_workers,
             enrich: EnrichSettings {
                 timeout: Duration::from_millis(self.enrich_timeout_ms),

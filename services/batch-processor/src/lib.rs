@@ -77,6 +77,9 @@ pub struct BatchSettings {
     pub batch_size: usize,
     /// Longest the first event of a batch waits for the batch to fill.
     pub batch_interval: Duration,
+    /// Adaptive batching: a partial batch goes as soon as a worker is idle
+    /// and nothing more is waiting (see `ConsumeSettings::flush_when_idle`).
+    pub adaptive: bool,
     /// Batches of one family handled at once.
     pub workers: usize,
     pub enrich: EnrichSettings,
@@ -109,6 +112,12 @@ impl BatchProcessor {
         db::migrate(&pool, &MIGRATOR).await?;
         let (lookup_pool, lookup_backend) = match &settings.lookup_database_url {
             Some(url) => (db::connect_lazy(url)?, Backend::of(url)?),
+            // SQLite's pool is one connection, held by a batch's transaction
+            // until it commits; a connection of its own lets the next batch's
+            // lookups read (WAL readers do not wait for the writer) meanwhile.
+            None if backend == Backend::Sqlite => {
+                (db::connect(&settings.database_url).await?, backend)
+            }
             None => (pool.clone(), backend),
         };
         let js = jetstream::new(client.clone());
@@ -164,6 +173,7 @@ impl BatchProcessor {
                     max_batch: 8,
                     max_wait: Duration::ZERO,
                     concurrency: 1,
+                    flush_when_idle: false,
                 },
                 consume_metrics.consumer("batch-processor-campaigns"),
                 move || {
@@ -251,6 +261,7 @@ impl Families {
                 max_batch: self.settings.batch_size.max(1),
                 max_wait: self.settings.batch_interval,
                 concurrency: self.settings.workers.max(1),
+                flush_when_idle: self.settings.adaptive,
             },
             self.consume_metrics.consumer(label),
             move || {

@@ -33,6 +33,12 @@ struct StatusLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StageLabels {
+    family: &'static str,
+    stage: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct LayerLabels {
     family: &'static str,
     layer: &'static str,
@@ -60,6 +66,7 @@ pub struct BatchMetrics {
     batch_size: Family<FamilyLabels, Histogram>,
     processing: Family<FamilyLabels, Histogram>,
     lag: Family<FamilyLabels, Histogram>,
+    stages: Family<StageLabels, Histogram>,
     queue_depth: Family<FamilyLabels, Gauge>,
     processed: Family<StatusLabels, Counter>,
     duplicates: Family<LayerLabels, Counter>,
@@ -85,6 +92,9 @@ impl BatchMetrics {
             }),
             lag: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.001, 1.25, 50))
+            }),
+            stages: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
             }),
             queue_depth: Family::default(),
             processed: Family::default(),
@@ -119,6 +129,11 @@ impl BatchMetrics {
             "webhook_processing_lag_seconds",
             "From an event's arrival in JetStream to the commit that applied it",
             metrics.lag.clone(),
+        );
+        registry.register(
+            "webhook_batch_stage_duration_seconds",
+            "Time of each stage of a batch: parse, dedup_read, apply (and within it enrich, each statement, commit), dedup_write",
+            metrics.stages.clone(),
         );
         registry.register(
             "webhook_queue_depth",
@@ -285,6 +300,16 @@ impl Observer for FamilyMetrics {
         self.metrics
             .processing
             .get_or_create(&labels)
+            .observe(seconds);
+    }
+
+    fn stage(&self, stage: &'static str, seconds: f64) {
+        self.metrics
+            .stages
+            .get_or_create(&StageLabels {
+                family: self.family,
+                stage,
+            })
             .observe(seconds);
     }
 

@@ -116,6 +116,7 @@ impl CsrConsumer {
                     // the transitions recorded on the way depend on the order
                     // events are applied, as they do on arrival order.
                     concurrency: 2,
+                    flush_when_idle: false,
                 },
                 consume_metrics,
                 move || {

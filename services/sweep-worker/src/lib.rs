@@ -270,6 +270,7 @@ impl SweepWorker {
                     max_batch,
                     max_wait: Duration::ZERO,
                     concurrency: 1,
+                    flush_when_idle: false,
                 },
                 consume_metrics.consumer(label),
                 move || {

@@ -17,7 +17,7 @@ use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects::ci_pipeline;
 use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_runtime::Delivery;
-use hookmesh_runtime::engine::{Applied, ApplyError, DedupKey, Family, Fresh};
+use hookmesh_runtime::engine::{Applied, ApplyError, DedupKey, Family, Fresh, Laps};
 
 use self::store::{CiFact, CiStore};
 use crate::telemetry::BatchMetrics;
@@ -86,7 +86,10 @@ impl Family for CiFamily {
     }
 
     async fn apply(&self, events: &[Fresh<CiFact>]) -> Result<Vec<Applied>, ApplyError> {
-        let outcome = self.store.apply(events, Timestamp::now()).await?;
+        let mut laps = Laps::start();
+        let outcome = self.store.apply(events, Timestamp::now(), &mut laps).await;
+        laps.report(&self.metrics.family(Self::NAME));
+        let outcome = outcome?;
         for failure in &outcome.detected {
             self.metrics.failure_detected(
                 failure.platform.as_str(),

@@ -9,12 +9,12 @@ use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects::CI_FAILURE_DETECTED;
 use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_contracts::{TenantId, Timestamp};
-use hookmesh_runtime::db::{Backend, Pool, rows_per_statement};
+use hookmesh_runtime::db::{Backend, PgArray, Pool, rows_per_statement};
 use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
 
 use super::runs::{Decisive, decide};
-use hookmesh_runtime::engine::{Applied, Fresh};
+use hookmesh_runtime::engine::{Applied, Fresh, Laps};
 
 /// A CI event as the family applies it: the normalised event, the tenant
 /// of its envelope, and its classification when it is a failure.
@@ -104,15 +104,19 @@ impl CiStore {
         }
     }
 
-    /// Applies a batch of fresh events in one transaction.
+    /// Applies a batch of fresh events in one transaction; each
+    /// statement's time goes to `laps`.
     pub async fn apply(
         &self,
         events: &[Fresh<CiFact>],
         now: Timestamp,
+        laps: &mut Laps,
     ) -> Result<CiOutcome, sqlx::Error> {
         let now_millis = now.unix_millis();
         let mut tx = self.pool.begin().await?;
+        laps.lap("begin");
         let new = insert_events(self.backend, &mut tx, events, now_millis).await?;
+        laps.lap("insert_events");
         let fresh: Vec<&Fresh<CiFact>> = events
             .iter()
             .filter(|fresh| new.contains(&fresh.stream_sequence))
@@ -124,13 +128,18 @@ impl CiStore {
         }
         let keys: Vec<&RunKey> = by_run.keys().collect();
         let current = self.lock_runs(&mut tx, &keys).await?;
+        laps.lap("lock_runs");
+        let mut moves = Vec::new();
         for (key, events) in &by_run {
-            let Some(run) = current.get(key) else {
-                continue;
-            };
-            update_run(&mut tx, key, run, events, now_millis).await?;
+            if let Some(run) = current.get(key)
+                && let Some(moved) = run_move(key, run, events)
+            {
+                moves.push(moved);
+            }
         }
+        update_runs(self.backend, &mut tx, &moves, now_millis).await?;
 
+        laps.lap("update_runs");
         let failures: Vec<&Fresh<CiFact>> = fresh
             .iter()
             .filter(|fresh| fresh.event.event.event_type == PipelineEventType::Failed)
@@ -150,7 +159,9 @@ impl CiStore {
                 .collect();
             self.outbox.write(&mut tx, &messages, now_millis).await?;
         }
+        laps.lap("failures");
         tx.commit().await?;
+        laps.lap("commit");
         if !detected.is_empty() {
             self.outbox.nudge();
         }
@@ -294,6 +305,54 @@ async fn insert_events(
     let mut events: Vec<_> = events.iter().collect();
     events.sort_by_key(|fresh| fresh.event.log_key());
     let mut new = HashSet::with_capacity(events.len());
+    if backend == Backend::Postgres {
+        let mut columns: [PgArray; 10] = Default::default();
+        for fresh in &events {
+            let fact = &fresh.event;
+            let [
+                platform,
+                kind,
+                id,
+                repository,
+                pipeline,
+                job,
+                occurred_at,
+                received_at,
+                sequence,
+                patterns,
+            ] = &mut columns;
+            platform.text(Some(fact.event.platform.as_str()));
+            kind.text(Some(fact.event.kind()));
+            id.text(Some(&fact.event.id));
+            repository.text(Some(&fact.event.repository));
+            pipeline.text(Some(&fact.event.pipeline_id));
+            job.text(Some(fact.job_key()));
+            occurred_at.int(Some(fact.event.timestamp.unix_millis()));
+            received_at.int(Some(fresh.received_at.unix_millis()));
+            sequence.int(Some(fresh.stream_sequence as i64));
+            patterns.text(patterns_json(&fact.error_patterns).as_deref());
+        }
+        let mut query = sqlx::query(
+            "INSERT INTO ci_events (platform, event_type, event_id, repository, pipeline_id, \
+             job_key, occurred_at, received_at, processed_at, stream_sequence, error_patterns) \
+             SELECT platform, event_type, event_id, repository, pipeline_id, job_key, \
+             occurred_at, received_at, $11, stream_sequence, error_patterns \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::bigint[], $8::bigint[], $9::bigint[], $10::text[]) AS v(platform, event_type, \
+             event_id, repository, pipeline_id, job_key, occurred_at, received_at, \
+             stream_sequence, error_patterns) \
+             ON CONFLICT (platform, event_type, event_id) DO NOTHING \
+             RETURNING stream_sequence",
+        );
+        for column in columns {
+            query = query.bind(column.finish());
+        }
+        for row in query.bind(now_millis).fetch_all(&mut **tx).await? {
+            let sequence: i64 = row.try_get(0)?;
+            new.insert(sequence as u64);
+        }
+        return Ok(new);
+    }
     for chunk in events.chunks(rows_per_statement(COLUMNS)) {
         let sql = format!(
             "INSERT INTO ci_events (platform, event_type, event_id, repository, pipeline_id, \
@@ -326,14 +385,21 @@ async fn insert_events(
     Ok(new)
 }
 
-/// Moves a run forward with its new events, when they outrank its status.
-async fn update_run(
-    tx: &mut Transaction<'static, Any>,
-    key: &RunKey,
+/// What a batch changes in one run: its new status and failure details
+/// (when its events outrank the status), or only an earlier start.
+struct RunMove<'a> {
+    key: &'a RunKey,
+    started_at: Option<i64>,
+    /// The event that decides the new status, when it changes.
+    winner: Option<&'a CiFact>,
+}
+
+/// How `events` move `run`, if at all.
+fn run_move<'a>(
+    key: &'a RunKey,
     run: &CurrentRun,
-    events: &[&Fresh<CiFact>],
-    now_millis: i64,
-) -> Result<(), sqlx::Error> {
+    events: &[&'a Fresh<CiFact>],
+) -> Option<RunMove<'a>> {
     let started_at = events
         .iter()
         .filter(|fresh| fresh.event.event.event_type == PipelineEventType::Started)
@@ -346,69 +412,175 @@ async fn update_run(
     );
     let winner = events
         .iter()
-        .find(|fresh| Some(fresh.event.decisive()) == decided && decided != run.decisive);
-    let (platform, repository, pipeline, job) = key;
-    let Some(winner) = winner else {
-        // The status stands; only an earlier start may be new.
-        if started_at != run.started_at {
-            sqlx::query(
-                "UPDATE ci_runs SET started_at = $1, updated_at = $2 \
-                 WHERE platform = $3 AND repository = $4 AND pipeline_id = $5 AND job_key = $6",
-            )
-            .bind(started_at)
-            .bind(now_millis)
-            .bind(platform)
-            .bind(repository)
-            .bind(pipeline)
-            .bind(job)
-            .execute(&mut **tx)
-            .await?;
-        }
-        return Ok(());
-    };
-    let event = &winner.event.event;
-    let ended = event.event_type != PipelineEventType::Started;
-    let failure = event.failure_context.as_ref();
-    let failed = event.event_type == PipelineEventType::Failed;
-    sqlx::query(
-        "UPDATE ci_runs SET status = $1, status_at = $2, started_at = $3, finished_at = $4, \
-         pipeline_name = COALESCE($5, pipeline_name), job_name = COALESCE($6, job_name), \
-         branch = COALESCE($7, branch), commit_sha = COALESCE($8, commit_sha), \
-         logs_url = COALESCE($9, logs_url), error_patterns = $10, failure_reason = $11, \
-         exit_code = $12, duration_ms = $13, last_event_id = $14, updated_at = $15 \
-         WHERE platform = $16 AND repository = $17 AND pipeline_id = $18 AND job_key = $19",
-    )
-    .bind(event.kind())
-    .bind(event.timestamp.unix_millis())
-    .bind(started_at)
-    .bind(ended.then(|| event.timestamp.unix_millis()))
-    .bind(event.metadata.pipeline_name.clone())
-    .bind(event.metadata.job_name.clone())
-    .bind(event.metadata.branch.clone())
-    .bind(event.metadata.commit_sha.clone())
-    .bind(event.metadata.logs_url.clone())
-    .bind(if failed {
-        patterns_json(&winner.event.error_patterns)
-    } else {
-        None
+        .copied()
+        .find(|fresh| Some(fresh.event.decisive()) == decided && decided != run.decisive)
+        .map(|fresh| &fresh.event);
+    (winner.is_some() || started_at != run.started_at).then_some(RunMove {
+        key,
+        started_at,
+        winner,
     })
-    .bind(failure.filter(|_| failed).and_then(|f| f.reason.clone()))
-    .bind(
-        failure
-            .filter(|_| failed)
-            .and_then(|f| f.exit_code)
-            .map(i64::from),
-    )
-    .bind(failure.and_then(|f| f.duration_ms).map(|ms| ms as i64))
-    .bind(&event.id)
-    .bind(now_millis)
-    .bind(platform)
-    .bind(repository)
-    .bind(pipeline)
-    .bind(job)
-    .execute(&mut **tx)
-    .await?;
+}
+
+/// Moves the runs forward: one statement for those whose status changes,
+/// one for those that only learn an earlier start.
+async fn update_runs(
+    backend: Backend,
+    tx: &mut Transaction<'static, Any>,
+    moves: &[RunMove<'_>],
+    now_millis: i64,
+) -> Result<(), sqlx::Error> {
+    const STATUS_COLUMNS: usize = 18;
+    let (decided, started): (Vec<&RunMove>, Vec<&RunMove>) =
+        moves.iter().partition(|moved| moved.winner.is_some());
+    // Each row's values, in the statement's column order.
+    let status_row = |moved: &RunMove| -> Vec<RunValue> {
+        let (platform, repository, pipeline, job) = moved.key;
+        let fact = moved.winner.expect("partitioned by winner");
+        let event = &fact.event;
+        let ended = event.event_type != PipelineEventType::Started;
+        let failed = event.event_type == PipelineEventType::Failed;
+        let failure = event.failure_context.as_ref().filter(|_| failed);
+        vec![
+            RunValue::Text(Some(platform.clone())),
+            RunValue::Text(Some(repository.clone())),
+            RunValue::Text(Some(pipeline.clone())),
+            RunValue::Text(Some(job.clone())),
+            RunValue::Text(Some(event.kind().to_owned())),
+            RunValue::Int(Some(event.timestamp.unix_millis())),
+            RunValue::Int(moved.started_at),
+            RunValue::Int(ended.then(|| event.timestamp.unix_millis())),
+            RunValue::Text(event.metadata.pipeline_name.clone()),
+            RunValue::Text(event.metadata.job_name.clone()),
+            RunValue::Text(event.metadata.branch.clone()),
+            RunValue::Text(event.metadata.commit_sha.clone()),
+            RunValue::Text(event.metadata.logs_url.clone()),
+            RunValue::Text(if failed {
+                patterns_json(&fact.error_patterns)
+            } else {
+                None
+            }),
+            RunValue::Text(failure.and_then(|f| f.reason.clone())),
+            RunValue::Int(failure.and_then(|f| f.exit_code).map(i64::from)),
+            RunValue::Int(
+                event
+                    .failure_context
+                    .as_ref()
+                    .and_then(|f| f.duration_ms)
+                    .map(|ms| ms as i64),
+            ),
+            RunValue::Text(Some(event.id.clone())),
+        ]
+    };
+    const SET_STATUS: &str = "status = v.status, status_at = v.status_at, \
+        started_at = v.started_at, finished_at = v.finished_at, \
+        pipeline_name = COALESCE(v.pipeline_name, ci_runs.pipeline_name), \
+        job_name = COALESCE(v.job_name, ci_runs.job_name), \
+        branch = COALESCE(v.branch, ci_runs.branch), \
+        commit_sha = COALESCE(v.commit_sha, ci_runs.commit_sha), \
+        logs_url = COALESCE(v.logs_url, ci_runs.logs_url), \
+        error_patterns = v.error_patterns, failure_reason = v.failure_reason, \
+        exit_code = v.exit_code, duration_ms = v.duration_ms, \
+        last_event_id = v.last_event_id";
+    const STATUS_NAMES: &str = "platform, repository, pipeline_id, job_key, status, status_at, \
+        started_at, finished_at, pipeline_name, job_name, branch, commit_sha, logs_url, \
+        error_patterns, failure_reason, exit_code, duration_ms, last_event_id";
+    const STATUS_TYPES: [&str; STATUS_COLUMNS] = [
+        "text", "text", "text", "text", "text", "bigint", "bigint", "bigint", "text", "text",
+        "text", "text", "text", "text", "text", "bigint", "bigint", "text",
+    ];
+    let start_row = |moved: &RunMove| -> Vec<RunValue> {
+        let (platform, repository, pipeline, job) = moved.key;
+        vec![
+            RunValue::Text(Some(platform.clone())),
+            RunValue::Text(Some(repository.clone())),
+            RunValue::Text(Some(pipeline.clone())),
+            RunValue::Text(Some(job.clone())),
+            RunValue::Int(moved.started_at),
+        ]
+    };
+    let statements = [
+        (
+            decided.into_iter().map(status_row).collect::<Vec<_>>(),
+            SET_STATUS,
+            STATUS_NAMES,
+            &STATUS_TYPES[..],
+        ),
+        (
+            started.into_iter().map(start_row).collect(),
+            "started_at = v.started_at",
+            "platform, repository, pipeline_id, job_key, started_at",
+            &["text", "text", "text", "text", "bigint"][..],
+        ),
+    ];
+    for (rows, set, names, types) in statements {
+        if rows.is_empty() {
+            continue;
+        }
+        let columns = types.len();
+        let matches = "ci_runs.platform = v.platform AND ci_runs.repository = v.repository \
+            AND ci_runs.pipeline_id = v.pipeline_id AND ci_runs.job_key = v.job_key";
+        match backend {
+            Backend::Postgres => {
+                let arrays: Vec<String> = (1..=columns)
+                    .map(|n| format!("${n}::{}[]", types[n - 1]))
+                    .collect();
+                let sql = format!(
+                    "UPDATE ci_runs SET {set}, updated_at = ${} FROM UNNEST({}) AS v({names}) \
+                     WHERE {matches}",
+                    columns + 1,
+                    arrays.join(", ")
+                );
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for column in 0..columns {
+                    let mut array = PgArray::new();
+                    for row in &rows {
+                        match &row[column] {
+                            RunValue::Text(text) => array.text(text.as_deref()),
+                            RunValue::Int(int) => array.int(*int),
+                        };
+                    }
+                    query = query.bind(array.finish());
+                }
+                query.bind(now_millis).execute(&mut **tx).await?;
+            }
+            Backend::Sqlite => {
+                // SQLite names a VALUES list's columns column1, column2…
+                let renamed: Vec<String> = names
+                    .split(", ")
+                    .enumerate()
+                    .map(|(n, name)| format!("column{} AS {name}", n + 1))
+                    .collect();
+                for chunk in rows.chunks(rows_per_statement(columns) - 1) {
+                    let sql = format!(
+                        "UPDATE ci_runs SET {set}, updated_at = ? FROM (SELECT {} FROM (VALUES {})) AS v \
+                         WHERE {matches}",
+                        renamed.join(", "),
+                        backend.values(chunk.len(), columns, 2)
+                    );
+                    let mut query = sqlx::query(AssertSqlSafe(sql))
+                        .persistent(false)
+                        .bind(now_millis);
+                    for row in chunk {
+                        for value in row {
+                            query = match value {
+                                RunValue::Text(text) => query.bind(text.clone()),
+                                RunValue::Int(int) => query.bind(*int),
+                            };
+                        }
+                    }
+                    query.execute(&mut **tx).await?;
+                }
+            }
+        }
+    }
     Ok(())
+}
+
+/// A value of a run's row, for the set-based update.
+enum RunValue {
+    Text(Option<String>),
+    Int(Option<i64>),
 }
 
 /// `(platform, repository, pipeline id, job key, attempt)`: one failure

@@ -16,7 +16,7 @@ use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects::provider_delivery;
 use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_runtime::Delivery;
-use hookmesh_runtime::engine::{Applied, ApplyError, DedupKey, Family, Fresh};
+use hookmesh_runtime::engine::{Applied, ApplyError, DedupKey, Family, Fresh, Laps};
 
 use self::store::{DeliveryFact, DeliveryStore, RecipientLookup};
 use crate::enrich::Enricher;
@@ -97,11 +97,15 @@ impl Family for DeliveryFamily {
             .iter()
             .map(|fresh| (fresh.event.provider.clone(), fresh.event.message_id.clone()))
             .collect();
+        let mut laps = Laps::start();
         let enrichment = self.enricher.enrich(&keys).await;
+        laps.lap("enrich");
         let outcome = self
             .store
-            .apply(events, &enrichment, Timestamp::now())
-            .await?;
+            .apply(events, &enrichment, Timestamp::now(), &mut laps)
+            .await;
+        laps.report(&self.metrics.family(Self::NAME));
+        let outcome = outcome?;
         for completed in &outcome.completed {
             self.metrics.campaign_completed();
             tracing::info!(

@@ -13,12 +13,12 @@ use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects::CAMPAIGN_COMPLETED;
 use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_contracts::{TenantId, Timestamp};
-use hookmesh_runtime::db::{Backend, Pool, rows_per_statement};
+use hookmesh_runtime::db::{Backend, PgArray, Pool, rows_per_statement};
 use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
 
 use super::status::{CounterDelta, RecipientState};
-use hookmesh_runtime::engine::{Applied, Fresh};
+use hookmesh_runtime::engine::{Applied, Fresh, Laps};
 
 use crate::enrich::{Enrichment, Lookup};
 
@@ -175,19 +175,22 @@ impl DeliveryStore {
     }
 
     /// Applies a batch of fresh events, each with its enrichment, in one
-    /// transaction.
+    /// transaction; each statement's time goes to `laps`.
     pub async fn apply(
         &self,
         events: &[Fresh<DeliveryFact>],
         enrichment: &[Enrichment<Arc<RecipientInfo>>],
         now: Timestamp,
+        laps: &mut Laps,
     ) -> Result<DeliveryOutcome, sqlx::Error> {
         let events: Vec<_> = events.iter().zip(enrichment).collect();
         let events = events.as_slice();
         let now_millis = now.unix_millis();
         let mut tx = self.pool.begin().await?;
+        laps.lap("begin");
         // The first statement writes, so SQLite takes its write lock now.
         let new = insert_events(self.backend, &mut tx, events, now_millis).await?;
+        laps.lap("insert_events");
 
         let keys: Vec<RecipientKey> = events
             .iter()
@@ -212,9 +215,11 @@ impl DeliveryStore {
             serialise_registrations(&mut tx).await?;
             current.extend(self.lock_recipients(&mut tx, &missing).await?);
         }
+        laps.lap("lock_recipients");
         let completed = self
             .apply_statuses(&mut tx, &statuses, &current, now)
             .await?;
+        laps.lap("update_statuses");
 
         let mut applied = Vec::with_capacity(events.len());
         let mut unmatched = Vec::new();
@@ -229,7 +234,9 @@ impl DeliveryStore {
             });
         }
         mark_unmatched(self.backend, &mut tx, &unmatched).await?;
+        laps.lap("mark_unmatched");
         tx.commit().await?;
+        laps.lap("commit");
         if !completed.is_empty() {
             self.outbox.nudge();
         }
@@ -288,10 +295,6 @@ impl DeliveryStore {
         tx: &mut Transaction<'static, Any>,
         keys: &[&'k RecipientKey],
     ) -> Result<Current<'k>, sqlx::Error> {
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
         // Rows are matched back to the caller's keys, and each campaign is
         // held once, not once per recipient: a batch reads ten thousand.
         let index: HashMap<(&str, &str), &'k RecipientKey> = keys
@@ -300,17 +303,38 @@ impl DeliveryStore {
             .collect();
         let mut campaigns: HashMap<(String, String), Campaign> = HashMap::new();
         let mut current = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(rows_per_statement(2)) {
-            let sql = format!(
-                "SELECT provider, message_id, tenant_id, campaign_id, status, evidence \
-                 FROM delivery_recipients WHERE (provider, message_id) IN (VALUES {}) \
-                 ORDER BY provider, message_id{lock}",
-                self.backend.values(chunk.len(), 2, 1)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for (provider, message_id) in chunk {
-                query = query.bind(provider).bind(message_id);
-            }
+        let chunk_rows = match self.backend {
+            Backend::Postgres => keys.len().max(1),
+            Backend::Sqlite => rows_per_statement(2),
+        };
+        for chunk in keys.chunks(chunk_rows) {
+            let query = match self.backend {
+                Backend::Postgres => {
+                    let (providers, message_ids) = key_arrays(chunk.iter().copied());
+                    sqlx::query(
+                        "SELECT r.provider, r.message_id, r.tenant_id, r.campaign_id, r.status, \
+                         r.evidence FROM delivery_recipients r \
+                         JOIN UNNEST($1::text[], $2::text[]) AS k(provider, message_id) \
+                         ON r.provider = k.provider AND r.message_id = k.message_id \
+                         ORDER BY r.provider, r.message_id FOR UPDATE OF r",
+                    )
+                    .bind(providers)
+                    .bind(message_ids)
+                }
+                Backend::Sqlite => {
+                    let sql = format!(
+                        "SELECT provider, message_id, tenant_id, campaign_id, status, evidence \
+                         FROM delivery_recipients WHERE (provider, message_id) IN (VALUES {}) \
+                         ORDER BY provider, message_id",
+                        self.backend.values(chunk.len(), 2, 1)
+                    );
+                    let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+                    for (provider, message_id) in chunk {
+                        query = query.bind(provider).bind(message_id);
+                    }
+                    query
+                }
+            };
             for row in query.fetch_all(&mut **tx).await? {
                 let state = RecipientState {
                     status: status(row.try_get("status")?)?,
@@ -691,6 +715,63 @@ async fn insert_events(
         ))
     });
     let mut new = HashSet::with_capacity(events.len());
+    if backend == Backend::Postgres {
+        let mut columns: [PgArray; 12] = Default::default();
+        for (fresh, enrichment) in &events {
+            let fact = &fresh.event;
+            let info = match enrichment {
+                Enrichment::Found(info) => Some(info),
+                Enrichment::Unknown | Enrichment::Skipped => None,
+            };
+            let [
+                provider,
+                event_type,
+                message_id,
+                event_id,
+                occurred_at,
+                received_at,
+                sequence,
+                tenant,
+                campaign,
+                recipient,
+                reason,
+                url,
+            ] = &mut columns;
+            provider.text(Some(&fact.provider));
+            event_type.text(Some(fact.status.as_str()));
+            message_id.text(Some(&fact.message_id));
+            event_id.text(Some(&fact.event_id));
+            occurred_at.int(Some(fact.occurred_at.unix_millis()));
+            received_at.int(Some(fresh.received_at.unix_millis()));
+            sequence.int(Some(fresh.stream_sequence as i64));
+            tenant.text(info.map(|i| i.tenant_id.as_str()));
+            campaign.text(info.map(|i| i.campaign_id.as_str()));
+            recipient.text(info.map(|i| i.address.as_str()));
+            reason.text(fact.reason.as_deref());
+            url.text(fact.url.as_deref());
+        }
+        let mut query = sqlx::query(
+            "INSERT INTO delivery_events (provider, event_type, message_id, event_id, \
+             occurred_at, received_at, processed_at, stream_sequence, tenant_id, campaign_id, \
+             recipient, reason, url) \
+             SELECT provider, event_type, message_id, event_id, occurred_at, received_at, $13, \
+             stream_sequence, tenant_id, campaign_id, recipient, reason, url \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+             $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[], \
+             $12::text[]) AS v(provider, event_type, message_id, event_id, occurred_at, \
+             received_at, stream_sequence, tenant_id, campaign_id, recipient, reason, url) \
+             ON CONFLICT (provider, event_type, message_id) DO NOTHING \
+             RETURNING stream_sequence",
+        );
+        for column in columns {
+            query = query.bind(column.finish());
+        }
+        for row in query.bind(now_millis).fetch_all(&mut **tx).await? {
+            let sequence: i64 = row.try_get(0)?;
+            new.insert(sequence as u64);
+        }
+        return Ok(new);
+    }
     for chunk in events.chunks(rows_per_statement(COLUMNS)) {
         let sql = format!(
             "INSERT INTO delivery_events (provider, event_type, message_id, event_id, \
@@ -730,6 +811,16 @@ async fn insert_events(
     Ok(new)
 }
 
+/// Recipients' keys as two PostgreSQL arrays: providers and message ids.
+fn key_arrays<'k>(keys: impl Iterator<Item = &'k RecipientKey>) -> (String, String) {
+    let (mut providers, mut message_ids) = (PgArray::new(), PgArray::new());
+    for (provider, message_id) in keys {
+        providers.text(Some(provider));
+        message_ids.text(Some(message_id));
+    }
+    (providers.finish(), message_ids.finish())
+}
+
 /// Takes [`REGISTRATION_LOCK`] until the transaction ends (PostgreSQL).
 async fn serialise_registrations(tx: &mut Transaction<'static, Any>) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -745,6 +836,32 @@ async fn update_recipients(
     changes: &[(&RecipientKey, RecipientState)],
     now_millis: i64,
 ) -> Result<(), sqlx::Error> {
+    if backend == Backend::Postgres {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let (providers, message_ids) = key_arrays(changes.iter().map(|(key, _)| *key));
+        let (mut statuses, mut evidence) = (PgArray::new(), PgArray::new());
+        for (_, state) in changes {
+            statuses.text(Some(state.status.as_str()));
+            evidence.int(Some(state.evidence));
+        }
+        sqlx::query(
+            "UPDATE delivery_recipients r SET status = v.status, evidence = v.evidence, \
+             updated_at = $5 \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) \
+             AS v(provider, message_id, status, evidence) \
+             WHERE r.provider = v.provider AND r.message_id = v.message_id",
+        )
+        .bind(providers)
+        .bind(message_ids)
+        .bind(statuses.finish())
+        .bind(evidence.finish())
+        .bind(now_millis)
+        .execute(&mut **tx)
+        .await?;
+        return Ok(());
+    }
     for chunk in changes.chunks(rows_per_statement(4) - 1) {
         let sql = format!(
             "UPDATE delivery_recipients SET status = v.column3, evidence = v.column4, \
@@ -875,6 +992,29 @@ async fn mark_unmatched(
     tx: &mut Transaction<'static, Any>,
     unmatched: &[&DeliveryFact],
 ) -> Result<(), sqlx::Error> {
+    if backend == Backend::Postgres {
+        if unmatched.is_empty() {
+            return Ok(());
+        }
+        let [mut providers, mut types, mut message_ids]: [PgArray; 3] = Default::default();
+        for fact in unmatched {
+            providers.text(Some(&fact.provider));
+            types.text(Some(fact.status.as_str()));
+            message_ids.text(Some(&fact.message_id));
+        }
+        sqlx::query(
+            "UPDATE delivery_events e SET matched = FALSE \
+             FROM UNNEST($1::text[], $2::text[], $3::text[]) AS v(provider, event_type, message_id) \
+             WHERE e.provider = v.provider AND e.event_type = v.event_type \
+             AND e.message_id = v.message_id",
+        )
+        .bind(providers.finish())
+        .bind(types.finish())
+        .bind(message_ids.finish())
+        .execute(&mut **tx)
+        .await?;
+        return Ok(());
+    }
     for chunk in unmatched.chunks(rows_per_statement(3)) {
         let sql = format!(
             "UPDATE delivery_events SET matched = FALSE \
@@ -933,15 +1073,31 @@ impl Lookup for RecipientLookup {
     ) -> Result<HashMap<RecipientKey, RecipientInfo>, String> {
         let mut found = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(rows_per_statement(2)) {
-            let sql = format!(
-                "SELECT provider, message_id, tenant_id, campaign_id, address \
-                 FROM delivery_recipients WHERE (provider, message_id) IN (VALUES {})",
-                self.backend.values(chunk.len(), 2, 1)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for (provider, message_id) in chunk {
-                query = query.bind(provider).bind(message_id);
-            }
+            let query = match self.backend {
+                Backend::Postgres => {
+                    let (providers, message_ids) = key_arrays(chunk.iter());
+                    sqlx::query(
+                        "SELECT r.provider, r.message_id, r.tenant_id, r.campaign_id, r.address \
+                         FROM delivery_recipients r \
+                         JOIN UNNEST($1::text[], $2::text[]) AS k(provider, message_id) \
+                         ON r.provider = k.provider AND r.message_id = k.message_id",
+                    )
+                    .bind(providers)
+                    .bind(message_ids)
+                }
+                Backend::Sqlite => {
+                    let sql = format!(
+                        "SELECT provider, message_id, tenant_id, campaign_id, address \
+                         FROM delivery_recipients WHERE (provider, message_id) IN (VALUES {})",
+                        self.backend.values(chunk.len(), 2, 1)
+                    );
+                    let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+                    for (provider, message_id) in chunk {
+                        query = query.bind(provider).bind(message_id);
+                    }
+                    query
+                }
+            };
             let rows = query
                 .fetch_all(&self.pool)
                 .await
