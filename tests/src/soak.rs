@@ -26,6 +26,9 @@ use crate::mesh::{
 use crate::process::ServiceProcess;
 use crate::{TestDir, free_port, secrets};
 
+/// Recipients per campaign registration (a registration takes 10,000).
+const CAMPAIGN_SIZE: usize = 5000;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct SoakOptions {
@@ -44,6 +47,10 @@ pub struct SoakOptions {
     /// Longest the mesh may take, after the last 202, to apply everything.
     pub settle: Duration,
 }
+
+/// Resident memory (KiB) of each process at each sample, by seconds into
+/// the run.
+pub type MemorySamples = BTreeMap<String, Vec<(f64, u64)>>;
 
 /// A fault and how long until its outage was over.
 #[derive(Debug, Clone)]
@@ -77,8 +84,7 @@ pub struct SoakReport {
     pub latency_p99: Duration,
     pub recoveries: Vec<Recovery>,
     pub checks: Vec<Check>,
-    /// Resident memory (KiB) of each process at each sample, by seconds.
-    pub memory: BTreeMap<String, Vec<(f64, u64)>>,
+    pub memory: MemorySamples,
 }
 
 impl SoakReport {
@@ -374,19 +380,23 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
     }
 
     let (checkins, deliveries, builds, failed_builds) = families(options.webhooks);
-    let campaign = format!("{run}-campaign");
+    // The campaigns the delivery events count toward, in parts a
+    // registration takes.
     let recipients: Vec<Value> = (0..deliveries)
         .map(|n| json!({"provider": "sendgrid", "message_id": format!("m-{n:05}"), "address": format!("r{n}@example.com")}))
         .collect();
-    let registered = http
-        .post(format!("{gateway_url}/api/campaigns"))
-        .bearer_auth(secrets::API_KEY_ACME)
-        .json(&json!({"campaign_id": campaign, "recipients": recipients}))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if registered.status() != reqwest::StatusCode::ACCEPTED {
-        return Err(format!("the campaign was answered {}", registered.status()));
+    let campaigns = recipients.chunks(CAMPAIGN_SIZE).count() as i64;
+    for (k, part) in recipients.chunks(CAMPAIGN_SIZE).enumerate() {
+        let registered = http
+            .post(format!("{gateway_url}/api/campaigns"))
+            .bearer_auth(secrets::API_KEY_ACME)
+            .json(&json!({"campaign_id": format!("{run}-campaign-{k}"), "recipients": part}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if registered.status() != reqwest::StatusCode::ACCEPTED {
+            return Err(format!("a campaign was answered {}", registered.status()));
+        }
     }
 
     // The load: one webhook every 1/rate s, each retried until 202.
@@ -466,7 +476,7 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
     };
 
     // Memory of every process, sampled through the run.
-    let memory: Arc<Mutex<BTreeMap<String, Vec<(f64, u64)>>>> = Arc::default();
+    let memory: Arc<Mutex<MemorySamples>> = Arc::default();
     let pids: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
     let refresh_pids = |nodes: &[ClusterNode], gateway: &Service, consumers: &[Service]| {
         let mut list: Vec<(String, u32)> = Vec::new();
@@ -629,11 +639,10 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
             "SELECT COUNT(*) FROM delivery_events".to_owned(),
         ),
         (
-            "campaign delivered counter",
+            "campaigns' delivered counters",
             deliveries,
-            format!(
-                "SELECT delivered_count FROM delivery_campaigns WHERE campaign_id = '{campaign}'"
-            ),
+            "SELECT CAST(COALESCE(SUM(delivered_count), 0) AS BIGINT) FROM delivery_campaigns"
+                .to_owned(),
         ),
         ("CI runs", builds, "SELECT COUNT(*) FROM ci_runs".to_owned()),
         (
@@ -658,7 +667,7 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
         checks.clear();
         for (what, expected, sql) in &expected {
             checks.push(Check {
-                what: *what,
+                what,
                 expected: *expected,
                 found: count(&database_url, sql).await,
             });
@@ -678,7 +687,7 @@ pub async fn run(options: SoakOptions) -> Result<SoakReport, String> {
             ),
             (
                 "campaign completions announced",
-                1,
+                campaigns,
                 hookmesh_contracts::subjects::CAMPAIGN_COMPLETED.to_owned(),
             ),
         ] {
