@@ -243,6 +243,39 @@ pub enum Command {
     /// Measure performance. Figures are reported as ratios against a baseline measured in the
     /// same run on the same machine.
     Bench(BenchArgs),
+    /// Soak the mesh under faults and check exactly-once: its own 3-node JetStream cluster (R3
+    /// streams), the services as processes (two replicas of each consumer) on a private
+    /// PostgreSQL, a steady load of signed webhooks retried until 202, a broker node and a
+    /// consumer replica killed -9 and restarted, PostgreSQL stopped, the gateway restarted.
+    /// Prints one table; fails when anything 202'd was lost or applied twice.
+    Soak(SoakArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SoakArgs {
+    /// Webhooks offered in all (check-ins, provider deliveries and Jenkins builds in turn).
+    #[arg(long, default_value_t = 20_000)]
+    pub webhooks: usize,
+
+    /// Webhooks offered per second.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+
+    /// Trading sweeps triggered over the run.
+    #[arg(long, default_value_t = 4)]
+    pub sweeps: usize,
+
+    /// Seconds PostgreSQL stays stopped.
+    #[arg(long, default_value_t = 30)]
+    pub postgres_outage_secs: u64,
+
+    /// Seconds a producer retries one webhook before giving up on it.
+    #[arg(long, default_value_t = 300)]
+    pub patience_secs: u64,
+
+    /// Seconds the mesh may take, after the last 202, to apply everything.
+    #[arg(long, default_value_t = 300)]
+    pub settle_secs: u64,
 }
 
 impl Command {
@@ -250,7 +283,10 @@ impl Command {
     /// log) rather than something a person runs (`up` and the tools, whose
     /// errors go to stderr as a sentence, once).
     pub fn is_service(&self) -> bool {
-        !matches!(self, Self::Up(_) | Self::Dlq(_) | Self::Bench(_))
+        !matches!(
+            self,
+            Self::Up(_) | Self::Dlq(_) | Self::Bench(_) | Self::Soak(_)
+        )
     }
 }
 

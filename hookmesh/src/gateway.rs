@@ -59,7 +59,7 @@ pub async fn start(
     let (stop_serving, stop_requested) = oneshot::channel();
     let server = tokio::spawn(hookmesh_gateway::serve(
         listener,
-        gateway.router(),
+        gateway.clone(),
         async move {
             let _ = stop_requested.await;
         },

@@ -14,6 +14,7 @@ mod gateway;
 mod local_secrets;
 mod service;
 mod shutdown;
+mod soak;
 mod sweep;
 mod telemetry;
 mod up;
@@ -51,6 +52,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::SweepWorker(args) => sweep::run(args, cli.common).await,
             cli::Command::Dlq(args) => dlq::run(args, cli.common).await,
             cli::Command::Bench(args) => bench::run(args, cli.common).await,
+            cli::Command::Soak(args) => soak::run(args).await,
         }
     });
     match result {

@@ -5,17 +5,17 @@
 //! answered 202 is processed exactly once, and anything the gateway could
 //! not make durable is answered 503, never 202.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use hookmesh_tests::mesh::{
+    CONSUMERS, checkin_request, cluster_url, consumer_env, count, delivery_request, gateway_env,
+    log_tails, start_cluster,
+};
 use hookmesh_tests::process::ServiceProcess;
-use hookmesh_tests::{TestDb, TestDir, eventually, free_port, query_pool, secrets, sign, unix_now};
+use hookmesh_tests::{TestDb, TestDir, eventually, free_port, secrets};
 use serde_json::{Value, json};
-use sqlx::Row as _;
-use tokio::process::{Child, Command};
 
 const CAMPAIGN: &str = "cluster-campaign";
 /// Delivery events sent under load: one per recipient of the campaign.
@@ -28,94 +28,6 @@ const RATE: u64 = 60;
 const PATIENCE: Duration = Duration::from_secs(60);
 /// Trading sweeps triggered during the run.
 const SWEEPS: usize = 6;
-
-/// One nats-server of the cluster, killed and restarted on the same ports
-/// and store.
-struct Node {
-    name: String,
-    config: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    dir: PathBuf,
-}
-
-impl Node {
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn start(&mut self) {
-        let binary = hookmesh_nats::server::find().unwrap_or_else(|error| panic!("{error}"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("stderr.log"))
-            .unwrap();
-        self.child = Some(
-            Command::new(&binary.path)
-                .arg("-c")
-                .arg(&self.config)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .kill_on_drop(true)
-                .spawn()
-                .expect("nats-server starts"),
-        );
-        let url = self.url();
-        eventually(
-            Duration::from_secs(20),
-            &format!("{} accepting", self.name),
-            || {
-                let url = url.clone();
-                async move { async_nats::connect(&url).await.ok().map(|_| ()) }
-            },
-        )
-        .await;
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.expect("nats-server is killed");
-        }
-    }
-}
-
-async fn cluster(dir: &Path) -> Vec<Node> {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let routes: Vec<String> = ports
-        .iter()
-        .map(|(_, cluster)| format!("nats://127.0.0.1:{cluster}"))
-        .collect();
-    let mut nodes = Vec::new();
-    for (index, (port, cluster_port)) in ports.iter().enumerate() {
-        let name = format!("n{}", index + 1);
-        let node_dir = dir.join(&name);
-        std::fs::create_dir_all(&node_dir).unwrap();
-        let config = node_dir.join("nats-server.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "server_name: {name}\nlisten: 127.0.0.1:{port}\nmax_payload: 4MB\n\
-                 jetstream {{ store_dir: \"{store}\", max_memory_store: 64MB, max_file_store: 50GB }}\n\
-                 cluster {{ name: hookmesh-test, listen: 127.0.0.1:{cluster_port}, routes: [{routes}] }}\n",
-                store = node_dir.join("store").display(),
-                routes = routes.join(", ")
-            ),
-        )
-        .unwrap();
-        nodes.push(Node {
-            name,
-            config,
-            port: *port,
-            child: None,
-            dir: node_dir,
-        });
-    }
-    for node in &mut nodes {
-        node.start().await;
-    }
-    nodes
-}
 
 /// What the load generator saw.
 #[derive(Debug, Default)]
@@ -161,79 +73,13 @@ async fn deliver(tally: &Tally, request: impl Fn() -> reqwest::RequestBuilder) {
     }
 }
 
-fn delivery_request(http: &reqwest::Client, gateway: &str, n: usize) -> reqwest::RequestBuilder {
-    let id = format!("msg_cluster_{n}");
-    let timestamp = unix_now();
-    let body = serde_json::to_vec(&json!({
-        "event_type": "delivered",
-        "message_id": format!("m-{n:05}"),
-        "timestamp": "2025-03-01T09:00:02Z",
-    }))
-    .unwrap();
-    http.post(format!("{gateway}/webhooks/providers/sendgrid"))
-        .header("content-type", "application/json")
-        .header("webhook-id", &id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header(
-            "webhook-signature",
-            sign::standard(secrets::PROVIDERS, &id, timestamp, &body),
-        )
-        .body(body)
-}
-
-fn checkin_request(http: &reqwest::Client, gateway: &str, n: usize) -> reqwest::RequestBuilder {
-    let body = serde_json::to_vec(&json!({
-        "id": format!("evt-checkin-{n}"),
-        "type": "buddy.checkin.completed",
-        "timestamp": "2025-11-14T10:30:00Z",
-        "data": {
-            "tenant_id": "acme", "program_id": "cluster-program", "match_id": "m-1",
-            "checkin_id": format!("c-{n}"), "buddy_id": "p-1", "newcomer_id": "p-2",
-            "duration_minutes": 30, "channel": "video"
-        }
-    }))
-    .unwrap();
-    http.post(format!("{gateway}/webhooks/buddy-events"))
-        .header("content-type", "application/json")
-        .header("X-Webhook-Id", format!("wh-checkin-{n}"))
-        .header("X-Webhook-Timestamp", unix_now().to_string())
-        .header(
-            "X-Webhook-Signature",
-            sign::sha256_header(secrets::BUDDY, &body),
-        )
-        .body(body)
-}
-
-/// The last lines of every service's log, for a failure's message.
-fn log_tails(logs: &Path) -> String {
-    let mut text = String::new();
-    for entry in std::fs::read_dir(logs).into_iter().flatten().flatten() {
-        let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        text.push_str(&format!("\n== {}\n", entry.file_name().to_string_lossy()));
-        text.push_str(&lines[lines.len().saturating_sub(8)..].join("\n"));
-    }
-    text
-}
-
-async fn count(database_url: &str, sql: &'static str) -> i64 {
-    let pool = query_pool(database_url).await;
-    let value = sqlx::query(sql)
-        .fetch_one(&pool)
-        .await
-        .map(|row| row.try_get::<i64, _>(0).unwrap())
-        .unwrap_or(-1);
-    pool.close().await;
-    value
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_loses_nothing_when_a_node_and_a_consumer_die() {
     let scratch = TestDir::new("cluster");
     let logs = scratch.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let mut nodes = cluster(scratch.path()).await;
-    let nats_url = nodes.iter().map(Node::url).collect::<Vec<_>>().join(",");
+    let mut nodes = start_cluster(scratch.path()).await;
+    let nats_url = cluster_url(&nodes);
     let db = match TestDb::postgres().await {
         Some(db) => db,
         None => TestDb::sqlite(),
@@ -246,23 +92,7 @@ async fn a_three_node_cluster_loses_nothing_when_a_node_and_a_consumer_die() {
         env!("CARGO_BIN_EXE_hookmesh"),
         "gateway",
         "gateway",
-        &[
-            ("NATS_URL", nats_url.clone()),
-            ("HOOKMESH_STREAM_REPLICAS", "3".to_owned()),
-            ("HOOKMESH_HTTP_ADDR", format!("127.0.0.1:{gateway_port}")),
-            ("HOOKMESH_SECRET_BUDDY", secrets::BUDDY.to_owned()),
-            ("HOOKMESH_SECRET_PROVIDERS", secrets::PROVIDERS.to_owned()),
-            (
-                "HOOKMESH_API_KEYS",
-                format!("acme:{}", secrets::API_KEY_ACME),
-            ),
-            (
-                "HOOKMESH_RATE_LIMITS",
-                "buddy=0,providers=0,api=0".to_owned(),
-            ),
-            ("HOOKMESH_CALLBACK_SECRET", secrets::CALLBACK.to_owned()),
-            ("HOOKMESH_PUBLISH_TIMEOUT_MS", "2000".to_owned()),
-        ],
+        &gateway_env(&nats_url, gateway_port),
         format!("{gateway_url}/readyz"),
         &logs,
     )
@@ -275,33 +105,13 @@ async fn a_three_node_cluster_loses_nothing_when_a_node_and_a_consumer_die() {
     })
     .await;
     let mut consumers = Vec::new();
-    for (name, command) in [
-        ("batch-1", "batch-processor"),
-        ("batch-2", "batch-processor"),
-        ("csr-1", "csr-consumer"),
-        ("csr-2", "csr-consumer"),
-        ("sweep-1", "sweep-worker"),
-        ("sweep-2", "sweep-worker"),
-    ] {
+    for (name, command) in CONSUMERS {
         let ops = format!("127.0.0.1:{}", free_port());
         let mut service = ServiceProcess::start(
             env!("CARGO_BIN_EXE_hookmesh"),
             name,
             command,
-            &[
-                ("NATS_URL", nats_url.clone()),
-                ("HOOKMESH_STREAM_REPLICAS", "3".to_owned()),
-                ("DATABASE_URL", db.url.clone()),
-                ("HOOKMESH_OPS_ADDR", ops.clone()),
-                ("HOOKMESH_BATCH_SIZE", "100".to_owned()),
-                ("TRADING_API_URL", trading_api.url()),
-                ("TRADING_API_KEY", secrets::TRADING_API.to_owned()),
-                ("HOOKMESH_PUBLIC_URL", gateway_url.clone()),
-                ("HOOKMESH_CALLBACK_SECRET", secrets::CALLBACK.to_owned()),
-                // A callback lost while the broker was away is replaced by a
-                // poll of the Trading API within the test.
-                ("HOOKMESH_SWEEP_CALLBACK_TIMEOUT_SECS", "20".to_owned()),
-            ],
+            &consumer_env(&nats_url, &db.url, &ops, &trading_api.url(), &gateway_url),
             format!("http://{ops}/readyz"),
             &logs,
         )
@@ -341,9 +151,15 @@ async fn a_three_node_cluster_loses_nothing_when_a_node_and_a_consumer_die() {
                 let (http, gateway_url, tally) = (http.clone(), gateway_url.clone(), tally.clone());
                 inflight.spawn(async move {
                     if kind == "delivery" {
-                        deliver(&tally, || delivery_request(&http, &gateway_url, n)).await;
+                        deliver(&tally, || {
+                            delivery_request(&http, &gateway_url, "cluster", n)
+                        })
+                        .await;
                     } else {
-                        deliver(&tally, || checkin_request(&http, &gateway_url, n)).await;
+                        deliver(&tally, || {
+                            checkin_request(&http, &gateway_url, "cluster", n)
+                        })
+                        .await;
                     }
                 });
             }

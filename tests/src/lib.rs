@@ -20,7 +20,9 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{oneshot, watch};
 
 pub mod client;
+pub mod mesh;
 pub mod process;
+pub mod soak;
 
 pub use client::{Answer, Call, MemoryGateway, TestClient};
 
@@ -230,7 +232,7 @@ impl TestGateway {
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(hookmesh_gateway::serve(
             listener,
-            gateway.router(),
+            gateway.clone(),
             async move {
                 let _ = stopped.await;
             },

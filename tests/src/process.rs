@@ -28,7 +28,36 @@ impl ServiceProcess {
         ready_url: String,
         logs: &Path,
     ) -> Self {
-        let mut process = Command::new(binary);
+        Self::spawn(Command::new(binary), name, command, env, ready_url, logs)
+    }
+
+    /// As [`start`](Self::start), with the process's open-file limit (soft
+    /// and hard) set to `open_files` by prlimit(1), which then runs it.
+    pub async fn start_with_open_files(
+        open_files: u64,
+        binary: &str,
+        name: &str,
+        command: &str,
+        env: &[(&str, String)],
+        ready_url: String,
+        logs: &Path,
+    ) -> Self {
+        let mut process = Command::new("prlimit");
+        process
+            .arg(format!("--nofile={open_files}:{open_files}"))
+            .arg("--")
+            .arg(binary);
+        Self::spawn(process, name, command, env, ready_url, logs)
+    }
+
+    fn spawn(
+        mut process: Command,
+        name: &str,
+        command: &str,
+        env: &[(&str, String)],
+        ready_url: String,
+        logs: &Path,
+    ) -> Self {
         for (variable, _) in std::env::vars() {
             if variable.starts_with("HOOKMESH_")
                 || variable.starts_with("NATS_")
@@ -82,6 +111,11 @@ impl ServiceProcess {
     /// Its log so far.
     pub fn logged(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its process id (prlimit runs the service in its own process).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     pub async fn kill(mut self) {

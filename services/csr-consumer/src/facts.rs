@@ -282,3 +282,173 @@ mod tests {
         assert_eq!(milestone("first_month"), JourneyStage::Active);
     }
 }
+
+/// Any order and any duplication of a program's events records the same
+/// journeys and the same daily metrics: facts are keyed as the store keys
+/// them (the event id once, each activity by kind, id and participant, a
+/// journey moving to a higher rank only).
+#[cfg(test)]
+mod properties {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use hookmesh_contracts::buddy::BuddyWebhookEvent;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::report::{ActivityRow, ProgramFacts, daily_metrics, parse_day};
+
+    /// A program's events: participant `p0…p3`, buddies matched in pairs.
+    /// An attendance or milestone reported by several events keeps the time
+    /// first recorded (the store's `ON CONFLICT DO NOTHING`), so here such
+    /// events agree on their day, as a producer's resends do.
+    fn event(n: usize, kind: u8, who: usize, day: u8) -> BuddyWebhookEvent {
+        let day = if matches!(kind % 7, 4 | 6) {
+            ((n % 2) * 4 + who % 4) as u8 % 6
+        } else {
+            day
+        };
+        let (buddy, newcomer) = (format!("p{}", who % 4), format!("p{}", (who + 1) % 4));
+        let common = json!({"tenant_id": "acme", "program_id": "prog"});
+        let reason = ["completed", "cancelled", "expired"][n % 3];
+        let milestone = if n % 2 == 0 {
+            PROGRAM_COMPLETED
+        } else {
+            "first_month"
+        };
+        let rating = 1 + (n % 5);
+        let mut data = match kind % 7 {
+            0 => json!({"participant_id": buddy, "role": "buddy"}),
+            1 => json!({"match_id": format!("m{who}"), "buddy_id": buddy, "newcomer_id": newcomer}),
+            2 => {
+                json!({"match_id": format!("m{who}"), "checkin_id": format!("c{n}"), "buddy_id": buddy,
+                        "newcomer_id": newcomer, "duration_minutes": 30, "channel": "video"})
+            }
+            3 => json!({"match_id": format!("m{who}"), "buddy_id": buddy, "newcomer_id": newcomer,
+                        "reason": reason, "duration_days": 30}),
+            4 => json!({"event_id": format!("ev{}", n % 2), "participant_id": buddy, "hours": 1.5}),
+            5 => {
+                json!({"feedback_id": format!("f{n}"), "participant_id": newcomer, "rating": rating})
+            }
+            _ => json!({"participant_id": newcomer, "milestone": milestone}),
+        };
+        let event_type = [
+            "buddy.participant.enrolled",
+            "buddy.match.created",
+            "buddy.checkin.completed",
+            "buddy.match.ended",
+            "buddy.event.attended",
+            "buddy.feedback.submitted",
+            "buddy.milestone.reached",
+        ][usize::from(kind % 7)];
+        data.as_object_mut()
+            .unwrap()
+            .extend(common.as_object().unwrap().clone());
+        BuddyWebhookEvent::parse(&json!({
+            "id": format!("e{n}"), "type": event_type,
+            "timestamp": format!("2025-11-{:02}T10:00:00Z", 10 + day), "data": data
+        }))
+        .unwrap_or_else(|errors| panic!("{event_type}: {errors}"))
+    }
+
+    /// What the store ends with.
+    #[derive(Debug, Default, PartialEq)]
+    struct Recorded {
+        processed: BTreeSet<String>,
+        journeys: BTreeMap<String, u8>,
+        activities: BTreeMap<(ActivityKind, String, String), ActivityRow>,
+        enrollments: BTreeMap<String, String>,
+    }
+
+    impl Recorded {
+        fn record(&mut self, event: &BuddyWebhookEvent) {
+            if !self.processed.insert(event.id.clone()) {
+                return;
+            }
+            let facts = facts(&event.id, event.timestamp, &event.payload);
+            let day = parse_day(&facts.day).unwrap();
+            for (participant, stage) in facts.stages {
+                let rank = self.journeys.entry(participant).or_default();
+                *rank = (*rank).max(stage.rank());
+            }
+            // The earliest enrolment stands.
+            if let Some((participant, _)) = facts.enrollment {
+                self.enrollments
+                    .entry(participant)
+                    .and_modify(|earliest| {
+                        if facts.day < *earliest {
+                            earliest.clone_from(&facts.day);
+                        }
+                    })
+                    .or_insert(facts.day.clone());
+            }
+            for activity in facts.activities {
+                let key = (
+                    activity.kind,
+                    activity.activity_id.clone(),
+                    activity.participant_id.clone(),
+                );
+                self.activities.entry(key).or_insert(ActivityRow {
+                    kind: activity.kind,
+                    activity_id: activity.activity_id,
+                    participant_id: activity.participant_id,
+                    day,
+                    hours: activity.hours,
+                    rating: activity.rating,
+                });
+            }
+        }
+
+        fn metrics(&self) -> Vec<hookmesh_contracts::csr::DailyMetrics> {
+            let facts = ProgramFacts {
+                matches: Vec::new(),
+                enrollments: self
+                    .enrollments
+                    .iter()
+                    .map(|(participant, day)| (participant.clone(), parse_day(day).unwrap()))
+                    .collect(),
+                activities: self.activities.values().cloned().collect(),
+            };
+            daily_metrics(
+                &facts,
+                parse_day("2025-11-10").unwrap(),
+                parse_day("2025-11-16").unwrap(),
+            )
+        }
+    }
+
+    /// Events, and the same events with repeats, shuffled.
+    fn program() -> impl Strategy<Value = (Vec<BuddyWebhookEvent>, Vec<BuddyWebhookEvent>)> {
+        proptest::collection::vec((any::<u8>(), 0usize..4, 0u8..6), 1..16).prop_flat_map(|specs| {
+            let events: Vec<_> = specs
+                .iter()
+                .enumerate()
+                .map(|(n, (kind, who, day))| event(n, *kind, *who, *day))
+                .collect();
+            let redelivered =
+                proptest::collection::vec(proptest::sample::select(events.clone()), 0..16)
+                    .prop_map({
+                        let events = events.clone();
+                        move |repeats| [events.clone(), repeats].concat()
+                    })
+                    .prop_shuffle();
+            (Just(events), redelivered)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_order_and_duplication_records_the_same((events, redelivered) in program()) {
+            let mut once = Recorded::default();
+            for event in &events {
+                once.record(event);
+            }
+            let mut again = Recorded::default();
+            for event in &redelivered {
+                again.record(event);
+            }
+            prop_assert_eq!(&once, &again);
+            prop_assert_eq!(once.metrics(), again.metrics());
+        }
+    }
+}

@@ -117,6 +117,42 @@ pub struct GatewayArgs {
     /// Largest sweep accepted, in (fast, slow) combinations; larger triggers are answered 400.
     #[arg(long, env = "HOOKMESH_SWEEP_MAX_COMBINATIONS", default_value_t = DEFAULT_SWEEP_MAX_COMBINATIONS)]
     pub sweep_max_combinations: usize,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// How the gateway treats slow, idle and too many clients. Webhook producers
+/// give up early (GitHub after 10 s), so holding a connection longer than
+/// that for a client that sends nothing serves no one.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Gateway connections")]
+pub struct ConnectionArgs {
+    /// Longest a request's headers may take to arrive, in seconds, counted from the connection's
+    /// opening or the request's first byte; then the connection is closed.
+    #[arg(long, env = "HOOKMESH_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
+
+    /// Longest a request's body may take to arrive, in seconds, counted from the end of its
+    /// headers; a slower body is answered 408 and its connection closed.
+    #[arg(long, env = "HOOKMESH_HTTP_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_body_timeout_secs: u64,
+
+    /// How long a kept-alive connection may wait for its next request, in seconds, before the
+    /// gateway closes it.
+    #[arg(long, env = "HOOKMESH_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 30)]
+    pub http_idle_timeout_secs: u64,
+
+    /// Most connections open at once; beyond it a new connection is answered 503 with
+    /// Retry-After and closed. 0: the process's open-file limit less 128 (kept for the broker
+    /// connection, logs and files).
+    #[arg(long, env = "HOOKMESH_HTTP_MAX_CONNECTIONS", default_value_t = 0)]
+    pub http_max_connections: usize,
+
+    /// Largest request head (request line and headers) in bytes, or more than 100 headers; beyond
+    /// it the request is answered 431 and its connection closed.
+    #[arg(long, env = "HOOKMESH_HTTP_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub http_max_header_bytes: usize,
 }
 
 impl std::fmt::Debug for GatewayArgs {
@@ -148,6 +184,7 @@ impl std::fmt::Debug for GatewayArgs {
             .field("rate_limits", &self.rate_limits)
             .field("publish_timeout_ms", &self.publish_timeout_ms)
             .field("sweep_max_combinations", &self.sweep_max_combinations)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -195,6 +232,91 @@ pub struct GatewayConfig {
     pub stream_replicas: usize,
     /// Largest sweep accepted, in combinations.
     pub sweep_max_combinations: usize,
+    pub connections: ConnectionLimits,
+}
+
+/// Open-file descriptors kept free of client connections when the
+/// connection cap is derived from the process's limit.
+pub const RESERVED_FILE_DESCRIPTORS: usize = 128;
+
+/// The connection limits, typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: default_max_connections(),
+            max_header_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// The soft open-file limit less [`RESERVED_FILE_DESCRIPTORS`], or 1024
+/// where the limit cannot be read.
+pub fn default_max_connections() -> usize {
+    open_file_limit()
+        .map_or(1024, |limit| {
+            limit.saturating_sub(RESERVED_FILE_DESCRIPTORS)
+        })
+        .max(1)
+}
+
+/// The process's soft open-file limit, from `/proc/self/limits` (read
+/// instead of calling getrlimit, which would need unsafe code).
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+impl ConnectionLimits {
+    pub fn from_args(args: &ConnectionArgs) -> Result<Self, ConfigError> {
+        let seconds = |variable: &'static str, value: u64| {
+            if value == 0 {
+                Err(config_error(variable, "must be positive"))
+            } else {
+                Ok(Duration::from_secs(value))
+            }
+        };
+        const MIN_HEADER_BYTES: usize = 1024;
+        if args.http_max_header_bytes < MIN_HEADER_BYTES {
+            return Err(config_error(
+                "HOOKMESH_HTTP_MAX_HEADER_BYTES",
+                format!("must be at least {MIN_HEADER_BYTES}"),
+            ));
+        }
+        Ok(Self {
+            header_timeout: seconds(
+                "HOOKMESH_HTTP_HEADER_TIMEOUT_SECS",
+                args.http_header_timeout_secs,
+            )?,
+            body_timeout: seconds(
+                "HOOKMESH_HTTP_BODY_TIMEOUT_SECS",
+                args.http_body_timeout_secs,
+            )?,
+            idle_timeout: seconds(
+                "HOOKMESH_HTTP_IDLE_TIMEOUT_SECS",
+                args.http_idle_timeout_secs,
+            )?,
+            max_connections: match args.http_max_connections {
+                0 => default_max_connections(),
+                cap => cap,
+            },
+            max_header_bytes: args.http_max_header_bytes,
+        })
+    }
 }
 
 impl Default for GatewayConfig {
@@ -212,6 +334,7 @@ impl Default for GatewayConfig {
             publish_timeout: Duration::from_secs(5),
             stream_replicas: 1,
             sweep_max_combinations: DEFAULT_SWEEP_MAX_COMBINATIONS,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -285,6 +408,7 @@ impl GatewayConfig {
             publish_timeout: Duration::from_millis(args.publish_timeout_ms),
             stream_replicas,
             sweep_max_combinations: args.sweep_max_combinations,
+            connections: ConnectionLimits::from_args(&args.connections)?,
         })
     }
 }
@@ -446,6 +570,15 @@ mod tests {
             error.reason.contains("duplicate window"),
             "{}",
             error.reason
+        );
+    }
+
+    #[test]
+    fn the_connection_cap_defaults_below_the_open_file_limit() {
+        let limit = open_file_limit().expect("Linux shows the process's limits");
+        assert_eq!(
+            default_max_connections(),
+            limit.saturating_sub(RESERVED_FILE_DESCRIPTORS).max(1)
         );
     }
 

@@ -31,6 +31,8 @@ pub enum Rejection {
     UnsupportedMediaType(String),
     #[error("rate limit of this source exceeded; retry in {} s", retry_after_seconds(*.retry_after))]
     RateLimited { retry_after: Duration },
+    #[error(transparent)]
+    BodyTimedOut(#[from] crate::server::BodyTimedOut),
     #[error("the body is not valid JSON")]
     Malformed(ValidationErrors),
     #[error("the payload failed validation")]
@@ -81,6 +83,7 @@ impl Rejection {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::BodyTimedOut(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Malformed(_) | Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(PublishError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -98,6 +101,7 @@ impl Rejection {
             }
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
+            Self::BodyTimedOut(_) => "body_timeout",
             Self::Malformed(_) => "malformed_json",
             Self::Invalid(_) => "invalid_payload",
             Self::IdempotencyKeyReused(_) => "idempotency_key_reused",
@@ -125,6 +129,18 @@ impl Rejection {
     }
 }
 
+/// The JSON error object, for answers written below the router (the
+/// connection loop's 503 and hyper's protocol errors).
+pub fn error_json(code: &'static str, message: &str, retry_after_seconds: Option<u64>) -> Vec<u8> {
+    serde_json::to_vec(&ErrorBody {
+        error: code,
+        message: message.to_owned(),
+        fields: None,
+        retry_after_seconds,
+    })
+    .expect("the error object serialises")
+}
+
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let retry_after = self.retry_after();
@@ -143,6 +159,13 @@ impl IntoResponse for Rejection {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if matches!(self, Self::BodyTimedOut(_)) {
+            // The rest of the body may still be on its way: the connection
+            // cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response.extensions_mut().insert(RefusalNote {
             code: self.code(),

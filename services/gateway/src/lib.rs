@@ -11,6 +11,8 @@
 //! - [`error`]: every refusal, mapped to its HTTP status in one place.
 //! - [`reads`]: `GET /api/…` answered by the owning service over NATS
 //!   request/reply.
+//! - `server`: the connection loop and its limits on slow, idle and too
+//!   many clients.
 //! - [`config`], [`metrics`], [`ratelimit`], [`trace`].
 
 pub mod broker;
@@ -22,6 +24,7 @@ pub mod publish;
 pub mod ratelimit;
 pub mod reads;
 mod routes;
+mod server;
 pub mod source;
 pub mod trace;
 pub mod verify;
@@ -153,15 +156,15 @@ impl Gateway {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then finishes the
+/// Serves `gateway` on `listener` within its connection limits until
+/// `shutdown` resolves, then closes idle connections and finishes the
 /// requests in flight (each of which answers only after its publish is
 /// acknowledged or refused).
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = gateway.config.connections;
+    server::serve(listener, gateway.router(), limits, shutdown).await
 }

@@ -308,3 +308,116 @@ mod tests {
         assert_eq!(humanize(Duration::from_millis(300)), "300ms");
     }
 }
+
+/// A job's messages — its request, its callback (redelivered any number of
+/// times) and deadline reminders — in any order end in the same state, and
+/// the sweep is submitted at most once.
+#[cfg(test)]
+mod properties {
+    use hookmesh_contracts::EventData as _;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Message {
+        Request,
+        Callback(SweepCallback),
+        /// A reminder arriving after the deadline, when the Trading API
+        /// reports `remote`.
+        LateReminder(RemoteState),
+    }
+
+    /// The job as the store keeps it, moved by the step functions as the
+    /// handlers move it.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Job {
+        status: JobStatus,
+        trading_job_id: Option<String>,
+        submissions: u32,
+        outcome: Option<CallbackStep>,
+    }
+
+    impl Job {
+        fn settle(&mut self, step: CallbackStep) {
+            match &step {
+                CallbackStep::Ignore => return,
+                CallbackStep::Complete { .. } => self.status = JobStatus::Completed,
+                CallbackStep::Fail { .. } => self.status = JobStatus::Failed,
+            }
+            self.outcome = Some(step);
+        }
+
+        fn receive(&mut self, message: &Message) {
+            match message {
+                Message::Request => {
+                    if trigger_step(self.status, self.trading_job_id.as_deref())
+                        == TriggerStep::Submit
+                    {
+                        self.submissions += 1;
+                        self.trading_job_id = Some("sweep_1".to_owned());
+                        self.status = JobStatus::Running;
+                    }
+                }
+                Message::Callback(callback) => self.settle(callback_step(self.status, callback)),
+                Message::LateReminder(remote) => {
+                    let deadline = Timestamp::from_unix_millis(1_700_000_000_000).unwrap();
+                    let now = Timestamp::from_unix_millis(1_700_000_100_000).unwrap();
+                    if deadline_step(self.status, deadline, now) == DeadlineStep::Poll {
+                        self.settle(after_poll(remote.clone(), Duration::from_secs(60)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn callback(completed: bool) -> SweepCallback {
+        let body = if completed {
+            serde_json::json!({
+                "event_type": "sweep.completed", "job_id": "sweep_1", "sweep_run_id": "run_abc",
+                "status": "completed", "ticker": "BTC-USD", "timestamp": "2025-01-27T10:32:52Z"
+            })
+        } else {
+            serde_json::json!({
+                "event_type": "sweep.failed", "job_id": "sweep_1", "status": "failed",
+                "error_message": "no data", "timestamp": "2025-01-27T10:32:52Z"
+            })
+        };
+        SweepCallback::parse(&body).unwrap()
+    }
+
+    /// The request and one callback, redelivered and shuffled; reminders
+    /// only after the callback (the worker schedules one per submission,
+    /// and one that polls first settles the job with what the Trading API
+    /// says, which is the callback's outcome).
+    fn messages() -> impl Strategy<Value = (bool, Vec<Message>)> {
+        (any::<bool>(), 1usize..4, 1usize..4).prop_flat_map(|(completed, requests, callbacks)| {
+            let mut all = vec![Message::Request; requests];
+            all.extend(std::iter::repeat_n(
+                Message::Callback(callback(completed)),
+                callbacks,
+            ));
+            (Just(completed), Just(all).prop_shuffle())
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_order_and_duplication_ends_in_the_same_state((completed, mut messages) in messages()) {
+            let remote = if completed {
+                RemoteState::Completed { sweep_run_id: "run_abc".to_owned() }
+            } else {
+                RemoteState::Failed { message: "no data".to_owned() }
+            };
+            messages.push(Message::LateReminder(remote));
+            let mut job = Job { status: JobStatus::Queued, trading_job_id: None, submissions: 0, outcome: None };
+            for message in &messages {
+                job.receive(message);
+            }
+            let expected = if completed { JobStatus::Completed } else { JobStatus::Failed };
+            prop_assert_eq!(job.status, expected);
+            prop_assert!(job.submissions <= 1, "submitted {} times", job.submissions);
+            prop_assert_eq!(job.outcome, Some(callback_step(JobStatus::Running, &callback(completed))));
+        }
+    }
+}

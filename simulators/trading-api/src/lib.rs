@@ -21,6 +21,9 @@ pub mod prices;
 mod routes;
 mod runner;
 
+pub use routes::{FormRefusal, read_sweep_form};
+pub use runner::SweepRequest;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -122,6 +122,22 @@ fn parse_range(text: &str) -> Option<(u32, u32)> {
     (low >= 1 && low <= high).then_some((low, high))
 }
 
+/// Why a sweep form was refused.
+#[derive(Debug)]
+pub enum FormRefusal {
+    /// Not `application/x-www-form-urlencoded` text (400).
+    NotAForm,
+    /// A form, with these invalid fields, FastAPI's way (422).
+    Invalid(Vec<Value>),
+}
+
+/// 003's sweep form, from the request body.
+pub fn read_sweep_form(body: &[u8]) -> Result<SweepRequest, FormRefusal> {
+    let form = serde_urlencoded::from_bytes::<HashMap<String, String>>(body)
+        .map_err(|_| FormRefusal::NotAForm)?;
+    read_request(&form).map_err(FormRefusal::Invalid)
+}
+
 fn read_request(form: &HashMap<String, String>) -> Result<SweepRequest, Vec<Value>> {
     let mut errors = Vec::new();
     let mut required = |field: &str| match form.get(field).map(|v| v.trim()) {
@@ -249,12 +265,12 @@ async fn submit(AxumState(state): AxumState<Shared>, headers: HeaderMap, body: B
             "Content-Type must be application/x-www-form-urlencoded",
         );
     }
-    let Ok(form) = serde_urlencoded::from_bytes::<HashMap<String, String>>(&body) else {
-        return detail(StatusCode::BAD_REQUEST, "The body is not a valid form");
-    };
-    let request = match read_request(&form) {
+    let request = match read_sweep_form(&body) {
         Ok(request) => request,
-        Err(errors) => {
+        Err(FormRefusal::NotAForm) => {
+            return detail(StatusCode::BAD_REQUEST, "The body is not a valid form");
+        }
+        Err(FormRefusal::Invalid(errors)) => {
             return (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Json(json!({ "detail": errors })),

@@ -3,7 +3,7 @@
 //!
 //! Status moves forward only: `started` < the end of the run. Among end
 //! events (`completed`, `failed`) the one the platform timestamps later
-//! wins, and on equal timestamps `failed` wins. So a late `started` never
+//! wins, and on equal timestamps `failed` wins; among starts, the later. So a late `started` never
 //! undoes a `failed`, a re-run that passes after a failure ends the run
 //! `completed`, and the status is a function of the set of events alone.
 
@@ -21,7 +21,10 @@ impl Decisive {
     /// The order events are compared in.
     fn rank(self) -> (u8, i64, u8) {
         match self.event_type {
-            PipelineEventType::Started => (0, 0, 0),
+            // Starts rank by time too: with two of them (a platform that
+            // reports a start twice), the same one decides whatever the
+            // order they come in (found by the property test below).
+            PipelineEventType::Started => (0, self.at.unix_millis(), 0),
             PipelineEventType::Completed => (1, self.at.unix_millis(), 0),
             PipelineEventType::Failed => (1, self.at.unix_millis(), 1),
         }
@@ -81,6 +84,14 @@ mod tests {
     }
 
     #[test]
+    fn two_starts_decide_the_same_in_either_order() {
+        use PipelineEventType::*;
+        let (early, late) = (at(Started, 1), at(Started, 2));
+        assert_eq!(decide(None, [early, late]), Some(late));
+        assert_eq!(decide(None, [late, early]), Some(late));
+    }
+
+    #[test]
     fn every_order_gives_the_same_status() {
         use PipelineEventType::*;
         let events = [
@@ -95,5 +106,57 @@ mod tests {
         assert_eq!(decide(None, reversed), forward);
         assert_eq!(decide(decide(None, [events[3]]), events), forward);
         assert_eq!(forward, Some(at(Completed, 9)));
+    }
+}
+
+/// Any order and any duplication of a run's events, delivered in any
+/// batches, decides the same status.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn event() -> impl Strategy<Value = Decisive> {
+        (
+            proptest::sample::select(vec![
+                PipelineEventType::Started,
+                PipelineEventType::Completed,
+                PipelineEventType::Failed,
+            ]),
+            // Few distinct seconds, so that ties happen.
+            0i64..5,
+        )
+            .prop_map(|(event_type, second)| Decisive {
+                event_type,
+                at: Timestamp::from_unix_millis(1_700_000_000_000 + second * 1000).unwrap(),
+            })
+    }
+
+    /// A run's events, and the same events with repeats, shuffled.
+    fn run_and_redelivery() -> impl Strategy<Value = (Vec<Decisive>, Vec<Decisive>)> {
+        proptest::collection::vec(event(), 1..10).prop_flat_map(|events| {
+            let redelivered =
+                proptest::collection::vec(proptest::sample::select(events.clone()), 0..10)
+                    .prop_map({
+                        let events = events.clone();
+                        move |repeats| [events.clone(), repeats].concat()
+                    })
+                    .prop_shuffle();
+            (Just(events), redelivered)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_order_duplication_and_batching_decides_the_same(
+            (events, redelivered) in run_and_redelivery(),
+            split in any::<proptest::sample::Index>(),
+        ) {
+            let decided = decide(None, events.iter().copied());
+            let (first, second) = redelivered.split_at(split.index(redelivered.len() + 1));
+            let in_two_batches = decide(decide(None, first.iter().copied()), second.iter().copied());
+            prop_assert_eq!(in_two_batches, decided);
+        }
     }
 }

@@ -240,3 +240,66 @@ mod tests {
         assert!(CounterDelta::between(RecipientState::NEW, next).is_zero());
     }
 }
+
+/// Any order and any duplication of one recipient's events ends in the same
+/// state, and the counters move once per recipient whatever the replays.
+#[cfg(test)]
+mod properties {
+    use hookmesh_contracts::validation::StrEnum as _;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn status() -> impl Strategy<Value = DeliveryStatus> {
+        proptest::sample::select(
+            DeliveryStatus::VARIANTS
+                .iter()
+                .map(|(_, status)| *status)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// The events, and the same events with repeats, shuffled.
+    fn events_and_replay() -> impl Strategy<Value = (Vec<DeliveryStatus>, Vec<DeliveryStatus>)> {
+        proptest::collection::vec(status(), 1..12).prop_flat_map(|events| {
+            let replay = proptest::collection::vec(proptest::sample::select(events.clone()), 0..12)
+                .prop_map({
+                    let events = events.clone();
+                    move |repeats| [events.clone(), repeats].concat()
+                })
+                .prop_shuffle();
+            (Just(events), replay)
+        })
+    }
+
+    /// The state after `events`, and the counters' total move on the way.
+    fn apply(events: &[DeliveryStatus]) -> (RecipientState, CounterDelta) {
+        let mut state = RecipientState::NEW;
+        let mut total = CounterDelta::default();
+        for status in events {
+            let next = state.with(*status);
+            total.add(CounterDelta::between(state, next));
+            state = next;
+        }
+        (state, total)
+    }
+
+    proptest! {
+        #[test]
+        fn any_order_and_duplication_ends_in_the_same_state((events, replay) in events_and_replay()) {
+            let (state, total) = apply(&events);
+            let (replayed, replayed_total) = apply(&replay);
+            prop_assert_eq!(state, replayed);
+            prop_assert_eq!(total, replayed_total);
+            // The counters moved exactly to what the final state shows.
+            let (counts, settled) = counts_of([state]);
+            prop_assert_eq!(
+                (total.delivered, total.opened, total.clicked, total.bounced, total.complained, total.failed, total.settled),
+                (counts.delivered as i64, counts.opened as i64, counts.clicked as i64, counts.bounced as i64, counts.complained as i64, counts.failed as i64, settled as i64)
+            );
+            // The status is the greatest event's.
+            let greatest = events.iter().copied().max_by_key(|s| precedence(*s)).unwrap();
+            prop_assert_eq!(precedence(state.status), precedence(greatest));
+        }
+    }
+}

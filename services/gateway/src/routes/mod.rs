@@ -178,11 +178,12 @@ async fn read_json_body(limit: usize, headers: &HeaderMap, body: Body) -> Result
     }
     let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|error| {
-            Rejection::Malformed(ValidationErrors::single(
+        let chunk = chunk.map_err(|error| match timed_out(&error) {
+            Some(timeout) => Rejection::BodyTimedOut(crate::server::BodyTimedOut(timeout)),
+            None => Rejection::Malformed(ValidationErrors::single(
                 "",
                 format!("the body could not be read: {error}"),
-            ))
+            )),
         })?;
         if bytes.len() + chunk.len() > limit {
             drain(stream).await;
@@ -191,6 +192,18 @@ async fn read_json_body(limit: usize, headers: &HeaderMap, body: Body) -> Result
         bytes.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(bytes))
+}
+
+/// The body timeout, when that is why a body could not be read.
+fn timed_out(error: &axum::Error) -> Option<std::time::Duration> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if let Some(timed_out) = error.downcast_ref::<crate::server::BodyTimedOut>() {
+            return Some(timed_out.0);
+        }
+        cause = error.source();
+    }
+    None
 }
 
 /// Most of a refused body read and discarded before answering 413.
