@@ -20,7 +20,9 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{oneshot, watch};
 
 pub mod client;
+pub mod pki;
 pub mod process;
+pub mod smtp;
 
 pub use client::{Answer, Call, MemoryGateway, TestClient};
 
