@@ -70,7 +70,11 @@ async fn drained(js: &jetstream::Context, stream: &str, consumer: &str) {
 }
 
 /// Waits for the dead letters of `subject`, at least `count`.
-async fn dead_letters(js: &jetstream::Context, subject: &str, count: usize) -> Vec<StoredDeadLetter> {
+async fn dead_letters(
+    js: &jetstream::Context,
+    subject: &str,
+    count: usize,
+) -> Vec<StoredDeadLetter> {
     eventually(
         Duration::from_secs(60),
         &format!("{count} dead letters of {subject}"),
@@ -96,7 +100,9 @@ async fn a_finished_sweep_emails_its_results_once_and_a_failed_one_its_reason() 
     let mut body = trigger_body();
     body["ticker"] = json!("ZZZ-USD");
     let failed = p.trigger(secrets::API_KEY_ACME, &body, None).await;
-    let job = p.wait_for(&done, "COMPLETED", Duration::from_secs(60)).await;
+    let job = p
+        .wait_for(&done, "COMPLETED", Duration::from_secs(60))
+        .await;
     smtp.wait_for_messages(2, Duration::from_secs(60)).await;
     let js = p.nats.jetstream().await;
     drained(&js, "SWEEPS", "sweep-worker-notify").await;
@@ -108,8 +114,16 @@ async fn a_finished_sweep_emails_its_results_once_and_a_failed_one_its_reason() 
             .filter(|m| m["subject"].as_str().unwrap().contains(job))
             .collect()
     };
-    assert_eq!(of(&done).len(), 1, "one email per finished job: {messages:?}");
-    assert_eq!(of(&failed).len(), 1, "one email per finished job: {messages:?}");
+    assert_eq!(
+        of(&done).len(),
+        1,
+        "one email per finished job: {messages:?}"
+    );
+    assert_eq!(
+        of(&failed).len(),
+        1,
+        "one email per finished job: {messages:?}"
+    );
 
     let completed = of(&done)[0];
     assert_eq!(completed["from"], FROM);
@@ -132,8 +146,10 @@ async fn a_finished_sweep_emails_its_results_once_and_a_failed_one_its_reason() 
             format!("{:.2}", result["sharpe_ratio"].as_f64().unwrap()),
         ];
         assert!(
-            text.lines()
-                .any(|line| line.split_whitespace().take(4).eq(row.iter().map(String::as_str))),
+            text.lines().any(|line| line
+                .split_whitespace()
+                .take(4)
+                .eq(row.iter().map(String::as_str))),
             "the text part lacks the row {row:?}:\n{text}"
         );
         let cells: String = row
@@ -144,7 +160,10 @@ async fn a_finished_sweep_emails_its_results_once_and_a_failed_one_its_reason() 
                 )
             })
             .collect();
-        assert!(html.contains(&cells), "the HTML part lacks the row {row:?}:\n{html}");
+        assert!(
+            html.contains(&cells),
+            "the HTML part lacks the row {row:?}:\n{html}"
+        );
     }
     let best = &results[0];
     let best_parameters = format!(
@@ -177,7 +196,12 @@ async fn a_finished_sweep_emails_its_results_once_and_a_failed_one_its_reason() 
 
 /// A notification of its own, published to `notify.<channel>` as the
 /// routing stage would.
-async fn publish_notification(js: &jetstream::Context, id: &str, channel: ChannelKind, target: &str) {
+async fn publish_notification(
+    js: &jetstream::Context,
+    id: &str,
+    channel: ChannelKind,
+    target: &str,
+) {
     let notification = Notification {
         id: id.to_owned(),
         rule: "desk".to_owned(),
@@ -267,7 +291,11 @@ async fn a_refusing_smtp_server_ends_in_a_dead_letter_after_one_attempt() {
     let (reason, _worker, _nats) = refused_once(&smtp, PASSWORD).await;
     assert!(reason.contains("550"), "{reason}");
     assert!(reason.contains("Relaying denied"), "{reason}");
-    assert_eq!(smtp.events_of("refused").len(), 1, "one attempt, no retry storm");
+    assert_eq!(
+        smtp.events_of("refused").len(),
+        1,
+        "one attempt, no retry storm"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,7 +327,12 @@ async fn an_smtp_server_down_then_back_gets_the_email_once() {
         worker.metric("pipeline_notifications_total{channel=\"email\",outcome=\"sent\"}"),
         1.0
     );
-    assert!(dead_letter::list(&js, Some("notify.email"), 10).await.unwrap().is_empty());
+    assert!(
+        dead_letter::list(&js, Some("notify.email"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// A Slack-compatible incoming webhook answering the statuses queued in
@@ -349,7 +382,11 @@ impl Receiver {
     fn mentioning(&self, needle: &str) -> Vec<Value> {
         self.received()
             .into_iter()
-            .filter(|body| body["text"].as_str().is_some_and(|text| text.contains(needle)))
+            .filter(|body| {
+                body["text"]
+                    .as_str()
+                    .is_some_and(|text| text.contains(needle))
+            })
             .collect()
     }
 }
@@ -384,15 +421,25 @@ async fn slack_gets_block_kit_with_a_text_fallback_retried_on_5xx_and_dead_lette
     drained(&js, "NOTIFICATIONS", "sweep-worker-slack").await;
     assert_eq!(slack.mentioning(&done).len(), 2, "one 503, one 200");
     let post = &posts[1];
-    assert!(post["text"].as_str().unwrap().contains("COMPLETED"), "{post}");
+    assert!(
+        post["text"].as_str().unwrap().contains("COMPLETED"),
+        "{post}"
+    );
     let blocks = post["blocks"].as_array().unwrap();
     assert_eq!(blocks[0]["type"], "header");
     assert_eq!(blocks[0]["text"]["type"], "plain_text");
     assert_eq!(blocks[1]["type"], "section");
     assert_eq!(blocks[1]["text"]["type"], "mrkdwn");
-    assert!(blocks[1]["fields"].as_array().is_some_and(|fields| !fields.is_empty()));
     assert!(
-        blocks[2]["text"]["text"].as_str().unwrap().starts_with("```"),
+        blocks[1]["fields"]
+            .as_array()
+            .is_some_and(|fields| !fields.is_empty())
+    );
+    assert!(
+        blocks[2]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("```"),
         "the results table: {post}"
     );
     let context = blocks.last().unwrap();
@@ -427,9 +474,11 @@ async fn slack_gets_block_kit_with_a_text_fallback_retried_on_5xx_and_dead_lette
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_threshold_fires_once_per_window_across_replicas() {
     // Both rules' hour-long windows must hold the whole test.
-    eventually(Duration::from_secs(120), "not the end of an hour", || async {
-        (Timestamp::now().unix_seconds().rem_euclid(3600) < 3500).then_some(())
-    })
+    eventually(
+        Duration::from_secs(120),
+        "not the end of an hour",
+        || async { (Timestamp::now().unix_seconds().rem_euclid(3600) < 3500).then_some(()) },
+    )
     .await;
     let slack = Receiver::start().await;
     let rules = slack_rules(
@@ -453,29 +502,46 @@ async fn a_dead_letter_threshold_fires_once_per_window_across_replicas() {
     }
     // "many" fires on the 20th counted letter: by then both replicas have
     // counted all of them, and "few" has fired (on the 4th) in each.
-    eventually(Duration::from_secs(60), "the 19-letter threshold", || async {
-        (!slack.mentioning("More than 19").is_empty()).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the 19-letter threshold",
+        || async { (!slack.mentioning("More than 19").is_empty()).then_some(()) },
+    )
     .await;
     drained(&js, "NOTIFICATIONS", "sweep-worker-slack").await;
-    assert_eq!(slack.mentioning("More than 3 ").len(), 1, "{:?}", slack.received());
-    assert_eq!(slack.mentioning("More than 19").len(), 1, "{:?}", slack.received());
+    assert_eq!(
+        slack.mentioning("More than 3 ").len(),
+        1,
+        "{:?}",
+        slack.received()
+    );
+    assert_eq!(
+        slack.mentioning("More than 19").len(),
+        1,
+        "{:?}",
+        slack.received()
+    );
     let alert = &slack.mentioning("More than 3 ")[0];
     assert!(
-        alert["text"].as_str().unwrap().contains("ci.pipeline.github.failed"),
+        alert["text"]
+            .as_str()
+            .unwrap()
+            .contains("ci.pipeline.github.failed"),
         "{alert}"
     );
 }
 
-async fn publish_dead_letter(
-    js: &jetstream::Context,
-    original: &str,
-    index: usize,
-) {
+async fn publish_dead_letter(js: &jetstream::Context, original: &str, index: usize) {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(dead_letter::SUBJECT, original);
-    headers.insert(dead_letter::ERROR, "invalid payload: missing field `run_id`");
-    headers.insert("Nats-Msg-Id", format!("dlq-test:{original}:{index}").as_str());
+    headers.insert(
+        dead_letter::ERROR,
+        "invalid payload: missing field `run_id`",
+    );
+    headers.insert(
+        "Nats-Msg-Id",
+        format!("dlq-test:{original}:{index}").as_str(),
+    );
     js.publish_with_headers(
         hookmesh_contracts::subjects::dead_letter(original),
         headers,
@@ -485,4 +551,96 @@ async fn publish_dead_letter(
     .unwrap()
     .await
     .unwrap();
+}
+
+/// `count` sweeps triggered at once through `p`; each job's view once
+/// COMPLETED, and how long until the last completed.
+async fn run_sweeps(p: &Pipeline, count: usize) -> (Vec<Value>, Duration) {
+    let started = std::time::Instant::now();
+    let mut jobs = Vec::with_capacity(count);
+    for _ in 0..count {
+        jobs.push(
+            p.trigger(secrets::API_KEY_ACME, &trigger_body(), None)
+                .await,
+        );
+    }
+    let mut views = Vec::with_capacity(count);
+    for job in &jobs {
+        views.push(p.wait_for(job, "COMPLETED", Duration::from_secs(600)).await);
+    }
+    (views, started.elapsed())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// The figures of docs/notifications.md (a measured run, not a check):
+/// notification latency from job completion to the SMTP server's receipt
+/// over 100 sweeps, and sweep throughput with an SMTP server that takes 1 s
+/// per message. `cargo nextest run -p hookmesh-tests -E 'test(measure_notifications)' --run-ignored only --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run it on purpose"]
+async fn measure_notifications() {
+    for (label, delay, count) in [
+        ("fast SMTP", None, 100),
+        (
+            "slow SMTP (1 s per message)",
+            Some(Duration::from_secs(1)),
+            40,
+        ),
+    ] {
+        let smtp = TestSmtp::start(SmtpOptions {
+            delay,
+            ..SmtpOptions::default()
+        })
+        .await;
+        let settings = notify_settings(&email_rules(&["sweep.completed"]), Some((&smtp, PASSWORD)));
+        let p = Pipeline::start(knobs(50), TestDb::sqlite(), |s| s.notify = settings).await;
+        let (views, sweeps_took) = run_sweeps(&p, count).await;
+        let messages = smtp
+            .wait_for_messages(count, Duration::from_secs(600))
+            .await;
+        let received_at = |job: &str| -> f64 {
+            messages
+                .iter()
+                .find(|m| m["subject"].as_str().unwrap().contains(job))
+                .and_then(|m| m["received_at"].as_f64())
+                .unwrap_or_else(|| panic!("no email for {job}"))
+        };
+        let mut latencies: Vec<f64> = views
+            .iter()
+            .map(|view| {
+                let completed = Timestamp::parse_rfc3339(view["completed_at"].as_str().unwrap())
+                    .unwrap()
+                    .unix_millis() as f64
+                    / 1000.0;
+                received_at(view["id"].as_str().unwrap()) - completed
+            })
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let last_email = messages
+            .iter()
+            .filter_map(|m| m["received_at"].as_f64())
+            .fold(f64::MIN, f64::max);
+        let first_trigger = views
+            .iter()
+            .map(|v| {
+                Timestamp::parse_rfc3339(v["created_at"].as_str().unwrap())
+                    .unwrap()
+                    .unix_millis() as f64
+                    / 1000.0
+            })
+            .fold(f64::MAX, f64::min);
+        println!(
+            "{label}: {count} sweeps completed in {:.1} s; emails all received {:.1} s after the first trigger; \
+             completion → SMTP receipt p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+            sweeps_took.as_secs_f64(),
+            last_email - first_trigger,
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies.last().unwrap()
+        );
+    }
 }

@@ -38,7 +38,11 @@ pub(crate) fn knobs(run_time_ms: u64) -> Knobs {
 }
 
 impl Pipeline {
-    pub(crate) async fn start(knobs: Knobs, db: TestDb, tweak: impl FnOnce(&mut SweepSettings)) -> Self {
+    pub(crate) async fn start(
+        knobs: Knobs,
+        db: TestDb,
+        tweak: impl FnOnce(&mut SweepSettings),
+    ) -> Self {
         let nats = TestNats::start().await;
         let gateway = TestGateway::start(nats.url(), test_config()).await;
         let api = trading_api(knobs).await;
@@ -64,7 +68,12 @@ impl Pipeline {
     }
 
     /// Triggers a sweep as `key`'s tenant; the job id.
-    pub(crate) async fn trigger(&self, key: &str, body: &Value, idempotency_key: Option<&str>) -> String {
+    pub(crate) async fn trigger(
+        &self,
+        key: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> String {
         let mut request = self
             .gateway
             .post("/api/pipelines/trigger", &serde_json::to_vec(body).unwrap())
@@ -655,4 +664,3 @@ async fn callbacks_for_jobs_nobody_recorded_are_refused_at_the_gateway() {
             .all(|m| m.subject != "sweeps.callback")
     );
 }
-

@@ -142,10 +142,7 @@ impl TestSmtp {
             false
         })
         .await;
-        assert!(
-            matches!(ready, Ok(true)),
-            "the SMTP server did not start"
-        );
+        assert!(matches!(ready, Ok(true)), "the SMTP server did not start");
         self.child = Some(child);
     }
 

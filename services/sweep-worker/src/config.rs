@@ -142,7 +142,13 @@ impl std::fmt::Debug for NotifyArgs {
             .field("notify_email_to", &self.notify_email_to.len())
             .field("notify_events", &self.notify_events)
             .field("notify_allow_private", &self.notify_allow_private)
-            .field("smtp_url", &self.smtp_url.as_deref().map(hookmesh_contracts::redact::url))
+            .field(
+                "smtp_url",
+                &self
+                    .smtp_url
+                    .as_deref()
+                    .map(hookmesh_contracts::redact::url),
+            )
             .field("smtp_from", &self.smtp_from)
             .finish_non_exhaustive()
     }
@@ -169,10 +175,12 @@ impl NotifyArgs {
                     .map(|event| event.trim())
                     .filter(|event| !event.is_empty())
                     .map(|event| {
-                        event.parse::<NotificationKind>().map_err(|reason| ConfigError {
-                            variable: "HOOKMESH_NOTIFY_EVENTS",
-                            reason,
-                        })
+                        event
+                            .parse::<NotificationKind>()
+                            .map_err(|reason| ConfigError {
+                                variable: "HOOKMESH_NOTIFY_EVENTS",
+                                reason,
+                            })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 Rules::from_shorthand(
@@ -191,7 +199,11 @@ impl NotifyArgs {
             variable: "HOOKMESH_NOTIFY_RULES",
             reason: error.to_string(),
         })?;
-        let smtp = match self.smtp_url.as_deref().filter(|url| !url.trim().is_empty()) {
+        let smtp = match self
+            .smtp_url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())
+        {
             None => None,
             Some(url) => {
                 let endpoint = SmtpEndpoint::parse(url).map_err(|reason| ConfigError {
@@ -203,8 +215,9 @@ impl NotifyArgs {
                     .as_deref()
                     .ok_or_else(|| ConfigError {
                         variable: "HOOKMESH_SMTP_FROM",
-                        reason: "required with HOOKMESH_SMTP_URL: the sender of notification emails"
-                            .to_owned(),
+                        reason:
+                            "required with HOOKMESH_SMTP_URL: the sender of notification emails"
+                                .to_owned(),
                     })?
                     .parse()
                     .map_err(|error| ConfigError {

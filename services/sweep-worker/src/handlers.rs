@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::sweep::{SweepCallback, SweepTrigger, callback_token};
-use hookmesh_contracts::sweep_jobs::{JobId, JobStatus, RecordedJob, SweepDeadline, SweepJobEvent};
+use hookmesh_contracts::sweep_jobs::{JobId, JobStatus, RecordedJob, SweepDeadline};
 use hookmesh_contracts::{EventData, Timestamp};
 use hookmesh_nats::jobs::JobRegistry;
 use hookmesh_runtime::ops::DatabaseHealth;

@@ -265,7 +265,8 @@ async fn a_notification_webhook_that_redirects_is_not_followed_nor_retried() {
         rules: Arc::new(Rules::from_json(&rules, "test", true).unwrap()),
         ..NotifySettings::default()
     };
-    let deliverer = Deliverer::new(&settings, SweepMetrics::register(&mut Registry::default())).unwrap();
+    let deliverer =
+        Deliverer::new(&settings, SweepMetrics::register(&mut Registry::default())).unwrap();
     let notification = Notification {
         id: "ntf_1".to_owned(),
         rule: "all".to_owned(),
@@ -292,7 +293,10 @@ async fn a_notification_webhook_that_redirects_is_not_followed_nor_retried() {
     let Outcome::DeadLetter { reason } = outcome else {
         panic!("a redirect is refused, not retried: {outcome:?}");
     };
-    assert!(reason.contains("307") && reason.contains("redirect"), "{reason}");
+    assert!(
+        reason.contains("307") && reason.contains("redirect"),
+        "{reason}"
+    );
     assert!(!reason.contains("secret"), "{reason}");
     assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

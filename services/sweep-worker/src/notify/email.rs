@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use hookmesh_contracts::notify::Notification;
 use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 
 use super::outcome::SendError;
@@ -157,7 +157,9 @@ pub struct Mailer {
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mailer").field("server", &self.server).finish()
+        f.debug_struct("Mailer")
+            .field("server", &self.server)
+            .finish()
     }
 }
 
@@ -202,7 +204,11 @@ impl Mailer {
     }
 
     /// The email for `notification` to `to`.
-    pub fn message(&self, notification: &Notification, to: &[Mailbox]) -> Result<Message, SendError> {
+    pub fn message(
+        &self,
+        notification: &Notification,
+        to: &[Mailbox],
+    ) -> Result<Message, SendError> {
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(notification.subject.clone())
@@ -253,7 +259,9 @@ mod tests {
 
     #[test]
     fn smtp_urls_name_server_tls_and_credentials() {
-        let endpoint = SmtpEndpoint::parse("smtp://me%40corp.com:p%3Ass@smtp.office365.com:587?tls=starttls").unwrap();
+        let endpoint =
+            SmtpEndpoint::parse("smtp://me%40corp.com:p%3Ass@smtp.office365.com:587?tls=starttls")
+                .unwrap();
         assert_eq!(endpoint.host, "smtp.office365.com");
         assert_eq!(endpoint.port, 587);
         assert_eq!(endpoint.tls, TlsMode::StartTls);
@@ -265,7 +273,10 @@ mod tests {
         let implicit = SmtpEndpoint::parse("smtps://relay.example.com").unwrap();
         assert_eq!((implicit.port, implicit.tls), (465, TlsMode::Implicit));
         let local = SmtpEndpoint::parse("smtp://127.0.0.1:2525?tls=none").unwrap();
-        assert_eq!((local.port, local.tls, local.credentials), (2525, TlsMode::None, None));
+        assert_eq!(
+            (local.port, local.tls, local.credentials),
+            (2525, TlsMode::None, None)
+        );
         let error = SmtpEndpoint::parse("smtp://u:secret@h?tls=maybe").unwrap_err();
         assert!(error.contains("tls=maybe"), "{error}");
         let error = SmtpEndpoint::parse("http://u:secret@h").unwrap_err();

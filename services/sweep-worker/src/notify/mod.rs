@@ -265,7 +265,10 @@ impl Router {
         }
     }
 
-    async fn sweep(&self, delivery: &Delivery) -> Result<Option<(TenantId, Vec<Notification>)>, Outcome> {
+    async fn sweep(
+        &self,
+        delivery: &Delivery,
+    ) -> Result<Option<(TenantId, Vec<Notification>)>, Outcome> {
         let (envelope, event) = read::<SweepJobEvent>(delivery)?;
         let Some(kind) = sweep_kind(&event).filter(|_| event.done) else {
             return Ok(None);
@@ -284,7 +287,12 @@ impl Router {
             Ok(Some(job)) if job.tenant == envelope.tenantid => {
                 match self.store.results(&job.id).await {
                     Ok(results) => Some(job.view(Some(results))),
-                    Err(error) => return Err(Outcome::retry(delivery.delivered, format!("the database is unavailable: {error}"))),
+                    Err(error) => {
+                        return Err(Outcome::retry(
+                            delivery.delivered,
+                            format!("the database is unavailable: {error}"),
+                        ));
+                    }
                 }
             }
             Ok(_) => None,
@@ -297,11 +305,21 @@ impl Router {
         };
         let view = SweepView::new(&event, tenant, kind, job.as_ref());
         let message = render::sweep(&view, &self.public_url);
-        let made = notifications(&self.rules, &envelope.id, kind, &matched, &message, event.at);
+        let made = notifications(
+            &self.rules,
+            &envelope.id,
+            kind,
+            &matched,
+            &message,
+            event.at,
+        );
         Ok(Some((envelope.tenantid, made)))
     }
 
-    fn ci_failure(&self, delivery: &Delivery) -> Result<Option<(TenantId, Vec<Notification>)>, Outcome> {
+    fn ci_failure(
+        &self,
+        delivery: &Delivery,
+    ) -> Result<Option<(TenantId, Vec<Notification>)>, Outcome> {
         let (envelope, failure) = read::<CiFailureDetected>(delivery)?;
         let kind = NotificationKind::CiFailure;
         let matched = self.rules.matching(&Fact {
@@ -310,11 +328,21 @@ impl Router {
             ci: Some(&failure),
         });
         let message = render::ci_failure(&failure);
-        let made = notifications(&self.rules, &envelope.id, kind, &matched, &message, failure.detected_at);
+        let made = notifications(
+            &self.rules,
+            &envelope.id,
+            kind,
+            &matched,
+            &message,
+            failure.detected_at,
+        );
         Ok((!made.is_empty()).then_some((envelope.tenantid, made)))
     }
 
-    fn campaign(&self, delivery: &Delivery) -> Result<Option<(TenantId, Vec<Notification>)>, Outcome> {
+    fn campaign(
+        &self,
+        delivery: &Delivery,
+    ) -> Result<Option<(TenantId, Vec<Notification>)>, Outcome> {
         let (envelope, completed) = read::<CampaignCompleted>(delivery)?;
         let kind = NotificationKind::CampaignCompleted;
         let matched = self.rules.matching(&Fact {
@@ -323,7 +351,14 @@ impl Router {
             ci: None,
         });
         let message = render::campaign(&completed);
-        let made = notifications(&self.rules, &envelope.id, kind, &matched, &message, completed.completed_at);
+        let made = notifications(
+            &self.rules,
+            &envelope.id,
+            kind,
+            &matched,
+            &message,
+            completed.completed_at,
+        );
         Ok((!made.is_empty()).then_some((completed.tenant_id, made)))
     }
 }
@@ -337,7 +372,12 @@ pub struct RouteHandler {
 
 impl Handler for RouteHandler {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
-        join_all(batch.iter().map(|delivery| self.router.route(self.source, delivery))).await
+        join_all(
+            batch
+                .iter()
+                .map(|delivery| self.router.route(self.source, delivery)),
+        )
+        .await
     }
 }
 
@@ -387,7 +427,9 @@ impl Deliverer {
         let channel_name = notification.channel.as_str();
         let started = Instant::now();
         let result = match (self.rules.channels.get(&notification.target), &self.mailer) {
-            (Some(Channel::Email { to }), Some(mailer)) if notification.channel == ChannelKind::Email => {
+            (Some(Channel::Email { to }), Some(mailer))
+                if notification.channel == ChannelKind::Email =>
+            {
                 mailer.send(&notification, to).await
             }
             (Some(Channel::Slack { url }), _) if notification.channel == ChannelKind::Slack => {
@@ -402,8 +444,12 @@ impl Deliverer {
         let decision = decide(result, delivery.delivered, &self.delays);
         let latency = (decision == Decision::Sent)
             .then(|| notification.occurred_at.seconds_until(Timestamp::now()));
-        self.metrics
-            .notification(notification.channel.as_str(), decision.label(), send_seconds, latency);
+        self.metrics.notification(
+            notification.channel.as_str(),
+            decision.label(),
+            send_seconds,
+            latency,
+        );
         match decision {
             Decision::Sent => {
                 tracing::info!(notification = %notification.id, rule = %notification.rule, kind = %notification.kind, channel = %notification.target, attempt = delivery.delivered, "Notification sent.");
@@ -429,7 +475,12 @@ pub struct DeliverHandler {
 
 impl Handler for DeliverHandler {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
-        join_all(batch.iter().map(|delivery| self.deliverer.deliver(delivery))).await
+        join_all(
+            batch
+                .iter()
+                .map(|delivery| self.deliverer.deliver(delivery)),
+        )
+        .await
     }
 }
 
@@ -449,7 +500,9 @@ async fn watch_dead_letters(
             .thresholds()
             .map(|(rule, threshold)| (rule.name.as_str(), threshold)),
     );
-    ensure_streams(&js, STREAMS, replicas).await.map_err(|e| e.to_string())?;
+    ensure_streams(&js, STREAMS, replicas)
+        .await
+        .map_err(|e| e.to_string())?;
     let stream = js
         .get_stream(DEAD_LETTER_STREAM)
         .await
@@ -500,12 +553,22 @@ async fn watch_dead_letters(
             let Some(rule) = rules.rules.iter().find(|rule| rule.name == firing.rule) else {
                 continue;
             };
-            let matched: Vec<(&rules::Rule, &str)> =
-                rule.channels.iter().map(|channel| (rule, channel.as_str())).collect();
+            let matched: Vec<(&rules::Rule, &str)> = rule
+                .channels
+                .iter()
+                .map(|channel| (rule, channel.as_str()))
+                .collect();
             // The window names the fact: every replica and restart agrees.
             let fact_id = format!("dead-letters:{}", firing.window_start.unix_millis());
-            let message = render::dead_letters(&alert);
-            let made = notifications(&rules, &fact_id, NotificationKind::DeadLetters, &matched, &message, at);
+            let rendered = render::dead_letters(&alert);
+            let made = notifications(
+                &rules,
+                &fact_id,
+                NotificationKind::DeadLetters,
+                &matched,
+                &rendered,
+                at,
+            );
             tracing::warn!(rule = %firing.rule, threshold = alert.threshold, window_secs = alert.window_secs, sequence, "Dead-letter threshold crossed.");
             publish(sink.as_ref(), &TenantId::default_tenant(), made).await?;
         }
@@ -516,14 +579,15 @@ async fn watch_dead_letters(
 pub fn check_delays(delays: &[Duration]) -> Result<(), NotifyError> {
     for definition in [EMAIL_CONSUMER, SLACK_CONSUMER] {
         let max_deliver = definition.config(1).map_or(-1, |config| config.max_deliver);
-        if let Ok(max_deliver) = usize::try_from(max_deliver)
-            && delays.len() >= max_deliver
-        {
-            return Err(NotifyError::TooManyRetries {
-                delays: delays.len(),
-                max_deliver,
-                file: definition.file,
-            });
+        match usize::try_from(max_deliver) {
+            Ok(max_deliver) if delays.len() >= max_deliver => {
+                return Err(NotifyError::TooManyRetries {
+                    delays: delays.len(),
+                    max_deliver,
+                    file: definition.file,
+                });
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -619,7 +683,13 @@ pub fn start(
     if rules.thresholds().next().is_some() {
         let (js, shutdown) = (js.clone(), loops.shutdown());
         loops.supervise("notify-dead-letters", move || {
-            watch_dead_letters(js.clone(), replicas, rules.clone(), sink.clone(), shutdown.clone())
+            watch_dead_letters(
+                js.clone(),
+                replicas,
+                rules.clone(),
+                sink.clone(),
+                shutdown.clone(),
+            )
         });
     }
     Ok(())

@@ -86,7 +86,9 @@ pub fn classify_http(status: u16, retry_after: Option<Duration>) -> Result<(), S
         300..=399 => Err(SendError::Permanent(format!(
             "the webhook answered {status} (a redirect, which is not followed: configure the final address)"
         ))),
-        _ => Err(SendError::Permanent(format!("the webhook answered {status}"))),
+        _ => Err(SendError::Permanent(format!(
+            "the webhook answered {status}"
+        ))),
     }
 }
 
@@ -106,7 +108,9 @@ mod tests {
                 reason: "connection refused".to_owned()
             }
         );
-        assert!(matches!(decide(down(), 2, &DELAYS), Decision::Retry { delay, .. } if delay == Duration::from_secs(4)));
+        assert!(
+            matches!(decide(down(), 2, &DELAYS), Decision::Retry { delay, .. } if delay == Duration::from_secs(4))
+        );
         assert_eq!(
             decide(down(), 3, &DELAYS),
             Decision::DeadLetter {
@@ -117,7 +121,9 @@ mod tests {
 
     #[test]
     fn permanent_failures_dead_letter_at_once() {
-        let refused = Err(SendError::Permanent("535 5.7.8 authentication failed".to_owned()));
+        let refused = Err(SendError::Permanent(
+            "535 5.7.8 authentication failed".to_owned(),
+        ));
         assert_eq!(
             decide(refused, 1, &DELAYS),
             Decision::DeadLetter {
@@ -130,11 +136,26 @@ mod tests {
     #[test]
     fn webhook_answers_are_classified() {
         assert_eq!(classify_http(200, None), Ok(()));
-        assert!(matches!(classify_http(503, None), Err(SendError::Transient { .. })));
-        assert!(matches!(classify_http(429, None), Err(SendError::Transient { .. })));
-        assert!(matches!(classify_http(404, None), Err(SendError::Permanent(_))));
-        assert!(matches!(classify_http(400, None), Err(SendError::Permanent(_))));
-        assert!(matches!(classify_http(302, None), Err(SendError::Permanent(_))));
+        assert!(matches!(
+            classify_http(503, None),
+            Err(SendError::Transient { .. })
+        ));
+        assert!(matches!(
+            classify_http(429, None),
+            Err(SendError::Transient { .. })
+        ));
+        assert!(matches!(
+            classify_http(404, None),
+            Err(SendError::Permanent(_))
+        ));
+        assert!(matches!(
+            classify_http(400, None),
+            Err(SendError::Permanent(_))
+        ));
+        assert!(matches!(
+            classify_http(302, None),
+            Err(SendError::Permanent(_))
+        ));
         // Retry-After lengthens the wait, bounded.
         let busy = Err(SendError::Transient {
             reason: "429".to_owned(),

@@ -68,10 +68,13 @@ pub struct SweepView {
 }
 
 impl SweepView {
-    pub fn new(event: &SweepJobEvent, tenant: &str, kind: NotificationKind, job: Option<&PipelineJob>) -> Self {
-        let mut results = job
-            .and_then(|job| job.results.clone())
-            .unwrap_or_default();
+    pub fn new(
+        event: &SweepJobEvent,
+        tenant: &str,
+        kind: NotificationKind,
+        job: Option<&PipelineJob>,
+    ) -> Self {
+        let mut results = job.and_then(|job| job.results.clone()).unwrap_or_default();
         if results.is_empty() {
             results.extend(event.best.clone());
         }
@@ -113,8 +116,19 @@ fn seconds(value: f64) -> String {
 
 /// 003's metrics, the columns of the results table.
 const COLUMNS: [&str; 13] = [
-    "fast", "slow", "score", "Sharpe", "Sortino", "return %", "annualized %", "max DD %",
-    "win rate %", "profit factor", "trades", "trades/month", "avg trade",
+    "fast",
+    "slow",
+    "score",
+    "Sharpe",
+    "Sortino",
+    "return %",
+    "annualized %",
+    "max DD %",
+    "win rate %",
+    "profit factor",
+    "trades",
+    "trades/month",
+    "avg trade",
 ];
 
 fn cells(result: &SweepResult) -> [String; 13] {
@@ -151,7 +165,7 @@ fn text_table(results: &[SweepResult]) -> String {
         let padded: Vec<String> = values
             .iter()
             .zip(&widths)
-            .map(|(value, width)| format!("{value:>width$}"))
+            .map(|(value, &width)| format!("{value:>width$}"))
             .collect();
         padded.join("  ").trim_end().to_owned()
     };
@@ -164,9 +178,8 @@ fn text_table(results: &[SweepResult]) -> String {
 }
 
 fn html_table(results: &[SweepResult]) -> String {
-    let mut html = String::from(
-        "<table style=\"border-collapse:collapse;font-family:monospace\"><thead><tr>",
-    );
+    let mut html =
+        String::from("<table style=\"border-collapse:collapse;font-family:monospace\"><thead><tr>");
     for column in COLUMNS {
         let _ = write!(
             html,
@@ -297,7 +310,11 @@ pub fn sweep(view: &SweepView, public_url: &str) -> Message {
         escape(&api)
     );
 
-    let icon = if completed { ":white_check_mark:" } else { ":x:" };
+    let icon = if completed {
+        ":white_check_mark:"
+    } else {
+        ":x:"
+    };
     let summary = match (completed, best) {
         (true, Some(best)) => format!(
             "{icon} Trading sweep `{}` ({} {}) {status}: best fast {} / slow {}, score {:.2}, Sharpe {:.2}, return {:.1} %",
@@ -427,12 +444,18 @@ pub fn dead_letters(alert: &DeadLetterAlert) -> Message {
         ("Rule", alert.rule.clone()),
         (
             "Threshold",
-            format!("more than {} within {} s", alert.threshold, alert.window_secs),
+            format!(
+                "more than {} within {} s",
+                alert.threshold, alert.window_secs
+            ),
         ),
         ("Window from", alert.window_start.to_rfc3339()),
         ("Latest subject", alert.subject.clone()),
         ("Latest reason", alert.reason.clone()),
-        ("Inspect", "hookmesh dlq list; replay with hookmesh dlq replay".to_owned()),
+        (
+            "Inspect",
+            "hookmesh dlq list; replay with hookmesh dlq replay".to_owned(),
+        ),
     ];
     let summary = format!(
         ":warning: More than {} dead letters within {} s (latest on {}: {})",
@@ -442,7 +465,12 @@ pub fn dead_letters(alert: &DeadLetterAlert) -> Message {
 }
 
 /// A message that is a title and a list of facts.
-fn facts_message(subject: String, summary: String, title: &str, facts: &[(&str, String)]) -> Message {
+fn facts_message(
+    subject: String,
+    summary: String,
+    title: &str,
+    facts: &[(&str, String)],
+) -> Message {
     let mut text = format!("{summary}\n\n");
     let mut body = format!("<h2>{}</h2><table>", escape(title));
     for (name, value) in facts {
@@ -506,7 +534,9 @@ mod tests {
             strategy: "SMA".to_owned(),
             duration_seconds: Some(127.0),
             combinations: Some(8),
-            results: (0..12).map(|i| result(10 + i, 30 + i, 3.0 - f64::from(i) / 10.0)).collect(),
+            results: (0..12)
+                .map(|i| result(10 + i, 30 + i, 3.0 - f64::from(i) / 10.0))
+                .collect(),
             reason: None,
             finished_at: Timestamp::parse_rfc3339("2025-01-27T10:32:52Z").unwrap(),
         }
@@ -514,23 +544,40 @@ mod tests {
 
     #[test]
     fn a_completed_sweep_shows_its_facts_best_parameters_and_top_results() {
-        let message = sweep(&view(NotificationKind::SweepCompleted), "https://mesh.example.com/");
-        assert_eq!(message.subject, "[hookmesh] Sweep COMPLETED: BTC-USD SMA (job_1)");
+        let message = sweep(
+            &view(NotificationKind::SweepCompleted),
+            "https://mesh.example.com/",
+        );
+        assert_eq!(
+            message.subject,
+            "[hookmesh] Sweep COMPLETED: BTC-USD SMA (job_1)"
+        );
         for part in [&message.text, &message.html] {
             assert!(part.contains("Best parameters"), "{part}");
             assert!(part.contains("fast 10 / slow 30"), "{part}");
             assert!(part.contains("2 min 7 s"), "{part}");
-            assert!(part.contains("https://mesh.example.com/ui/pipelines/job_1"), "{part}");
-            assert!(part.contains("https://mesh.example.com/api/pipelines/job_1"), "{part}");
+            assert!(
+                part.contains("https://mesh.example.com/ui/pipelines/job_1"),
+                "{part}"
+            );
+            assert!(
+                part.contains("https://mesh.example.com/api/pipelines/job_1"),
+                "{part}"
+            );
             assert!(part.contains("Top 10 of 12 results"), "{part}");
             assert!(part.contains("5.2 days"), "{part}");
         }
         // Ten rows: fast 10-19 shown, 20 and 21 not.
-        assert!(message.text.contains("\n   19"), "{}", message.text);
-        assert!(!message.text.contains("\n   20 "), "{}", message.text);
+        assert!(message.text.contains("\n  19  "), "{}", message.text);
+        assert!(!message.text.contains("\n  20  "), "{}", message.text);
         assert_eq!(message.html.matches("<tr><td").count(), 10);
         assert_eq!(message.blocks[0]["type"], "header");
-        assert!(message.blocks[2]["text"]["text"].as_str().unwrap().starts_with("```"));
+        assert!(
+            message.blocks[2]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("```")
+        );
     }
 
     #[test]
@@ -538,8 +585,16 @@ mod tests {
         let mut failed = view(NotificationKind::SweepFailed);
         failed.reason = Some("Insufficient <historical> data & more".to_owned());
         let message = sweep(&failed, "http://127.0.0.1:8080");
-        assert!(message.text.contains("Reason: Insufficient <historical> data & more"));
-        assert!(message.html.contains("Insufficient &lt;historical&gt; data &amp; more"));
+        assert!(
+            message
+                .text
+                .contains("Reason: Insufficient <historical> data & more")
+        );
+        assert!(
+            message
+                .html
+                .contains("Insufficient &lt;historical&gt; data &amp; more")
+        );
         assert!(!message.html.contains("<historical>"));
         assert!(!message.text.contains("Top "));
         let mut timed_out = failed;
@@ -549,6 +604,9 @@ mod tests {
 
     #[test]
     fn html_escaping_covers_every_special_character() {
-        assert_eq!(escape(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

@@ -216,11 +216,7 @@ pub fn is_public(ip: IpAddr) -> bool {
 
 impl Rules {
     /// Checks `file`, read from `origin`.
-    pub fn check(
-        file: RulesFile,
-        origin: &str,
-        allow_private: bool,
-    ) -> Result<Self, RulesError> {
+    pub fn check(file: RulesFile, origin: &str, allow_private: bool) -> Result<Self, RulesError> {
         let mut problems = Vec::new();
         let mut channels = BTreeMap::new();
         for (name, spec) in file.channels {
@@ -341,7 +337,9 @@ fn check_channel(spec: &ChannelSpec, allow_private: bool) -> Result<Channel, Str
         }
         ChannelKind::Slack => {
             if !spec.to.is_empty() {
-                return Err("a slack channel has no `to`; its `url` is the incoming webhook".into());
+                return Err(
+                    "a slack channel has no `to`; its `url` is the incoming webhook".into(),
+                );
             }
             let url = spec
                 .url
@@ -387,15 +385,14 @@ fn check_rule(spec: RuleSpec, channels: &BTreeMap<String, Channel>) -> Result<Ru
         })
         .collect();
     let ci = spec.events.contains(&NotificationKind::CiFailure);
-    if !ci && !(spec.platforms.is_empty() && spec.repositories.is_empty() && spec.classes.is_empty())
+    if !ci
+        && !(spec.platforms.is_empty() && spec.repositories.is_empty() && spec.classes.is_empty())
     {
         problems.push("`platforms`, `repositories` and `classes` apply to ci.failure only".into());
     }
     let dead_letters = if spec.events.contains(&NotificationKind::DeadLetters) {
         let threshold = spec.threshold.unwrap_or(DEFAULT_THRESHOLD);
-        let window = spec
-            .window_secs
-            .map_or(DEFAULT_WINDOW, Duration::from_secs);
+        let window = spec.window_secs.map_or(DEFAULT_WINDOW, Duration::from_secs);
         if window.is_zero() || window > MAX_WINDOW {
             problems.push(format!(
                 "`window_secs` must be 1-{} (the NOTIFICATIONS stream's duplicate window)",
@@ -441,7 +438,10 @@ pub const SHORTHAND_RULE: &str = "default";
 
 impl Rules {
     /// The rules `shorthand` makes; none when neither channel is set.
-    pub fn from_shorthand(shorthand: &Shorthand<'_>, allow_private: bool) -> Result<Self, RulesError> {
+    pub fn from_shorthand(
+        shorthand: &Shorthand<'_>,
+        allow_private: bool,
+    ) -> Result<Self, RulesError> {
         let mut file = RulesFile::default();
         if let Some(url) = shorthand.webhook_url.filter(|url| !url.trim().is_empty()) {
             file.channels.insert(
@@ -525,8 +525,16 @@ mod tests {
             names(rules.matching(&fact(NotificationKind::SweepCompleted, "acme"))),
             ["acme→desk", "acme→oncall"]
         );
-        assert!(rules.matching(&fact(NotificationKind::SweepCompleted, "globex")).is_empty());
-        assert!(rules.matching(&fact(NotificationKind::SweepTimedOut, "acme")).is_empty());
+        assert!(
+            rules
+                .matching(&fact(NotificationKind::SweepCompleted, "globex"))
+                .is_empty()
+        );
+        assert!(
+            rules
+                .matching(&fact(NotificationKind::SweepTimedOut, "acme"))
+                .is_empty()
+        );
         let (rule, threshold) = rules.thresholds().next().unwrap();
         assert_eq!(rule.name, "dlq");
         assert_eq!(
@@ -568,13 +576,22 @@ mod tests {
             "rules[1] (\"x\"): `threshold` and `window_secs` apply to dead_letters only",
             "rules[2] (\"y\"): `window_secs` must be 1-3600",
         ] {
-            assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from:\n{text}"
+            );
         }
         let unknown = Rules::from_json(r#"{"rulez": []}"#, "r.json", false).unwrap_err();
-        assert!(unknown.to_string().contains("unknown field `rulez`"), "{unknown}");
-        let bad_event =
-            Rules::from_json(r#"{"rules": [{"name": "a", "events": ["sweep.done"], "channels": []}]}"#, "r.json", false)
-                .unwrap_err();
+        assert!(
+            unknown.to_string().contains("unknown field `rulez`"),
+            "{unknown}"
+        );
+        let bad_event = Rules::from_json(
+            r#"{"rules": [{"name": "a", "events": ["sweep.done"], "channels": []}]}"#,
+            "r.json",
+            false,
+        )
+        .unwrap_err();
         assert!(bad_event.to_string().contains("sweep.done"), "{bad_event}");
     }
 
@@ -606,7 +623,10 @@ mod tests {
     #[test]
     fn the_shorthand_makes_one_rule_to_every_channel_set() {
         let to = vec!["ops@example.com".to_owned()];
-        let events = [NotificationKind::SweepCompleted, NotificationKind::DeadLetters];
+        let events = [
+            NotificationKind::SweepCompleted,
+            NotificationKind::DeadLetters,
+        ];
         let shorthand = Shorthand {
             webhook_url: Some("http://127.0.0.1:9/hook"),
             email_to: &to,

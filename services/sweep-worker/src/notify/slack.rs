@@ -42,11 +42,17 @@ impl Slack {
         if self.allow_private {
             return Ok(());
         }
-        let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let port = url.port_or_known_default().unwrap_or(443);
         let addresses = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|error| SendError::transient(format!("cannot resolve the webhook's host: {error}")))?;
+            .map_err(|error| {
+                SendError::transient(format!("cannot resolve the webhook's host: {error}"))
+            })?;
         for address in addresses {
             if !is_public(address.ip()) {
                 return Err(SendError::Permanent(
@@ -57,7 +63,11 @@ impl Slack {
         Ok(())
     }
 
-    pub async fn send(&self, url: &reqwest::Url, notification: &Notification) -> Result<(), SendError> {
+    pub async fn send(
+        &self,
+        url: &reqwest::Url,
+        notification: &Notification,
+    ) -> Result<(), SendError> {
         self.check_resolved(url).await?;
         let response = self
             .http
@@ -65,7 +75,9 @@ impl Slack {
             .json(&payload(notification))
             .send()
             .await
-            .map_err(|error| SendError::transient(format!("the webhook: {}", error.without_url())))?;
+            .map_err(|error| {
+                SendError::transient(format!("the webhook: {}", error.without_url()))
+            })?;
         if let Some(reason) = hookmesh_runtime::http::refused_redirect(&response) {
             return Err(SendError::Permanent(format!("the webhook: {reason}")));
         }

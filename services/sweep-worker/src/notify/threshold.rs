@@ -125,9 +125,24 @@ mod tests {
     #[test]
     fn replay_starts_at_the_earliest_current_window() {
         let counter = DeadLetterCounter::new([
-            ("a", Threshold { threshold: 1, window: Duration::from_secs(60) }),
-            ("b", Threshold { threshold: 1, window: Duration::from_secs(300) }),
+            (
+                "a",
+                Threshold {
+                    threshold: 1,
+                    window: Duration::from_secs(60),
+                },
+            ),
+            (
+                "b",
+                Threshold {
+                    threshold: 1,
+                    window: Duration::from_secs(300),
+                },
+            ),
         ]);
-        assert_eq!(counter.replay_from(at(1_700_000_123_456)), at(1_700_000_100_000));
+        assert_eq!(
+            counter.replay_from(at(1_700_000_123_456)),
+            at(1_700_000_100_000)
+        );
     }
 }
