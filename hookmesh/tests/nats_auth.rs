@@ -174,6 +174,20 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
     let trading_url = trading_api
         .url()
         .replacen("http://", "http://svc:api-pass-0c4b@", 1);
+    // The notifier with every consumer a rule can ask for, posting to a
+    // webhook whose path is a secret.
+    let (webhook, posted) = webhook_receiver().await;
+    let rules = dir.path().join("notify.json");
+    std::fs::write(
+        &rules,
+        json!({
+            "channels": {"oncall": {"type": "slack", "url": format!("{webhook}/hooks/hook-token-5e1d")}},
+            "rules": [{"name": "all", "channels": ["oncall"], "events": [
+                "sweep.completed", "sweep.failed", "ci.failure", "campaign.completed", "dead_letters"]}]
+        })
+        .to_string(),
+    )
+    .unwrap();
 
     // The gateway with its credentials in NATS_URL; the others by variable.
     let gateway_port = free_port();
@@ -234,6 +248,8 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
                 ("TRADING_API_KEY", secrets::TRADING_API.to_owned()),
                 ("HOOKMESH_PUBLIC_URL", gateway_url.clone()),
                 ("HOOKMESH_CALLBACK_SECRET", secrets::CALLBACK.to_owned()),
+                ("HOOKMESH_NOTIFY_RULES", rules.display().to_string()),
+                ("HOOKMESH_NOTIFY_ALLOW_PRIVATE", "true".to_owned()),
             ],
             format!("http://{ops}/readyz"),
             dir.path(),
@@ -276,6 +292,16 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
             .ok()?;
         let job: Value = answer.json().await.ok()?;
         (job["status"] == "COMPLETED").then_some(())
+    })
+    .await;
+    // …and its notification, through the notifier's consumers and stream.
+    eventually(Duration::from_secs(60), "the sweep's notification", || {
+        let told = posted.lock().unwrap().iter().any(|body: &Value| {
+            body["text"]
+                .as_str()
+                .is_some_and(|text| text.contains(&job))
+        });
+        async move { told.then_some(()) }
     })
     .await;
     // A campaign, read back from the batch-processor.
@@ -376,8 +402,26 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
         secrets::API_KEY_ACME,
         secrets::CALLBACK,
         secrets::TRADING_API,
+        "hook-token-5e1d",
     ]);
     assert_no_secret(dir.path(), &help, &secrets_given);
+}
+
+/// An incoming webhook on a free port: its base URL, and the bodies posted.
+async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let posted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = posted.clone();
+    let router = axum::Router::new().fallback(move |axum::Json(body): axum::Json<Value>| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push(body);
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, posted)
 }
 
 /// `hookmesh up` against `broker` with `auth` (variables), until one buddy

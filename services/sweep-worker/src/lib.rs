@@ -1,7 +1,7 @@
 //! The sweep-worker (seeds 000 and 003): trading sweep jobs through
 //! JetStream, the Trading API and a database.
 //!
-//! A job moves QUEUED → RUNNING → COMPLETED | FAILED, only forward. Four
+//! A job moves QUEUED → RUNNING → COMPLETED | FAILED, only forward. Three
 //! durable consumers carry it, and none holds a worker while the sweep
 //! runs on the Trading API:
 //!
@@ -15,8 +15,10 @@
 //!   error message.
 //! - `sweeps.deadline`: held back with delayed naks until due; a job still
 //!   unsettled then is polled on the Trading API and completed or failed.
-//! - the notifier ([`notify`]): finished sweeps, CI failures, completed
-//!   campaigns and dead-letter thresholds, by rules, to email and Slack.
+//!
+//! Beside them runs the notifier ([`notify`]): finished sweeps, CI
+//! failures, completed campaigns and dead-letter thresholds, by rules, to
+//! email and Slack.
 //!
 //! Status changes are guarded updates ([`store`]) whose events go through
 //! the outbox, so a duplicate or a racing replica changes nothing twice.

@@ -263,6 +263,7 @@ async fn a_notification_webhook_that_redirects_is_not_followed_nor_retried() {
     );
     let settings = NotifySettings {
         rules: Arc::new(Rules::from_json(&rules, "test", true).unwrap()),
+        allow_private: true,
         ..NotifySettings::default()
     };
     let deliverer =

@@ -19,7 +19,7 @@
 //! }
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -218,6 +218,9 @@ impl Rules {
     /// Checks `file`, read from `origin`.
     pub fn check(file: RulesFile, origin: &str, allow_private: bool) -> Result<Self, RulesError> {
         let mut problems = Vec::new();
+        // Rules are checked against every channel named, valid or not, so
+        // that a bad channel is reported once, where it is defined.
+        let declared: BTreeSet<String> = file.channels.keys().cloned().collect();
         let mut channels = BTreeMap::new();
         for (name, spec) in file.channels {
             match check_channel(&spec, allow_private) {
@@ -228,12 +231,13 @@ impl Rules {
             }
         }
         let mut rules: Vec<Rule> = Vec::new();
+        let mut names = BTreeSet::new();
         for (index, spec) in file.rules.into_iter().enumerate() {
             let at = format!("rules[{index}] ({:?})", spec.name);
-            if rules.iter().any(|rule| rule.name == spec.name) {
+            if !names.insert(spec.name.clone()) {
                 problems.push(format!("{at}: a second rule with this name"));
             }
-            match check_rule(spec, &channels) {
+            match check_rule(spec, &declared) {
                 Ok(rule) => rules.push(rule),
                 Err(found) => problems.extend(found.into_iter().map(|p| format!("{at}: {p}"))),
             }
@@ -357,7 +361,7 @@ fn check_channel(spec: &ChannelSpec, allow_private: bool) -> Result<Channel, Str
     }
 }
 
-fn check_rule(spec: RuleSpec, channels: &BTreeMap<String, Channel>) -> Result<Rule, Vec<String>> {
+fn check_rule(spec: RuleSpec, channels: &BTreeSet<String>) -> Result<Rule, Vec<String>> {
     let mut problems = Vec::new();
     if spec.name.trim().is_empty() {
         problems.push("`name` must not be empty".to_owned());
@@ -369,7 +373,7 @@ fn check_rule(spec: RuleSpec, channels: &BTreeMap<String, Channel>) -> Result<Ru
         problems.push("`channels` must list at least one channel".to_owned());
     }
     for channel in &spec.channels {
-        if !channels.contains_key(channel) {
+        if !channels.contains(channel) {
             problems.push(format!("channel {channel:?} is not defined in `channels`"));
         }
     }
