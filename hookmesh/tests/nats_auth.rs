@@ -143,13 +143,11 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
         ("HOOKMESH_NATS_ADMIN_PASSWORD", "admin-pass-c5a1"),
         ("HOOKMESH_NATS_SYS_PASSWORD", "sys-pass-e9d0"),
     ];
+    // nats-server reads an include relative to the including file, even
+    // one written as an absolute path: the file goes beside it.
     let accounts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats/server/accounts.conf");
-    let broker = Broker::start(
-        dir.path(),
-        &format!("include \"{}\"", accounts.display()),
-        &passwords,
-    )
-    .await;
+    std::fs::copy(&accounts, dir.path().join("accounts.conf")).unwrap();
+    let broker = Broker::start(dir.path(), "include \"accounts.conf\"", &passwords).await;
     let password = |variable: &str| passwords.iter().find(|(v, _)| *v == variable).unwrap().1;
     let http = hookmesh_runtime::http::client_builder().build().unwrap();
     let trading_api = hookmesh_tests::trading_api(hookmesh_trading_api_sim::Knobs {

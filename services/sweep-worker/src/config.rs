@@ -72,7 +72,12 @@ pub struct NotifyArgs {
 
     /// Without a rules file: email addresses (comma-separated) told of HOOKMESH_NOTIFY_EVENTS;
     /// needs HOOKMESH_SMTP_URL and HOOKMESH_SMTP_FROM.
-    #[arg(long, env = "HOOKMESH_NOTIFY_EMAIL_TO", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "HOOKMESH_NOTIFY_EMAIL_TO",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub notify_email_to: Vec<String>,
 
     /// Without a rules file: the events told, comma-separated, of sweep.completed, sweep.failed,

@@ -388,10 +388,9 @@ fn check_rule(spec: RuleSpec, channels: &BTreeSet<String>) -> Result<Rule, Vec<S
             }
         })
         .collect();
-    let ci = spec.events.contains(&NotificationKind::CiFailure);
-    if !ci
-        && !(spec.platforms.is_empty() && spec.repositories.is_empty() && spec.classes.is_empty())
-    {
+    let ci_filters =
+        !spec.platforms.is_empty() || !spec.repositories.is_empty() || !spec.classes.is_empty();
+    if ci_filters && !spec.events.contains(&NotificationKind::CiFailure) {
         problems.push("`platforms`, `repositories` and `classes` apply to ci.failure only".into());
     }
     let dead_letters = if spec.events.contains(&NotificationKind::DeadLetters) {
