@@ -34,7 +34,7 @@ impl Broker {
             &file,
             format!(
                 "listen: 127.0.0.1:{port}\nmax_payload: 4MB\n\
-                 jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 10GB }}\n{config}\n",
+                 jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 50GB }}\n{config}\n",
                 dir.join("store").display()
             ),
         )

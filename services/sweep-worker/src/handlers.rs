@@ -66,7 +66,7 @@ impl std::ops::Deref for Worker {
 
 /// Reads a message's envelope and payload; a message that fails either can
 /// never succeed.
-fn read<D: EventData>(delivery: &Delivery) -> Result<(Envelope<Value>, D), Outcome> {
+pub(crate) fn read<D: EventData>(delivery: &Delivery) -> Result<(Envelope<Value>, D), Outcome> {
     let envelope = Envelope::parse(delivery.payload())
         .map_err(|e| Outcome::dead_letter(format!("not a valid envelope: {e}")))?;
     let data = envelope

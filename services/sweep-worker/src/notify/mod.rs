@@ -40,7 +40,7 @@ use hookmesh_contracts::notify::{ChannelKind, Notification, NotificationKind, no
 use hookmesh_contracts::subjects::{self, NOTIFICATION_DEAD_LETTERS};
 use hookmesh_contracts::sweep_jobs::{JobStatus, SweepJobEvent};
 use hookmesh_contracts::validation::StrEnum as _;
-use hookmesh_contracts::{EventData, TenantId, Timestamp};
+use hookmesh_contracts::{TenantId, Timestamp};
 use hookmesh_nats::definitions::{
     CAMPAIGN_NOTIFY_CONSUMER, CI_NOTIFY_CONSUMER, EMAIL_CONSUMER, SLACK_CONSUMER,
     SWEEP_NOTIFY_CONSUMER,
@@ -51,7 +51,6 @@ use hookmesh_runtime::dead_letter::DEAD_LETTER_STREAM;
 use hookmesh_runtime::metrics::ConsumeFamilies;
 use hookmesh_runtime::publish::{EventSink, OutboxMessage};
 use hookmesh_runtime::{Delivery, Handler, Loops, Outcome};
-use serde_json::Value;
 use tokio::sync::watch;
 
 use self::email::{Mailer, SmtpSettings};
@@ -60,6 +59,7 @@ use self::render::{DeadLetterAlert, Message, SweepView};
 use self::rules::{Channel, Fact, Rules};
 use self::slack::Slack;
 use self::threshold::DeadLetterCounter;
+use crate::handlers::read;
 use crate::job::NO_CALLBACK;
 use crate::store::SweepStore;
 use crate::telemetry::SweepMetrics;
@@ -206,17 +206,6 @@ async fn publish(
         result?;
     }
     Ok(())
-}
-
-/// Reads a message's envelope and payload; one that fails either can
-/// never be routed.
-fn read<D: EventData>(delivery: &Delivery) -> Result<(Envelope<Value>, D), Outcome> {
-    let envelope = Envelope::parse(delivery.payload())
-        .map_err(|e| Outcome::dead_letter(format!("not a valid envelope: {e}")))?;
-    let data = envelope
-        .data_as::<D>()
-        .map_err(|e| Outcome::dead_letter(format!("invalid {} payload: {e}", D::SCHEMA.uri())))?;
-    Ok((envelope, data))
 }
 
 /// The routing stage.
