@@ -22,6 +22,7 @@ pub mod delivery;
 pub mod envelope;
 pub mod health;
 pub mod hex;
+pub mod notify;
 pub mod redact;
 pub mod schemas;
 pub mod subjects;

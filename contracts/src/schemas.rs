@@ -17,6 +17,7 @@ use crate::delivery::{
     CampaignView, DeliveryEvent, DeliveryWebhookBody,
 };
 use crate::envelope::{Envelope, EventData, SchemaId};
+use crate::notify::Notification;
 use crate::sweep::{BestResults, SweepCallback, SweepTrigger};
 use crate::sweep_jobs::{
     JobListQuery, JobQuery, PipelineJob, PipelineJobPage, RecordedJob, SweepDeadline, SweepJobEvent,
@@ -78,6 +79,7 @@ pub fn all() -> Vec<(String, Value)> {
         generate::<CampaignListQuery>(SchemaId::new("delivery.campaign-list-query", 1)),
         generate::<CampaignView>(SchemaId::new("delivery.campaign-view", 1)),
         generate::<CampaignPage>(SchemaId::new("delivery.campaign-page", 1)),
+        payload::<Notification>(),
     ];
     schemas.sort_by(|a, b| a.0.cmp(&b.0));
     schemas

@@ -7,6 +7,7 @@ use crate::buddy::BuddyEventType;
 use crate::ci::{CiPlatform, PipelineEventType};
 use crate::csr::JourneyStage;
 use crate::delivery::DeliveryStatus;
+use crate::notify::ChannelKind;
 use crate::sweep_jobs::JobEventName;
 use crate::validation::StrEnum as _;
 
@@ -75,6 +76,15 @@ pub const CAMPAIGN_LIST_ENDPOINT: &str = "hookmesh.delivery.campaigns";
 pub const CSR_METRICS_ENDPOINT: &str = "hookmesh.csr.metrics";
 pub const CSR_JOURNEY_ENDPOINT: &str = "hookmesh.csr.journey";
 
+/// Notifications on their way out: `notify.<channel>`.
+pub fn notification(channel: ChannelKind) -> String {
+    format!("notify.{}", channel.as_str())
+}
+
+/// Dead letters of notifications, which the dead-letter threshold rules do
+/// not count (a failing channel would otherwise announce its own failures).
+pub const NOTIFICATION_DEAD_LETTERS: &str = "dlq.notify.>";
+
 /// `dlq.<original>`: where a message that can never be processed is kept.
 pub fn dead_letter(original: &str) -> String {
     format!("{DEAD_LETTER_PREFIX}.{original}")
@@ -117,6 +127,11 @@ pub fn examples() -> Vec<String> {
     subjects.push(CAMPAIGN_COMPLETED.to_owned());
     subjects.push(CAMPAIGN_REGISTRATION.to_owned());
     subjects.push(dead_letter(SWEEP_TRIGGER));
+    subjects.extend(
+        ChannelKind::VARIANTS
+            .iter()
+            .map(|(_, channel)| notification(*channel)),
+    );
     subjects
 }
 

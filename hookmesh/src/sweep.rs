@@ -75,6 +75,7 @@ pub async fn run(args: SweepWorkerCommand, common: CommonArgs) -> Result<(), Any
             "HOOKMESH_CALLBACK_SECRET",
             "it signs the callback URLs, and the gateway needs the same one",
         )?,
+        local: false,
     };
     let settings = sweep.settings(endpoints, &database_url, common.stream_replicas)?;
     let mut registry = Registry::default();

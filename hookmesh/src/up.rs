@@ -210,6 +210,7 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
             trading_api_key: args.sweep.trading_api_key.as_deref().unwrap_or_default(),
             public_url: &public_url,
             callback_secret: args.gateway.callback_secret.as_deref().unwrap_or_default(),
+            local: true,
         };
         let sweep_settings =
             args.sweep

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hookmesh_tests::pki::make_pki;
 use hookmesh_tests::process::ServiceProcess;
 use hookmesh_tests::{TestDir, eventually, free_port, secrets, sign, unix_now};
 use serde_json::{Value, json};
@@ -133,12 +134,10 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
         ("HOOKMESH_NATS_ADMIN_PASSWORD", "admin-pass-c5a1"),
         ("HOOKMESH_NATS_SYS_PASSWORD", "sys-pass-e9d0"),
     ];
-    // nats-server reads an include relative to the including file.
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats/server/accounts.conf"),
-        dir.path().join("accounts.conf"),
-    )
-    .unwrap();
+    // nats-server reads an include relative to the including file, even
+    // one written as an absolute path: the file goes beside it.
+    let accounts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats/server/accounts.conf");
+    std::fs::copy(&accounts, dir.path().join("accounts.conf")).unwrap();
     let broker = Broker::start(dir.path(), "include \"accounts.conf\"", &passwords).await;
     let password = |variable: &str| passwords.iter().find(|(v, _)| *v == variable).unwrap().1;
     let http = hookmesh_runtime::http::client_builder().build().unwrap();
@@ -164,6 +163,20 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
     let trading_url = trading_api
         .url()
         .replacen("http://", "http://svc:api-pass-0c4b@", 1);
+    // The notifier with every consumer a rule can ask for, posting to a
+    // webhook whose path is a secret.
+    let (webhook, posted) = webhook_receiver().await;
+    let rules = dir.path().join("notify.json");
+    std::fs::write(
+        &rules,
+        json!({
+            "channels": {"oncall": {"type": "slack", "url": format!("{webhook}/hooks/hook-token-5e1d")}},
+            "rules": [{"name": "all", "channels": ["oncall"], "events": [
+                "sweep.completed", "sweep.failed", "ci.failure", "campaign.completed", "dead_letters"]}]
+        })
+        .to_string(),
+    )
+    .unwrap();
 
     // The gateway with its credentials in NATS_URL; the others by variable.
     let gateway_port = free_port();
@@ -224,6 +237,8 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
                 ("TRADING_API_KEY", secrets::TRADING_API.to_owned()),
                 ("HOOKMESH_PUBLIC_URL", gateway_url.clone()),
                 ("HOOKMESH_CALLBACK_SECRET", secrets::CALLBACK.to_owned()),
+                ("HOOKMESH_NOTIFY_RULES", rules.display().to_string()),
+                ("HOOKMESH_NOTIFY_ALLOW_PRIVATE", "true".to_owned()),
             ],
             format!("http://{ops}/readyz"),
             dir.path(),
@@ -266,6 +281,16 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
             .ok()?;
         let job: Value = answer.json().await.ok()?;
         (job["status"] == "COMPLETED").then_some(())
+    })
+    .await;
+    // …and its notification, through the notifier's consumers and stream.
+    eventually(Duration::from_secs(60), "the sweep's notification", || {
+        let told = posted.lock().unwrap().iter().any(|body: &Value| {
+            body["text"]
+                .as_str()
+                .is_some_and(|text| text.contains(&job))
+        });
+        async move { told.then_some(()) }
     })
     .await;
     // A campaign, read back from the batch-processor.
@@ -366,8 +391,26 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
         secrets::API_KEY_ACME,
         secrets::CALLBACK,
         secrets::TRADING_API,
+        "hook-token-5e1d",
     ]);
     assert_no_secret(dir.path(), &help, &secrets_given);
+}
+
+/// An incoming webhook on a free port: its base URL, and the bodies posted.
+async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let posted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = posted.clone();
+    let router = axum::Router::new().fallback(move |axum::Json(body): axum::Json<Value>| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push(body);
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, posted)
 }
 
 /// `hookmesh up` against `broker` with `auth` (variables), until one buddy
@@ -629,56 +672,4 @@ fn operator_mode(dir: &Path) -> (String, PathBuf) {
         mesh_jwt = account(&mesh, "HOOKMESH", -1),
     );
     (config, creds)
-}
-
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-/// A CA, a server certificate for localhost and a client certificate.
-fn make_pki(dir: &Path) -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "hookmesh test CA");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let mut server =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
-    client
-        .distinguished_name
-        .push(DnType::CommonName, "hookmesh");
-    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client_cert = client.signed_by(&client_key, &issuer).unwrap();
-    let write = |name: &str, pem: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).unwrap();
-        path
-    };
-    Pki {
-        ca: write("ca.pem", ca_cert.pem()),
-        server_cert: write("server.pem", server_cert.pem()),
-        server_key: write("server-key.pem", server_key.serialize_pem()),
-        client_cert: write("client.pem", client_cert.pem()),
-        client_key: write("client-key.pem", client_key.serialize_pem()),
-    }
 }

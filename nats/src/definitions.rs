@@ -43,6 +43,7 @@ pub const STREAMS: &[StreamDefinition] = &[
     stream_file!("CSR.json"),
     stream_file!("DELIVERY.json"),
     stream_file!("DEAD_LETTERS.json"),
+    stream_file!("NOTIFICATIONS.json"),
 ];
 
 /// The streams that take webhooks whose signatures carry a timestamp: a
@@ -154,6 +155,21 @@ pub const SWEEP_DEADLINE_CONSUMER: ConsumerDefinition =
 pub const SWEEP_NOTIFY_CONSUMER: ConsumerDefinition =
     consumer_file!("SWEEPS", "sweep-worker-notify");
 
+/// The notifier's durable consumer of detected CI failures.
+pub const CI_NOTIFY_CONSUMER: ConsumerDefinition = consumer_file!("CI", "sweep-worker-notify");
+
+/// The notifier's durable consumer of completed campaigns.
+pub const CAMPAIGN_NOTIFY_CONSUMER: ConsumerDefinition =
+    consumer_file!("DELIVERY", "sweep-worker-notify");
+
+/// The notifier's durable consumer of email notifications.
+pub const EMAIL_CONSUMER: ConsumerDefinition =
+    consumer_file!("NOTIFICATIONS", "sweep-worker-email");
+
+/// The notifier's durable consumer of Slack notifications.
+pub const SLACK_CONSUMER: ConsumerDefinition =
+    consumer_file!("NOTIFICATIONS", "sweep-worker-slack");
+
 /// Every durable consumer of the mesh.
 pub const CONSUMERS: &[ConsumerDefinition] = &[
     CSR_CONSUMER,
@@ -164,6 +180,10 @@ pub const CONSUMERS: &[ConsumerDefinition] = &[
     SWEEP_CALLBACK_CONSUMER,
     SWEEP_DEADLINE_CONSUMER,
     SWEEP_NOTIFY_CONSUMER,
+    CI_NOTIFY_CONSUMER,
+    CAMPAIGN_NOTIFY_CONSUMER,
+    EMAIL_CONSUMER,
+    SLACK_CONSUMER,
 ];
 
 impl ConsumerDefinition {

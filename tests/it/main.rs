@@ -13,6 +13,7 @@ mod delivery_program;
 mod gateway_accepts;
 mod gateway_refuses;
 mod kv;
+mod notify;
 mod streams;
 mod sweeps;
 

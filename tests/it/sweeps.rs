@@ -2,8 +2,6 @@
 //! JetStream, the sweep-worker, a real database and the Trading API
 //! simulator, through every failure row of 003's table.
 
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -24,15 +22,15 @@ use serde_json::{Value, json};
 use crate::deliveries::{self, trigger_body};
 
 /// A broker, a gateway, a Trading API and a sweep-worker on a database.
-struct Pipeline {
-    nats: TestNats,
-    gateway: TestGateway,
+pub(crate) struct Pipeline {
+    pub(crate) nats: TestNats,
+    pub(crate) gateway: TestGateway,
     api: Simulator,
     db: TestDb,
     worker: Option<TestSweep>,
 }
 
-fn knobs(run_time_ms: u64) -> Knobs {
+pub(crate) fn knobs(run_time_ms: u64) -> Knobs {
     Knobs {
         run_time_ms,
         ..Knobs::default()
@@ -40,7 +38,11 @@ fn knobs(run_time_ms: u64) -> Knobs {
 }
 
 impl Pipeline {
-    async fn start(knobs: Knobs, db: TestDb, tweak: impl FnOnce(&mut SweepSettings)) -> Self {
+    pub(crate) async fn start(
+        knobs: Knobs,
+        db: TestDb,
+        tweak: impl FnOnce(&mut SweepSettings),
+    ) -> Self {
         let nats = TestNats::start().await;
         let gateway = TestGateway::start(nats.url(), test_config()).await;
         let api = trading_api(knobs).await;
@@ -61,12 +63,17 @@ impl Pipeline {
         sweep_settings(&self.db.url, &self.api.url(), &self.gateway.base_url)
     }
 
-    fn worker(&self) -> &TestSweep {
+    pub(crate) fn worker(&self) -> &TestSweep {
         self.worker.as_ref().expect("a running worker")
     }
 
     /// Triggers a sweep as `key`'s tenant; the job id.
-    async fn trigger(&self, key: &str, body: &Value, idempotency_key: Option<&str>) -> String {
+    pub(crate) async fn trigger(
+        &self,
+        key: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> String {
         let mut request = self
             .gateway
             .post("/api/pipelines/trigger", &serde_json::to_vec(body).unwrap())
@@ -81,7 +88,7 @@ impl Pipeline {
         body["job_id"].as_str().unwrap().to_owned()
     }
 
-    async fn job(&self, key: &str, job_id: &str) -> (StatusCode, Value) {
+    pub(crate) async fn job(&self, key: &str, job_id: &str) -> (StatusCode, Value) {
         let response = self
             .gateway
             .http
@@ -108,7 +115,7 @@ impl Pipeline {
     }
 
     /// Waits until the job is `status`; its view.
-    async fn wait_for(&self, job_id: &str, status: &str, within: Duration) -> Value {
+    pub(crate) async fn wait_for(&self, job_id: &str, status: &str, within: Duration) -> Value {
         eventually(within, &format!("job {job_id} {status}"), || async {
             let (code, job) = self.job(secrets::API_KEY_ACME, job_id).await;
             (code == StatusCode::OK && job["status"] == status).then_some(job)
@@ -117,7 +124,7 @@ impl Pipeline {
     }
 
     /// Waits until a consumer has nothing pending or unacknowledged.
-    async fn drained(&self, consumer: &str) {
+    pub(crate) async fn drained(&self, consumer: &str) {
         let js = self.nats.jetstream().await;
         eventually(
             Duration::from_secs(30),
@@ -656,108 +663,4 @@ async fn callbacks_for_jobs_nobody_recorded_are_refused_at_the_gateway() {
             .iter()
             .all(|m| m.subject != "sweeps.callback")
     );
-}
-
-/// A Slack-compatible incoming webhook that answers `status`.
-struct Receiver {
-    url: String,
-    received: Arc<Mutex<Vec<Value>>>,
-    status: Arc<AtomicU16>,
-}
-
-async fn receiver(status: u16) -> Receiver {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let status = Arc::new(AtomicU16::new(status));
-    let (seen, answer) = (received.clone(), status.clone());
-    let router = axum::Router::new().route(
-        "/hooks",
-        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-            let (seen, answer) = (seen.clone(), answer.clone());
-            async move {
-                seen.lock().unwrap().push(body);
-                axum::http::StatusCode::from_u16(answer.load(Ordering::Relaxed)).unwrap()
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Receiver {
-        url,
-        received,
-        status,
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn finished_jobs_are_announced_and_a_failing_webhook_never_fails_a_job() {
-    let slack = receiver(200).await;
-    let url = slack.url.clone();
-    let p = Pipeline::start(knobs(200), TestDb::sqlite(), |s| {
-        s.notify_url = Some(url);
-        s.notify_delays = vec![Duration::from_millis(100); 2];
-    })
-    .await;
-    let done = p
-        .trigger(secrets::API_KEY_ACME, &trigger_body(), None)
-        .await;
-    let mut body = trigger_body();
-    body["ticker"] = json!("ZZZ-USD");
-    let failed = p.trigger(secrets::API_KEY_ACME, &body, None).await;
-    let messages = eventually(Duration::from_secs(30), "two notifications", || async {
-        let received = slack.received.lock().unwrap().clone();
-        (received.len() >= 2).then_some(received)
-    })
-    .await;
-    let text_of = |job: &str| -> String {
-        messages
-            .iter()
-            .map(|m| m["text"].as_str().unwrap().to_owned())
-            .find(|t| t.contains(job))
-            .unwrap_or_else(|| panic!("a notification for {job}: {messages:?}"))
-    };
-    assert!(
-        text_of(&done).contains("completed in"),
-        "{}",
-        text_of(&done)
-    );
-    assert!(text_of(&failed).contains("failed: Insufficient historical data for ticker ZZZ-USD"));
-    // The receiver records a message before answering; the worker counts
-    // it once the answer is in.
-    eventually(Duration::from_secs(10), "two notifications counted", || {
-        let sent = p
-            .worker()
-            .metric("pipeline_notifications_total{outcome=\"sent\"}");
-        async move { (sent == 2.0).then_some(()) }
-    })
-    .await;
-
-    slack.status.store(500, Ordering::Relaxed);
-    let unlucky = p
-        .trigger(secrets::API_KEY_ACME, &trigger_body(), None)
-        .await;
-    p.wait_for(&unlucky, "COMPLETED", Duration::from_secs(30))
-        .await;
-    eventually(
-        Duration::from_secs(30),
-        "a notification given up",
-        || async {
-            (p.worker()
-                .metric("pipeline_notifications_total{outcome=\"failed\"}")
-                == 1.0)
-                .then_some(())
-        },
-    )
-    .await;
-    // Three attempts (the first and two retries), and the job is unaffected.
-    let attempts = slack
-        .received
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|m| m["text"].as_str().unwrap().contains(&unlucky))
-        .count();
-    assert_eq!(attempts, 3);
-    let (_, job) = p.job(secrets::API_KEY_ACME, &unlucky).await;
-    assert_eq!(job["status"], "COMPLETED");
 }

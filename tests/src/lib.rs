@@ -21,7 +21,9 @@ use tokio::sync::{oneshot, watch};
 
 pub mod client;
 pub mod mesh;
+pub mod pki;
 pub mod process;
+pub mod smtp;
 pub mod soak;
 
 pub use client::{Answer, Call, MemoryGateway, TestClient};

@@ -1,5 +1,5 @@
-//! The four consumers' handlers: sweep requests, Trading API callbacks,
-//! deadlines and notifications. Each reads and checks its message, asks
+//! The three consumers' handlers: sweep requests, Trading API callbacks
+//! and deadlines (notifications are the [`crate::notify`] module's). Each reads and checks its message, asks
 //! [`crate::job`] what to do, and does it; the outcome becomes an ack, a
 //! delayed nak or a dead letter in the consume loop.
 
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::sweep::{SweepCallback, SweepTrigger, callback_token};
-use hookmesh_contracts::sweep_jobs::{JobId, JobStatus, RecordedJob, SweepDeadline, SweepJobEvent};
+use hookmesh_contracts::sweep_jobs::{JobId, JobStatus, RecordedJob, SweepDeadline};
 use hookmesh_contracts::{EventData, Timestamp};
 use hookmesh_nats::jobs::JobRegistry;
 use hookmesh_runtime::ops::DatabaseHealth;
@@ -22,7 +22,6 @@ use tracing::Instrument as _;
 use crate::SweepSettings;
 use crate::events;
 use crate::job::{self, CallbackStep, DeadlineStep, TriggerStep};
-use crate::notify;
 use crate::store::{JobRow, SweepStore};
 use crate::telemetry::SweepMetrics;
 use crate::trading_api::{ApiError, TradingApi};
@@ -41,7 +40,6 @@ pub struct Tools {
     pub settings: Arc<SweepSettings>,
     pub metrics: SweepMetrics,
     pub database: DatabaseHealth,
-    pub http: reqwest::Client,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -68,7 +66,7 @@ impl std::ops::Deref for Worker {
 
 /// Reads a message's envelope and payload; a message that fails either can
 /// never succeed.
-fn read<D: EventData>(delivery: &Delivery) -> Result<(Envelope<Value>, D), Outcome> {
+pub(crate) fn read<D: EventData>(delivery: &Delivery) -> Result<(Envelope<Value>, D), Outcome> {
     let envelope = Envelope::parse(delivery.payload())
         .map_err(|e| Outcome::dead_letter(format!("not a valid envelope: {e}")))?;
     let data = envelope
@@ -451,58 +449,11 @@ impl Worker {
             },
             _ => {
                 let message = format!(
-                    "No callback within {}, and polling the Trading API failed after {failures} attempt(s): {error}",
+                    "{} {}, and polling the Trading API failed after {failures} attempt(s): {error}",
+                    job::NO_CALLBACK,
                     job::humanize(self.settings.callback_timeout)
                 );
                 self.fail(delivery, job, &message).await
-            }
-        }
-    }
-
-    /// `sweeps.jobs.*.completed|failed`: tell the incoming webhook.
-    async fn on_finished(&self, delivery: &Delivery) -> Outcome {
-        let (envelope, event) = match read::<SweepJobEvent>(delivery) {
-            Ok(read) => read,
-            Err(outcome) => return outcome,
-        };
-        let Some(url) = &self.settings.notify_url else {
-            return Outcome::Done;
-        };
-        if !event.done {
-            return Outcome::Done;
-        }
-        let message = notify::slack_message(&event, envelope.tenantid.as_str());
-        let started = Instant::now();
-        let sent = match self.http.post(url).json(&message).send().await {
-            Ok(response) if response.status().is_success() => Ok(()),
-            Ok(response) => match hookmesh_runtime::http::refused_redirect(&response) {
-                Some(reason) => {
-                    // Configuration, not an outage: retrying cannot help.
-                    self.metrics.notification(false);
-                    tracing::error!(job_id = %event.job_id, %reason, "Notification not sent: the webhook redirects.");
-                    return Outcome::Done;
-                }
-                None => Err(format!("the webhook answered {}", response.status())),
-            },
-            Err(error) => Err(error.without_url().to_string()),
-        };
-        match (
-            sent,
-            job::next_attempt(&self.settings.notify_delays, delivery.delivered),
-        ) {
-            (Ok(()), _) => {
-                self.metrics.notification(true);
-                tracing::info!(job_id = %event.job_id, status = %event.status, elapsed = ?started.elapsed(), "Notification sent.");
-                Outcome::Done
-            }
-            (Err(reason), Some(delay)) => Outcome::Retry {
-                delay,
-                reason: format!("notification not sent: {reason}"),
-            },
-            (Err(reason), None) => {
-                self.metrics.notification(false);
-                tracing::error!(job_id = %event.job_id, attempts = delivery.delivered, %reason, "Notification given up; the job is unaffected.");
-                Outcome::Done
             }
         }
     }
@@ -514,7 +465,6 @@ pub enum Step {
     Trigger,
     Callback,
     Deadline,
-    Notify,
 }
 
 /// A [`Handler`] for one step. A batch's messages about different jobs are
@@ -554,7 +504,6 @@ impl StepHandler {
                 Step::Trigger => self.worker.on_trigger(delivery).await,
                 Step::Callback => self.worker.on_callback(delivery).await,
                 Step::Deadline => self.worker.on_deadline(delivery).await,
-                Step::Notify => self.worker.on_finished(delivery).await,
             }
         }
         .instrument(span)

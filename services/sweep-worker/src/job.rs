@@ -102,6 +102,10 @@ pub enum RemoteState {
     Failed { message: String },
 }
 
+/// How the reason of a job that timed out begins (the notifier tells
+/// timeouts from other failures by it).
+pub const NO_CALLBACK: &str = "No callback within";
+
 /// What a poll after the deadline leads to: the callback that never came is
 /// replaced by what the Trading API says now.
 pub fn after_poll(remote: RemoteState, timeout: Duration) -> CallbackStep {
@@ -112,10 +116,10 @@ pub fn after_poll(remote: RemoteState, timeout: Duration) -> CallbackStep {
         RemoteState::Running { percent } => CallbackStep::Fail {
             message: match percent {
                 Some(percent) => format!(
-                    "No callback within {waited}; the Trading API reports the sweep still running ({percent}% done)"
+                    "{NO_CALLBACK} {waited}; the Trading API reports the sweep still running ({percent}% done)"
                 ),
                 None => format!(
-                    "No callback within {waited}; the Trading API reports the sweep still running"
+                    "{NO_CALLBACK} {waited}; the Trading API reports the sweep still running"
                 ),
             },
         },

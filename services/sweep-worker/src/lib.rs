@@ -1,7 +1,7 @@
 //! The sweep-worker (seeds 000 and 003): trading sweep jobs through
 //! JetStream, the Trading API and a database.
 //!
-//! A job moves QUEUED → RUNNING → COMPLETED | FAILED, only forward. Four
+//! A job moves QUEUED → RUNNING → COMPLETED | FAILED, only forward. Three
 //! durable consumers carry it, and none holds a worker while the sweep
 //! runs on the Trading API:
 //!
@@ -15,7 +15,10 @@
 //!   error message.
 //! - `sweeps.deadline`: held back with delayed naks until due; a job still
 //!   unsettled then is polled on the Trading API and completed or failed.
-//! - `sweeps.jobs.*.completed|failed`: a Slack-compatible notification.
+//!
+//! Beside them runs the notifier ([`notify`]): finished sweeps, CI
+//! failures, completed campaigns and dead-letter thresholds, by rules, to
+//! email and Slack.
 //!
 //! Status changes are guarded updates ([`store`]) whose events go through
 //! the outbox, so a duplicate or a racing replica changes nothing twice.
@@ -36,7 +39,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use hookmesh_nats::definitions::{
-    SWEEP_CALLBACK_CONSUMER, SWEEP_DEADLINE_CONSUMER, SWEEP_NOTIFY_CONSUMER, SWEEP_TRIGGER_CONSUMER,
+    SWEEP_CALLBACK_CONSUMER, SWEEP_DEADLINE_CONSUMER, SWEEP_TRIGGER_CONSUMER,
 };
 use hookmesh_nats::jobs::JobRegistry;
 use hookmesh_nats::{ConsumerDefinition, STREAMS, ensure_streams};
@@ -88,11 +91,8 @@ pub struct SweepSettings {
     pub results_attempts: usize,
     /// Bound on each Trading API call.
     pub request_timeout: Duration,
-    /// Slack-compatible incoming webhook for finished jobs.
-    pub notify_url: Option<String>,
-    /// Delays between attempts to send a notification; when they are used
-    /// up it is counted as failed.
-    pub notify_delays: Vec<Duration>,
+    /// Notifications: rules, channels, SMTP.
+    pub notify: notify::NotifySettings,
 }
 
 impl std::fmt::Debug for SweepSettings {
@@ -110,7 +110,7 @@ impl std::fmt::Debug for SweepSettings {
             .field("callback_timeout", &self.callback_timeout)
             .field("retry_delays", &self.retry_delays)
             .field("results_attempts", &self.results_attempts)
-            .field("notify", &self.notify_url.is_some())
+            .field("notify", &self.notify)
             .finish_non_exhaustive()
     }
 }
@@ -135,8 +135,7 @@ impl SweepSettings {
             retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
             results_attempts: 3,
             request_timeout: Duration::from_secs(10),
-            notify_url: None,
-            notify_delays: [2, 4, 8, 16].map(Duration::from_secs).to_vec(),
+            notify: notify::NotifySettings::default(),
         }
     }
 }
@@ -148,6 +147,8 @@ pub enum StartError {
     Database(#[from] DbError),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Notify(#[from] notify::NotifyError),
     #[error("HOOKMESH_CALLBACK_SECRET is required: it signs the callback URLs the gateway checks")]
     NoCallbackSecret,
     #[error(
@@ -172,7 +173,7 @@ pub struct SweepWorker {
 }
 
 /// The consume loops: the step, its consumer, its batch size.
-const LOOPS: [(Step, ConsumerDefinition, &str, usize); 4] = [
+const LOOPS: [(Step, ConsumerDefinition, &str, usize); 3] = [
     (
         Step::Trigger,
         SWEEP_TRIGGER_CONSUMER,
@@ -190,12 +191,6 @@ const LOOPS: [(Step, ConsumerDefinition, &str, usize); 4] = [
         SWEEP_DEADLINE_CONSUMER,
         "sweep-worker-deadline",
         64,
-    ),
-    (
-        Step::Notify,
-        SWEEP_NOTIFY_CONSUMER,
-        "sweep-worker-notify",
-        16,
     ),
 ];
 
@@ -216,8 +211,8 @@ fn check_retry_delays(delays: &[Duration]) -> Result<(), StartError> {
 }
 
 impl SweepWorker {
-    /// Opens the database (applying migrations), then runs the four consume
-    /// loops, the outbox and the read API until `shutdown`. Each loop
+    /// Opens the database (applying migrations), then runs the three consume
+    /// loops, the notifier's, the outbox and the read API until `shutdown`. Each loop
     /// survives broker and database outages by restarting with backoff.
     pub async fn start(
         client: async_nats::Client,
@@ -241,7 +236,6 @@ impl SweepWorker {
             settings.request_timeout,
             metrics.clone(),
         )?;
-        let http = notification_client(&settings)?;
         let js = jetstream::new(client.clone());
         let sink: Arc<dyn EventSink> = Arc::new(JetStreamSink(js.clone()));
         let database = DatabaseHealth::default();
@@ -254,9 +248,8 @@ impl SweepWorker {
             api,
             sink: sink.clone(),
             settings: settings.clone(),
-            metrics,
+            metrics: metrics.clone(),
             database: database.clone(),
-            http,
             shutdown: shutdown.clone(),
         };
         for (step, definition, label, max_batch) in LOOPS {
@@ -286,6 +279,19 @@ impl SweepWorker {
                 },
             );
         }
+        notify::start(
+            &mut loops,
+            &js,
+            &settings.notify,
+            (
+                store.clone(),
+                sink.clone(),
+                settings.public_url.clone(),
+                metrics,
+            ),
+            &consume_metrics,
+            settings.stream_replicas,
+        )?;
         loops.spawn(outbox.run(sink, |_| {}, shutdown.clone()));
         loops.serve_reads(client.clone(), queries::api(&store));
         loops.spawn(database.clone().watch(pool, shutdown));
@@ -332,12 +338,4 @@ mod tests {
         assert!(error.contains("lists 10 delays"), "{error}");
         assert!(error.contains("at most 9 delays"), "{error}");
     }
-}
-
-/// The client of the notification webhook: redirect-free, as every outbound
-/// client of the mesh, so that the webhook's token never reaches another host.
-pub fn notification_client(settings: &SweepSettings) -> reqwest::Result<reqwest::Client> {
-    hookmesh_runtime::http::client_builder()
-        .timeout(settings.request_timeout)
-        .build()
 }

@@ -33,8 +33,14 @@ struct EndpointLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct OutcomeLabels {
+struct NotificationLabels {
+    channel: &'static str,
     outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: &'static str,
 }
 
 /// The Trading API's endpoints, as metric labels.
@@ -54,7 +60,9 @@ pub struct SweepMetrics {
     processed: Family<StatusLabels, Counter>,
     api_latency: Family<EndpointLabels, Histogram>,
     api_failures: Family<EndpointLabels, Counter>,
-    notifications: Family<OutcomeLabels, Counter>,
+    notifications: Family<NotificationLabels, Counter>,
+    notification_latency: Family<ChannelLabels, Histogram>,
+    notification_send: Family<ChannelLabels, Histogram>,
 }
 
 impl SweepMetrics {
@@ -70,6 +78,12 @@ impl SweepMetrics {
             }),
             api_failures: Family::default(),
             notifications: Family::default(),
+            notification_latency: Family::new_with_constructor(|| {
+                Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0])
+            }),
+            notification_send: Family::new_with_constructor(|| {
+                Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0])
+            }),
         };
         registry.register(
             "pipeline_jobs_queued",
@@ -98,8 +112,18 @@ impl SweepMetrics {
         );
         registry.register(
             "pipeline_notifications",
-            "Job notifications to the incoming webhook, by outcome: sent, or failed after every attempt",
+            "Notification attempts, by channel (email, slack) and outcome: sent, retry (a transient failure, retried with backoff) or dead_letter (refused, or out of attempts)",
             metrics.notifications.clone(),
+        );
+        registry.register(
+            "pipeline_notification_latency_seconds",
+            "From the fact (a job finished, a CI run failed, a threshold crossed) to its notification's acceptance by the channel, by channel",
+            metrics.notification_latency.clone(),
+        );
+        registry.register(
+            "pipeline_notification_send_seconds",
+            "One attempt to hand a notification to its channel (SMTP transaction, webhook POST), by channel",
+            metrics.notification_send.clone(),
         );
         metrics
     }
@@ -133,10 +157,26 @@ impl SweepMetrics {
         }
     }
 
-    pub(crate) fn notification(&self, sent: bool) {
-        let outcome = if sent { "sent" } else { "failed" };
+    /// An attempt on `channel` ended in `outcome` after `send_seconds`;
+    /// when sent, `latency_seconds` after its fact.
+    pub(crate) fn notification(
+        &self,
+        channel: &'static str,
+        outcome: &'static str,
+        send_seconds: f64,
+        latency_seconds: Option<f64>,
+    ) {
+        let labels = ChannelLabels { channel };
         self.notifications
-            .get_or_create(&OutcomeLabels { outcome })
+            .get_or_create(&NotificationLabels { channel, outcome })
             .inc();
+        self.notification_send
+            .get_or_create(&labels)
+            .observe(send_seconds);
+        if let Some(latency) = latency_seconds {
+            self.notification_latency
+                .get_or_create(&labels)
+                .observe(latency.max(0.0));
+        }
     }
 }

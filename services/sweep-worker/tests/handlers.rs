@@ -80,7 +80,6 @@ async fn fixture(name: &str) -> Fixture {
     .unwrap();
     let sink = MemorySink::default();
     let (_, shutdown) = tokio::sync::watch::channel(false);
-    let http = hookmesh_sweep_worker::notification_client(&settings).unwrap();
     let tools = Tools {
         store: store.clone(),
         api,
@@ -88,7 +87,6 @@ async fn fixture(name: &str) -> Fixture {
         settings: Arc::new(settings),
         metrics,
         database: DatabaseHealth::default(),
-        http,
         shutdown,
     };
     Fixture {
@@ -254,40 +252,52 @@ async fn a_trading_api_that_redirects_fails_the_job_and_no_key_leaves_for_the_ot
 
 #[tokio::test]
 async fn a_notification_webhook_that_redirects_is_not_followed_nor_retried() {
+    use hookmesh_contracts::notify::{ChannelKind, Notification, NotificationKind};
+    use hookmesh_sweep_worker::notify::rules::Rules;
+    use hookmesh_sweep_worker::notify::{Deliverer, NotifySettings};
+
     let (redirector, reached) = redirector_and_trap().await;
-    let mut f = fixture("notify-redirect").await;
-    let mut settings = (*f.tools.settings).clone();
-    settings.notify_url = Some(format!("{redirector}/hooks/T000?token=secret"));
-    f.tools.settings = Arc::new(settings);
-    let event = hookmesh_contracts::sweep_jobs::SweepJobEvent {
-        job_id: "job_n".to_owned(),
-        event: hookmesh_contracts::sweep_jobs::JobEventName::Completed,
-        status: JobStatus::Completed,
-        done: true,
-        ticker: "BTC-USD".to_owned(),
-        strategy_type: hookmesh_contracts::sweep::StrategyType::Sma,
-        percent: None,
-        message: "done".to_owned(),
-        metrics: None,
-        best: None,
-        error_message: None,
-        at: Timestamp::now(),
+    let rules = format!(
+        r#"{{"channels": {{"hook": {{"type": "slack", "url": "{redirector}/hooks/T000?token=secret"}}}},
+            "rules": [{{"name": "all", "events": ["sweep.completed"], "channels": ["hook"]}}]}}"#
+    );
+    let settings = NotifySettings {
+        rules: Arc::new(Rules::from_json(&rules, "test", true).unwrap()),
+        allow_private: true,
+        ..NotifySettings::default()
+    };
+    let deliverer =
+        Deliverer::new(&settings, SweepMetrics::register(&mut Registry::default())).unwrap();
+    let notification = Notification {
+        id: "ntf_1".to_owned(),
+        rule: "all".to_owned(),
+        kind: NotificationKind::SweepCompleted,
+        channel: ChannelKind::Slack,
+        target: "hook".to_owned(),
+        subject: "done".to_owned(),
+        text: "done".to_owned(),
+        html: "<p>done</p>".to_owned(),
+        blocks: Vec::new(),
+        occurred_at: Timestamp::now(),
     };
     let envelope = Envelope::new(
-        "job_n:completed",
+        "ntf_1",
         "/sweep-worker",
         Timestamp::now(),
         TenantId::parse("acme").unwrap(),
-        Some("job_n".to_owned()),
-        event,
+        None,
+        notification,
     );
-    let handler = f.handler(Step::Notify);
-    let outcomes = handler
-        .handle(&[Delivery::detached(
-            "sweeps.jobs.job_n.completed",
-            envelope.to_json(),
-        )])
+    let outcome = deliverer
+        .deliver(&Delivery::detached("notify.slack", envelope.to_json()))
         .await;
-    assert_eq!(outcomes, vec![Outcome::Done], "a redirect is not retried");
+    let Outcome::DeadLetter { reason } = outcome else {
+        panic!("a redirect is refused, not retried: {outcome:?}");
+    };
+    assert!(
+        reason.contains("307") && reason.contains("redirect"),
+        "{reason}"
+    );
+    assert!(!reason.contains("secret"), "{reason}");
     assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
