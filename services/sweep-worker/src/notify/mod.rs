@@ -629,6 +629,7 @@ pub fn start(
         max_batch: 16,
         max_wait: Duration::ZERO,
         concurrency: 1,
+        flush_when_idle: false,
     };
     for (source, definition, label, wanted) in routes {
         if !wanted {
