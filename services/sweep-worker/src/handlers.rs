@@ -473,7 +473,15 @@ impl Worker {
         }
         let message = notify::slack_message(&event, envelope.tenantid.as_str());
         let started = Instant::now();
-        let sent = match self.http.post(url).json(&message).send().await {
+        let span = hookmesh_nats::trace::http_client_span("notification", "POST", url);
+        let sent = match self
+            .http
+            .post(url)
+            .json(&message)
+            .send()
+            .instrument(span)
+            .await
+        {
             Ok(response) if response.status().is_success() => Ok(()),
             Ok(response) => match hookmesh_runtime::http::refused_redirect(&response) {
                 Some(reason) => {
