@@ -281,7 +281,12 @@ impl Command {
     pub fn is_service(&self) -> bool {
         !matches!(
             self,
-            Self::Up(_) | Self::Dlq(_) | Self::Bench(_) | Self::Send(_) | Self::Sign(_) | Self::Tail(_)
+            Self::Up(_)
+                | Self::Dlq(_)
+                | Self::Bench(_)
+                | Self::Send(_)
+                | Self::Sign(_)
+                | Self::Tail(_)
         )
     }
 }
@@ -662,6 +667,11 @@ pub struct GatewayBenchArgs {
     /// answers; compares CPU per request of builds or settings at equal load.
     #[arg(long)]
     pub rate: Option<u32>,
+
+    /// Also measure the gateway exporting traces over OTLP (to an endpoint of the bench's that
+    /// answers at once), keeping every trace and then 1 in 100: the cost of tracing.
+    #[arg(long)]
+    pub traces: bool,
 
     /// Also print the results as one JSON object.
     #[arg(long)]

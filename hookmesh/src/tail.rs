@@ -63,10 +63,13 @@ impl std::str::FromStr for Filter {
 
 impl Filter {
     fn matches(&self, envelope: &Value) -> bool {
-        let found = self.path.iter().try_fold(envelope, |value, key| match value {
-            Value::Array(items) => items.get(key.parse::<usize>().ok()?),
-            other => other.get(key),
-        });
+        let found = self
+            .path
+            .iter()
+            .try_fold(envelope, |value, key| match value {
+                Value::Array(items) => items.get(key.parse::<usize>().ok()?),
+                other => other.get(key),
+            });
         match found {
             Some(Value::String(text)) => *text == self.value,
             Some(other) => other.to_string() == self.value,
@@ -87,7 +90,13 @@ fn targets(target: Option<&str>) -> Result<Vec<(String, Option<String>)>, AnyErr
             // The stream of a filter's concrete prefix: `buddy.>` → BUDDY.
             let probe: String = subject
                 .split('.')
-                .map(|token| if token == "*" || token == ">" { "x" } else { token })
+                .map(|token| {
+                    if token == "*" || token == ">" {
+                        "x"
+                    } else {
+                        token
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(".");
             let stream = stream_of(&probe).ok_or_else(|| {

@@ -82,6 +82,7 @@ fn provider(service: &str) -> Result<SdkTracerProvider, String> {
              collector's port 4318)"
         ));
     }
+    hookmesh_runtime::http::install_crypto_provider();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
@@ -116,10 +117,9 @@ pub fn init(filter: &str, format: LogFormat, service: &str) -> Result<Telemetry,
             .boxed(),
     };
     let provider = exporting().then(|| provider(service)).transpose()?;
-    let traces = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("hookmesh"))
-    });
+    let traces = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("hookmesh")));
     tracing_subscriber::registry()
         .with(filter)
         .with(logs)

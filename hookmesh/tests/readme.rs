@@ -64,7 +64,10 @@ fn expectations(script: &str) -> Vec<(usize, u16)> {
             let (first, printed, commented) = request
                 .as_mut()
                 .unwrap_or_else(|| panic!("a status comment before any request: {line}"));
-            assert!(*commented < *printed, "more status comments than answers: {line}");
+            assert!(
+                *commented < *printed,
+                "more status comments than answers: {line}"
+            );
             expected.push((*first + *commented, status));
             *commented += 1;
         }

@@ -113,39 +113,67 @@ async fn a_webhook_is_one_trace_from_the_request_to_every_commit_and_event() {
     let body = format!(
         r#"{{"id":"evt-{buddy_trace}","type":"buddy.match.created","timestamp":"2025-11-14T10:30:00Z","data":{{"tenant_id":"acme","program_id":"ukraine-2025","match_id":"m-77","buddy_id":"p-7","newcomer_id":"p-1042"}}}}"#
     );
-    let answer = post(&mesh, "/webhooks/buddy-events", body.as_bytes(), &buddy_trace, "corr-buddy")
-        .header("X-Webhook-Id", format!("wh-{buddy_trace}"))
-        .header("X-Webhook-Timestamp", unix_now().to_string())
-        .header("X-Webhook-Signature", sign::sha256_header(secrets::BUDDY, body.as_bytes()))
-        .send()
-        .await
-        .unwrap();
+    let answer = post(
+        &mesh,
+        "/webhooks/buddy-events",
+        body.as_bytes(),
+        &buddy_trace,
+        "corr-buddy",
+    )
+    .header("X-Webhook-Id", format!("wh-{buddy_trace}"))
+    .header("X-Webhook-Timestamp", unix_now().to_string())
+    .header(
+        "X-Webhook-Signature",
+        sign::sha256_header(secrets::BUDDY, body.as_bytes()),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(answer.status(), 202);
 
-    let spans = eventually(Duration::from_secs(30), "the buddy webhook's whole trace", || {
-        let spans = receiver.trace(&buddy_trace);
-        let complete = span(&spans, "PRODUCER", "publish csr.journey.matched").is_some()
-            && spans
-                .iter()
-                .any(|span| span["kind"] == "SPAN_KIND_CLIENT" && span["attributes"]["db.system.name"] == "sqlite");
-        std::future::ready(complete.then_some(spans))
-    })
+    let spans = eventually(
+        Duration::from_secs(30),
+        "the buddy webhook's whole trace",
+        || {
+            let spans = receiver.trace(&buddy_trace);
+            let complete = span(&spans, "PRODUCER", "publish csr.journey.matched").is_some()
+                && spans.iter().any(|span| {
+                    span["kind"] == "SPAN_KIND_CLIENT"
+                        && span["attributes"]["db.system.name"] == "sqlite"
+                });
+            std::future::ready(complete.then_some(spans))
+        },
+    )
     .await;
-    let server = span(&spans, "SERVER", "POST /webhooks/buddy-events").expect("the gateway's server span");
+    let server =
+        span(&spans, "SERVER", "POST /webhooks/buddy-events").expect("the gateway's server span");
     assert_eq!(server["attributes"]["http.response.status_code"], 202);
     assert_eq!(server["attributes"]["http.route"], "/webhooks/buddy-events");
-    let producer = span(&spans, "PRODUCER", "publish buddy.match.created").expect("the gateway's producer span");
+    let producer = span(&spans, "PRODUCER", "publish buddy.match.created")
+        .expect("the gateway's producer span");
     assert_eq!(producer["parent_span_id"], server["span_id"]);
     assert_eq!(producer["attributes"]["messaging.system"], "nats");
-    assert_eq!(producer["attributes"]["messaging.destination.name"], "buddy.match.created");
-    let consumer = span(&spans, "CONSUMER", "process BUDDY").expect("the csr-consumer's consumer span");
+    assert_eq!(
+        producer["attributes"]["messaging.destination.name"],
+        "buddy.match.created"
+    );
+    let consumer =
+        span(&spans, "CONSUMER", "process BUDDY").expect("the csr-consumer's consumer span");
     assert_eq!(consumer["parent_span_id"], producer["span_id"]);
-    assert_eq!(consumer["attributes"]["messaging.consumer.group.name"], "csr-consumer");
+    assert_eq!(
+        consumer["attributes"]["messaging.consumer.group.name"],
+        "csr-consumer"
+    );
     let sql = spans
         .iter()
-        .find(|span| span["kind"] == "SPAN_KIND_CLIENT" && span["attributes"]["db.system.name"] == "sqlite")
+        .find(|span| {
+            span["kind"] == "SPAN_KIND_CLIENT" && span["attributes"]["db.system.name"] == "sqlite"
+        })
         .unwrap();
-    assert_eq!(sql["parent_span_id"], consumer["span_id"], "the SQL span is the consumer's");
+    assert_eq!(
+        sql["parent_span_id"], consumer["span_id"],
+        "the SQL span is the consumer's"
+    );
     let journey = span(&spans, "PRODUCER", "publish csr.journey.matched").unwrap();
     assert_eq!(
         journey["parent_span_id"], producer["span_id"],
@@ -163,42 +191,70 @@ async fn a_webhook_is_one_trace_from_the_request_to_every_commit_and_event() {
     let answer = post(&mesh, "/webhooks/ci/github", &fixture, &ci_trace, "corr-ci")
         .header("X-GitHub-Event", "workflow_run")
         .header("X-GitHub-Delivery", format!("d-{ci_trace}"))
-        .header("X-Hub-Signature-256", sign::sha256_header(secrets::GITHUB, &fixture))
+        .header(
+            "X-Hub-Signature-256",
+            sign::sha256_header(secrets::GITHUB, &fixture),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(answer.status(), 202);
-    eventually(Duration::from_secs(30), "ci.failure.detected in the CI trace", || {
-        let spans = receiver.trace(&ci_trace);
-        std::future::ready(span(&spans, "PRODUCER", "publish ci.failure.detected").map(|_| ()))
-    })
+    eventually(
+        Duration::from_secs(30),
+        "ci.failure.detected in the CI trace",
+        || {
+            let spans = receiver.trace(&ci_trace);
+            std::future::ready(span(&spans, "PRODUCER", "publish ci.failure.detected").map(|_| ()))
+        },
+    )
     .await;
 
     // A campaign that completes, and a sweep that runs.
     let campaign_trace = random_hex(16);
     let registration = br#"{"campaign_id":"traced","recipients":[{"provider":"sendgrid","message_id":"msg_traced","address":"r@example.com"}]}"#;
-    let answer = post(&mesh, "/api/campaigns", registration, &campaign_trace, "corr-delivery")
-        .bearer_auth(secrets::API_KEY_ACME)
-        .send()
-        .await
-        .unwrap();
+    let answer = post(
+        &mesh,
+        "/api/campaigns",
+        registration,
+        &campaign_trace,
+        "corr-delivery",
+    )
+    .bearer_auth(secrets::API_KEY_ACME)
+    .send()
+    .await
+    .unwrap();
     assert_eq!(answer.status(), 202);
     let delivered = br#"{"event_type":"delivered","message_id":"msg_traced","timestamp":"2025-03-01T09:00:02Z"}"#;
     let now = unix_now();
-    let answer = post(&mesh, "/webhooks/providers/sendgrid", delivered, &campaign_trace, "corr-delivery")
-        .header("webhook-id", "msg-traced-1")
-        .header("webhook-timestamp", now.to_string())
-        .header("webhook-signature", sign::standard(secrets::PROVIDERS, "msg-traced-1", now, delivered))
-        .send()
-        .await
-        .unwrap();
+    let answer = post(
+        &mesh,
+        "/webhooks/providers/sendgrid",
+        delivered,
+        &campaign_trace,
+        "corr-delivery",
+    )
+    .header("webhook-id", "msg-traced-1")
+    .header("webhook-timestamp", now.to_string())
+    .header(
+        "webhook-signature",
+        sign::standard(secrets::PROVIDERS, "msg-traced-1", now, delivered),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(answer.status(), 202);
     let trigger = br#"{"ticker":"BTC-USD","fast_range":[10,20],"slow_range":[20,30],"step":5,"min_trades":50,"strategy_type":"SMA"}"#;
-    let answer = post(&mesh, "/api/pipelines/trigger", trigger, &random_hex(16), "corr-sweep")
-        .bearer_auth(secrets::API_KEY_ACME)
-        .send()
-        .await
-        .unwrap();
+    let answer = post(
+        &mesh,
+        "/api/pipelines/trigger",
+        trigger,
+        &random_hex(16),
+        "corr-sweep",
+    )
+    .bearer_auth(secrets::API_KEY_ACME)
+    .send()
+    .await
+    .unwrap();
     assert_eq!(answer.status(), 202);
 
     // Every message stored, the gateway's and every consumer's, carries
@@ -208,7 +264,11 @@ async fn a_webhook_is_one_trace_from_the_request_to_every_commit_and_event() {
     let expected: [(&str, &str, Option<&str>); 4] = [
         ("CSR", "csr.journey.", Some("corr-buddy")),
         ("CI", "ci.failure.detected", Some("corr-ci")),
-        ("DELIVERY", "delivery.campaign.completed", Some("corr-delivery")),
+        (
+            "DELIVERY",
+            "delivery.campaign.completed",
+            Some("corr-delivery"),
+        ),
         // Later statuses come from the Trading API's callback, a request of its own.
         ("SWEEPS", "sweeps.jobs.", None),
     ];
@@ -241,15 +301,17 @@ async fn a_webhook_is_one_trace_from_the_request_to_every_commit_and_event() {
     }
     let journey = stream_messages(&js, "CSR").await;
     assert!(
-        journey
-            .iter()
-            .all(|message| message.header("traceparent").unwrap().contains(&buddy_trace)),
+        journey.iter().all(|message| message
+            .header("traceparent")
+            .unwrap()
+            .contains(&buddy_trace)),
         "journey events continue the buddy webhook's trace"
     );
     for definition in hookmesh_nats::STREAMS {
         for message in stream_messages(&js, &definition.name()).await {
             assert!(
-                message.header("traceparent").is_some() && message.header("X-Correlation-Id").is_some(),
+                message.header("traceparent").is_some()
+                    && message.header("X-Correlation-Id").is_some(),
                 "{} carries traceparent and X-Correlation-Id",
                 message.subject
             );

@@ -427,7 +427,7 @@ impl Settler {
             messaging.operation.type = "process",
             messaging.destination.name = tracing::field::Empty,
             messaging.consumer.group.name = %self.consumer,
-            messaging.batch.message_count = batch.len(),
+            messaging.batch.message_count = batch.len() as i64,
             consumer = %self.consumer,
             size = batch.len(),
             first_sequence = batch.first().map_or(0, |d| d.stream_sequence),

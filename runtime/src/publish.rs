@@ -49,9 +49,7 @@ impl TraceHeaders {
     /// for events the whole batch caused (a campaign that completed, a
     /// job's next status); empty outside a batch.
     pub fn current() -> Self {
-        BATCH_TRACE
-            .try_with(Clone::clone)
-            .unwrap_or_default()
+        BATCH_TRACE.try_with(Clone::clone).unwrap_or_default()
     }
 
     /// Runs `handling` with `self` as [`TraceHeaders::current`].
@@ -105,7 +103,8 @@ impl EventSink for JetStreamSink {
                     .unwrap_or_else(|| message.trace.traceparent.clone());
                 producers.push(span);
                 if !traceparent.is_empty() {
-                    publish = publish.header(hookmesh_nats::trace::TRACEPARENT, traceparent.as_str());
+                    publish =
+                        publish.header(hookmesh_nats::trace::TRACEPARENT, traceparent.as_str());
                 }
                 if !message.trace.correlation_id.is_empty() {
                     publish = publish.header(

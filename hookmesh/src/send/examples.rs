@@ -253,18 +253,16 @@ mod tests {
     fn every_example_is_what_its_route_accepts() {
         use hookmesh_contracts::envelope::EventData as _;
         for event in events(SendSource::Buddy) {
-            let body: Value = serde_json::from_slice(&body(SendSource::Buddy, event, "local")).unwrap();
+            let body: Value =
+                serde_json::from_slice(&body(SendSource::Buddy, event, "local")).unwrap();
             hookmesh_contracts::buddy::BuddyWebhookEvent::parse(&body)
                 .unwrap_or_else(|errors| panic!("{event}: {errors:?}"));
         }
         for event in events(SendSource::Providers) {
             let body: Value =
                 serde_json::from_slice(&body(SendSource::Providers, event, "local")).unwrap();
-            let events = if body.is_array() { body.as_array().unwrap().clone() } else { vec![body] };
-            for one in events {
-                hookmesh_contracts::delivery::DeliveryEvent::parse(&one)
-                    .unwrap_or_else(|errors| panic!("{event}: {errors:?}"));
-            }
+            hookmesh_contracts::delivery::DeliveryWebhookBody::parse(&body)
+                .unwrap_or_else(|errors| panic!("{event}: {errors:?}"));
         }
         let registration: Value =
             serde_json::from_slice(&body(SendSource::Campaign, "registration", "local")).unwrap();
@@ -274,7 +272,10 @@ mod tests {
     #[test]
     fn events_are_resolved_by_name_or_default() {
         assert_eq!(resolve(SendSource::Buddy, None), Ok("buddy.match.created"));
-        assert_eq!(resolve(SendSource::Buddy, Some("match.created")), Ok("buddy.match.created"));
+        assert_eq!(
+            resolve(SendSource::Buddy, Some("match.created")),
+            Ok("buddy.match.created")
+        );
         assert_eq!(resolve(SendSource::Jenkins, Some("started")), Ok("started"));
         let error = resolve(SendSource::Github, Some("nope")).unwrap_err();
         assert!(error.contains("workflow_run.completed.failure"), "{error}");

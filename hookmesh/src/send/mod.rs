@@ -255,8 +255,8 @@ fn print_answer(status: u16, body: &str, published: Option<&str>) {
     println!("{status} {}", body.trim());
     for landed in published.into_iter().flat_map(|value| value.split(',')) {
         if let Some((subject, sequence)) = landed.split_once('=') {
-            let stream = hookmesh_nats::definitions::stream_of(subject)
-                .unwrap_or_else(|| "?".to_owned());
+            let stream =
+                hookmesh_nats::definitions::stream_of(subject).unwrap_or_else(|| "?".to_owned());
             println!("  stored: {subject} in stream {stream} at sequence {sequence}");
         }
     }
@@ -295,7 +295,8 @@ pub async fn send(args: SendArgs) -> Result<(), AnyError> {
     };
     let file = match &args.file {
         Some(path) => Some(
-            std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?,
+            std::fs::read(path)
+                .map_err(|error| format!("cannot read {}: {error}", path.display()))?,
         ),
         None => None,
     };
@@ -315,7 +316,12 @@ pub async fn send(args: SendArgs) -> Result<(), AnyError> {
         if let Some(ticks) = ticks.as_mut() {
             ticks.tick().await;
         }
-        let (event, body) = prepare(args.source, args.event.as_deref(), file.as_deref(), &secrets)?;
+        let (event, body) = prepare(
+            args.source,
+            args.event.as_deref(),
+            file.as_deref(),
+            &secrets,
+        )?;
         let request = sign_request(args.source, &event, &args.provider, body, &secrets)?;
         let (header, id) = &request.delivery;
         println!("POST {base}{}  {event}  {header}: {id}", request.path);
@@ -367,8 +373,14 @@ mod tests {
             platform_event(SendSource::Github, "workflow_run.completed.failure"),
             "workflow_run"
         );
-        assert_eq!(platform_event(SendSource::Gitlab, "pipeline.failed"), "Pipeline Hook");
-        assert_eq!(platform_event(SendSource::Gitlab, "job.running"), "Job Hook");
+        assert_eq!(
+            platform_event(SendSource::Gitlab, "pipeline.failed"),
+            "Pipeline Hook"
+        );
+        assert_eq!(
+            platform_event(SendSource::Gitlab, "job.running"),
+            "Job Hook"
+        );
         assert_eq!(
             platform_event(SendSource::Circleci, "workflow-completed.failed"),
             "workflow-completed"

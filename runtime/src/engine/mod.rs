@@ -31,9 +31,9 @@ use hookmesh_contracts::Timestamp;
 pub use self::dedup::{DedupKey, Deduplicator, Layer};
 use tracing::Instrument as _;
 
-use crate::publish::TraceHeaders;
 use crate::consume::{Delivery, Handler, Outcome};
 use crate::ops::DatabaseHealth;
+use crate::publish::TraceHeaders;
 
 /// An event read from a delivery, with what the broker says about it.
 #[derive(Debug, Clone)]

@@ -60,7 +60,10 @@ impl PublishedLog {
 
     /// The [`PUBLISHED`] header's value; `None` when nothing was published.
     pub fn header_value(&self) -> Option<String> {
-        let published = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let published = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         (!published.is_empty()).then(|| {
             published
                 .iter()

@@ -3,8 +3,8 @@
 //! stream (after a login for its session cookie), which serves both to
 //! poll a sweep's state and to follow its progress.
 
-use tracing::Instrument as _;
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use hookmesh_contracts::ValidationErrors;
 use hookmesh_contracts::sweep::{BestResults, SweepTrigger};
@@ -128,7 +128,8 @@ impl TradingApi {
         let started = Instant::now();
         // The request's own client: the progress stream has another.
         let (client, request) = request.header("X-API-Key", &self.key).build_split();
-        let request = request.map_err(|error| ApiError::Unreachable(error.without_url().to_string()))?;
+        let request =
+            request.map_err(|error| ApiError::Unreachable(error.without_url().to_string()))?;
         let span = hookmesh_nats::trace::http_client_span(
             endpoint,
             request.method().as_str(),
@@ -136,7 +137,10 @@ impl TradingApi {
         );
         let sent = client.execute(request).instrument(span.clone()).await;
         if let Ok(response) = &sent {
-            span.record("http.response.status_code", response.status().as_u16());
+            span.record(
+                "http.response.status_code",
+                i64::from(response.status().as_u16()),
+            );
         }
         let result = match sent {
             Err(error) => Err(ApiError::Unreachable(error.without_url().to_string())),

@@ -128,7 +128,8 @@ async fn observe(State(gateway): State<Gateway>, mut request: Request, next: Nex
     let mut response = next.run(request).instrument(span.clone()).await;
     let _entered = span.enter();
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    // As a signed integer: OpenTelemetry's attributes have no unsigned type.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "error");
     }
