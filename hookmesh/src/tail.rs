@@ -72,7 +72,10 @@ impl Filter {
             });
         match found {
             Some(Value::String(text)) => *text == self.value,
-            Some(other) => other.to_string() == self.value,
+            // A number, boolean or null, written as JSON.
+            Some(other) => {
+                serde_json::from_str::<Value>(&self.value).is_ok_and(|wanted| wanted == *other)
+            }
             None => false,
         }
     }

@@ -100,25 +100,35 @@ async fn observe(State(gateway): State<Gateway>, mut request: Request, next: Nex
     let started = Instant::now();
     let route = route_label(request.uri().path());
     let method = request.method().clone();
-    // The server span: OpenTelemetry's HTTP conventions, and the trace and
-    // span ids in every log line of the request.
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
-        http.route = route,
-        url.path = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        correlation_id = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-    );
+    // The trace and span ids go in every log line of the request; when
+    // spans are exported, this is the server span, with OpenTelemetry's
+    // HTTP conventions (the attributes only then, as every field costs
+    // each request something in the logs' formatting).
+    let span = if hookmesh_nats::trace::enabled() {
+        tracing::info_span!(
+            "request",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            http.route = route,
+            url.path = request.uri().path(),
+            http.response.status_code = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!(
+            "request",
+            %method,
+            route,
+            correlation_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        )
+    };
     let trace = TraceContext::for_span(request.headers(), &span);
-    if hookmesh_nats::trace::enabled() {
-        span.record("url.path", request.uri().path());
-    }
     span.record("correlation_id", trace.correlation_id.as_str());
     if let Some((trace_id, span_id)) = trace.ids() {
         span.record("trace_id", trace_id);
