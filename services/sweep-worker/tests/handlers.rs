@@ -87,7 +87,8 @@ async fn fixture(name: &str) -> Fixture {
         settings: Arc::new(settings),
         metrics,
         database: DatabaseHealth::default(),
-        http: reqwest::Client::new(),
+        // As the service builds it: no redirects followed.
+        http: hookmesh_runtime::http::client_builder().build().unwrap(),
         shutdown,
     };
     Fixture {
