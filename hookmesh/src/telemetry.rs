@@ -117,12 +117,26 @@ pub fn init(filter: &str, format: LogFormat, service: &str) -> Result<Telemetry,
             .boxed(),
     };
     let provider = exporting().then(|| provider(service)).transpose()?;
-    let traces = provider
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("hookmesh")));
+    // The mesh's own spans, whatever HOOKMESH_LOG lets into the logs.
+    let spans = tracing_subscriber::filter::Targets::new().with_targets(
+        [
+            "hookmesh",
+            "hookmesh_gateway",
+            "hookmesh_runtime",
+            "hookmesh_nats",
+            "hookmesh_csr_consumer",
+            "hookmesh_batch_processor",
+            "hookmesh_sweep_worker",
+        ]
+        .map(|target| (target, tracing::Level::INFO)),
+    );
+    let traces = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("hookmesh"))
+            .with_filter(spans)
+    });
     tracing_subscriber::registry()
-        .with(filter)
-        .with(logs)
+        .with(logs.with_filter(filter))
         .with(traces)
         .init();
     if provider.is_some() {
