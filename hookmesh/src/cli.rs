@@ -71,6 +71,9 @@ fn environment_variables(command: &clap::Command) -> String {
          PATH)"
             .to_owned(),
     );
+    for (variable, help) in crate::telemetry::VARIABLES {
+        seen.insert((*variable).to_owned(), (*help).to_owned());
+    }
     let mut text = String::from(
         "Environment variables (each mirrors a flag; see `hookmesh <command> --help`):\n",
     );
@@ -243,6 +246,17 @@ pub enum Command {
     /// Measure performance. Figures are reported as ratios against a baseline measured in the
     /// same run on the same machine.
     Bench(BenchArgs),
+    /// Send a correctly signed example webhook (or your own body) to the gateway, as its
+    /// producer would, and print the answer and where it was stored. Secrets come from the
+    /// environment, else from the running `hookmesh up`'s data directory.
+    Send(SendArgs),
+    /// Print the headers that sign a body as a source's producer does, one `Name: value` a
+    /// line, for `curl -H`.
+    Sign(SignArgs),
+    /// Follow what lands on the streams, one line a message (time, stream and sequence,
+    /// subject, type, tenant, ids, a flag for an event seen again, trace id), from ordered
+    /// ephemeral consumers that leave nothing behind.
+    Tail(TailArgs),
     /// Soak the mesh under faults and check exactly-once: its own 3-node JetStream cluster (R3
     /// streams), the services as processes (two replicas of each consumer) on a private
     /// PostgreSQL, a steady load of signed webhooks retried until 202, a broker node and a
@@ -279,13 +293,34 @@ pub struct SoakArgs {
 }
 
 impl Command {
+    /// The service name on its spans (unless OTEL_SERVICE_NAME says).
+    pub fn service_name(&self) -> &'static str {
+        match self {
+            Self::Up(_) => "hookmesh",
+            Self::Gateway(_) => "hookmesh-gateway",
+            Self::CsrConsumer(_) => "hookmesh-csr-consumer",
+            Self::BatchProcessor(_) => "hookmesh-batch-processor",
+            Self::SweepWorker(_) => "hookmesh-sweep-worker",
+            Self::Dlq(_) => "hookmesh-dlq",
+            Self::Bench(_) => "hookmesh-bench",
+            Self::Send(_) | Self::Sign(_) => "hookmesh-send",
+            Self::Tail(_) => "hookmesh-tail",
+        }
+    }
+
     /// Whether it runs one service of a deployment (whose errors go to its
     /// log) rather than something a person runs (`up` and the tools, whose
     /// errors go to stderr as a sentence, once).
     pub fn is_service(&self) -> bool {
         !matches!(
             self,
-            Self::Up(_) | Self::Dlq(_) | Self::Bench(_) | Self::Soak(_)
+            Self::Up(_)
+                | Self::Dlq(_)
+                | Self::Bench(_)
+                | Self::Soak(_)
+                | Self::Send(_)
+                | Self::Sign(_)
+                | Self::Tail(_)
         )
     }
 }
@@ -424,6 +459,137 @@ pub enum DlqAction {
     },
 }
 
+/// A kind of webhook `send` and `sign` make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SendSource {
+    /// Seed 002's buddy-system events (`--event buddy.match.created`, …).
+    Buddy,
+    /// GitHub Actions (`--event workflow_run.completed.failure`, …).
+    Github,
+    /// GitLab CI (`--event pipeline.failed`, …).
+    Gitlab,
+    /// CircleCI (`--event workflow-completed.failed`, …).
+    Circleci,
+    /// Jenkins' Notification plugin (`--event completed.failure`, …).
+    Jenkins,
+    /// Seed 004's provider delivery events (`--event delivered`, …, or `batch`).
+    Providers,
+    /// Seed 003's trading sweep trigger (an API key).
+    Sweep,
+    /// A campaign's registration (an API key).
+    Campaign,
+}
+
+impl SendSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Buddy => "buddy",
+            Self::Github => "github",
+            Self::Gitlab => "gitlab",
+            Self::Circleci => "circleci",
+            Self::Jenkins => "jenkins",
+            Self::Providers => "providers",
+            Self::Sweep => "sweep",
+            Self::Campaign => "campaign",
+        }
+    }
+}
+
+/// The gateway and secrets a tool uses.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Data directory of the local mesh: its secrets file and the running gateway's URL.
+    #[arg(long, env = "HOOKMESH_DATA_DIR", default_value = ".hookmesh")]
+    pub data_dir: PathBuf,
+
+    /// The gateway's base URL. Unset: the running `hookmesh up`'s in the data directory, else
+    /// http://127.0.0.1:8080.
+    #[arg(long, env = "HOOKMESH_GATEWAY_URL")]
+    pub gateway_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// What to send.
+    #[arg(value_enum)]
+    pub source: SendSource,
+
+    /// Which example (an unknown name lists them); with --file, the platform's event header
+    /// (`workflow_run`, `pipeline`, …).
+    #[arg(long)]
+    pub event: Option<String>,
+
+    /// Send this file's exact bytes instead of an example.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+
+    /// How many to send, each a new delivery (and a new example).
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+
+    /// Sends per second (default: one after the other).
+    #[arg(long)]
+    pub rate: Option<f64>,
+
+    /// Send each delivery twice, to see the second answered as a duplicate.
+    #[arg(long)]
+    pub duplicate: bool,
+
+    /// The provider name in /webhooks/providers/{provider}.
+    #[arg(long, default_value = "sendgrid")]
+    pub provider: String,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Whose scheme to sign with.
+    #[arg(value_enum)]
+    pub source: SendSource,
+
+    /// The body to sign; send its exact bytes (`curl --data-binary @FILE`).
+    #[arg(long)]
+    pub file: PathBuf,
+
+    /// The platform's event header (`workflow_run`, `pipeline`, `workflow-completed`).
+    #[arg(long)]
+    pub event: Option<String>,
+
+    /// The provider name in /webhooks/providers/{provider}.
+    #[arg(long, default_value = "sendgrid")]
+    pub provider: String,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// A stream (BUDDY, CI, …) or a subject filter (`ci.>`, `buddy.match.*`); unset: every
+    /// stream.
+    pub target: Option<String>,
+
+    /// Begin this long ago (30s, 5m, 2h, 1d) instead of with the next message.
+    #[arg(long, value_parser = crate::tail::parse_since)]
+    pub since: Option<std::time::Duration>,
+
+    /// Show only envelopes whose field at this dotted path has this value
+    /// (`data.tenant_id=acme`, `type=ci.pipeline.failed`); repeat to require several.
+    #[arg(long)]
+    pub filter: Vec<crate::tail::Filter>,
+
+    /// One JSON object per line (with the envelope and the trace headers) instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Where `hookmesh up` keeps its broker: when NATS_URL is unset, the broker of a running
+    /// `up` in this directory is used.
+    #[arg(long, env = "HOOKMESH_DATA_DIR", default_value = ".hookmesh")]
+    pub data_dir: PathBuf,
+}
+
 #[derive(Debug, Args)]
 pub struct GatewayCommand {
     #[command(flatten)]
@@ -535,6 +701,11 @@ pub struct GatewayBenchArgs {
     /// answers; compares CPU per request of builds or settings at equal load.
     #[arg(long)]
     pub rate: Option<u32>,
+
+    /// Also measure the gateway exporting traces over OTLP (to an endpoint of the bench's that
+    /// answers at once), keeping every trace and then 1 in 100: the cost of tracing.
+    #[arg(long)]
+    pub traces: bool,
 
     /// Also print the results as one JSON object.
     #[arg(long)]

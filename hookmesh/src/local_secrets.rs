@@ -161,3 +161,23 @@ pub fn fill(data_dir: &Path, args: &mut UpArgs) -> Result<Option<PathBuf>, AnyEr
     }
     Ok(used.then_some(path))
 }
+
+/// The value of the secret `variable` for a tool talking to the local mesh:
+/// the environment's when set (it wins, as it does for `up`), else the one
+/// `up` keeps in the data directory.
+pub fn lookup(data_dir: &Path, variable: &str) -> Result<String, AnyError> {
+    if let Ok(value) = std::env::var(variable)
+        && !value.trim().is_empty()
+    {
+        return Ok(value);
+    }
+    let path = data_dir.join(FILE_NAME);
+    read(&path)?.remove(variable).ok_or_else(|| {
+        format!(
+            "{variable} is not set and {} does not hold it: set it, start `hookmesh up` in this \
+             directory, or pass --data-dir",
+            path.display()
+        )
+        .into()
+    })
+}

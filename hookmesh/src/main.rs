@@ -12,10 +12,12 @@ mod csr;
 mod dlq;
 mod gateway;
 mod local_secrets;
+mod send;
 mod service;
 mod shutdown;
 mod soak;
 mod sweep;
+mod tail;
 mod telemetry;
 mod up;
 
@@ -24,10 +26,17 @@ pub type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse_with_environment_help();
-    if let Err(error) = telemetry::init(&cli.common.log, cli.common.log_format) {
-        eprintln!("hookmesh: error: HOOKMESH_LOG: {error}");
-        return std::process::ExitCode::FAILURE;
-    }
+    let telemetry = match telemetry::init(
+        &cli.common.log,
+        cli.common.log_format,
+        cli.command.service_name(),
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("hookmesh: error: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,8 +62,14 @@ fn main() -> std::process::ExitCode {
             cli::Command::Dlq(args) => dlq::run(args, cli.common).await,
             cli::Command::Bench(args) => bench::run(args, cli.common).await,
             cli::Command::Soak(args) => soak::run(args).await,
+            cli::Command::Send(args) => send::send(args).await,
+            cli::Command::Sign(args) => send::sign(args).await,
+            cli::Command::Tail(args) => tail::run(args, cli.common).await,
         }
     });
+    // Outside the runtime: the exporter's last export blocks.
+    drop(runtime);
+    telemetry.shutdown();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // Once: a service's in its log, a command's for the person.

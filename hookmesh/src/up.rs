@@ -30,6 +30,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const MAX_BROKER_RESTARTS: usize = 5;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
+/// The gateway's URL, under the data directory, while `up` runs.
+pub const GATEWAY_URL_FILE: &str = "gateway.url";
+
 /// The nats-server child process, restarted on its port when it dies.
 struct Broker {
     binary: NatsServerBinary,
@@ -235,6 +238,8 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
             return Err(error);
         }
     };
+    // For the tools (`hookmesh send`) run on the same data directory.
+    let _ = std::fs::write(data_dir.join(GATEWAY_URL_FILE), &gateway.url);
     println!(
         "hookmesh ready: gateway {} (broker {}, data {})",
         gateway.url,

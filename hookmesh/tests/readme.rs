@@ -8,11 +8,9 @@
 //! the mesh applies what was just sent a moment later.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
-use hookmesh_tests::{TestDir, free_port};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use hookmesh_tests::TestDir;
+use hookmesh_tests::process::LocalMesh;
 use tokio::process::Command;
 
 /// The bash blocks of the README's "Trying it" section, in order.
@@ -31,24 +29,47 @@ fn examples(readme: &str) -> Vec<String> {
     blocks
 }
 
-/// `(curl call index, expected status)` for every `# NNN` comment: the
-/// status of the `curl` call before it.
+/// How many answers a line of the script prints: one for a `curl`, one
+/// for a `$HM send` (two with `--duplicate`), none for anything else.
+fn answers(line: &str) -> usize {
+    if line.starts_with("curl ") || line.contains("$(curl ") {
+        1
+    } else if line.starts_with("$HM send ") {
+        if line.contains("--duplicate") { 2 } else { 1 }
+    } else {
+        0
+    }
+}
+
+/// `(answer index, expected status)` for every `# NNN` comment: the
+/// comments after a request are the statuses of its answers, in order.
 fn expectations(script: &str) -> Vec<(usize, u16)> {
     let mut calls = 0;
+    // The last request: its first answer's index, its answers, those commented.
+    let mut request: Option<(usize, usize, usize)> = None;
     let mut expected = Vec::new();
     let mut continued = false;
     for line in script.lines() {
         let trimmed = line.trim_start();
-        if !continued && (trimmed.starts_with("curl ") || trimmed.contains("$(curl ")) {
-            calls += 1;
+        let printed = if continued { 0 } else { answers(trimmed) };
+        if printed > 0 {
+            request = Some((calls, printed, 0));
+            calls += printed;
         }
         continued = trimmed.ends_with('\\');
         if let Some(comment) = trimmed.strip_prefix("# ")
             && let Some(status) = comment.get(..3).and_then(|s| s.parse::<u16>().ok())
             && comment.as_bytes().get(3) == Some(&b' ')
         {
-            assert!(calls > 0, "a status comment before any curl: {line}");
-            expected.push((calls - 1, status));
+            let (first, printed, commented) = request
+                .as_mut()
+                .unwrap_or_else(|| panic!("a status comment before any request: {line}"));
+            assert!(
+                *commented < *printed,
+                "more status comments than answers: {line}"
+            );
+            expected.push((*first + *commented, status));
+            *commented += 1;
         }
     }
     expected
@@ -70,29 +91,19 @@ curl() {
   cat "$answer"
   echo
 }
-"#;
-
-/// `hookmesh up`, stopped gracefully when dropped (also when the test
-/// fails), so that its broker stops with it and nothing is left behind.
-struct RunningUp(tokio::process::Child);
-
-impl Drop for RunningUp {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while std::time::Instant::now() < deadline {
-                if matches!(self.0.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let _ = self.0.start_kill();
-    }
+# `$HM send` records the status of each answer it prints, as curl does.
+hm() {
+  local printed="$RUN/printed" status=0
+  "$HOOKMESH_BIN" "$@" > "$printed" || status=$?
+  cat "$printed"
+  if [ "$1" = send ]; then
+    grep -E '^[0-9]{3} ' "$printed" | cut -c1-3 >> "$CALLS"
+    return 0
+  fi
+  return "$status"
 }
+HM=hm
+"#;
 
 fn repository_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -110,35 +121,13 @@ async fn the_readme_examples_answer_what_the_readme_says() {
 
     let dir = TestDir::new("readme");
     let data_dir = dir.path().join(".hookmesh");
-    let port = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hookmesh"));
-    for (variable, _) in std::env::vars() {
-        if variable.starts_with("HOOKMESH_") || variable == "NATS_URL" {
-            command.env_remove(variable);
-        }
-    }
-    let mut child = command
-        .arg("up")
-        .arg("--no-install")
-        .env("HOOKMESH_DATA_DIR", &data_dir)
-        .env("HOOKMESH_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("HOOKMESH_SIM_RUN_TIME_SECS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let _up = RunningUp(child);
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("ready") {
-                return;
-            }
-        }
-        panic!("hookmesh up exited without a ready line");
-    })
-    .await
-    .expect("a ready line within 60 s");
+    let binary = env!("CARGO_BIN_EXE_hookmesh");
+    let mesh = LocalMesh::start(
+        binary,
+        &data_dir,
+        &[("HOOKMESH_SIM_RUN_TIME_SECS", "1".to_owned())],
+    )
+    .await;
 
     let calls = dir.path().join("calls");
     let output = Command::new("bash")
@@ -146,8 +135,8 @@ async fn the_readme_examples_answer_what_the_readme_says() {
         .arg(format!("{PRELUDE}\n{script}"))
         .current_dir(repository_root())
         .env("HOOKMESH_DATA_DIR", &data_dir)
-        .env("GW", format!("http://127.0.0.1:{port}"))
-        .env("HM", env!("CARGO_BIN_EXE_hookmesh"))
+        .env("GW", &mesh.gateway)
+        .env("HOOKMESH_BIN", binary)
         .env("CALLS", &calls)
         .env("RUN", dir.path())
         .output()
@@ -176,7 +165,11 @@ async fn the_readme_examples_answer_what_the_readme_says() {
 }
 
 #[test]
-fn status_comments_belong_to_the_curl_before_them() {
-    let script = "curl -sS a \\\n  -d x\n# 202 {}\nX=$(curl b)\ncurl c\n# 200 ok\n";
-    assert_eq!(expectations(script), [(0, 202), (2, 200)]);
+fn status_comments_belong_to_the_request_before_them() {
+    let script = "curl -sS a \\\n  -d x\n# 202 {}\nX=$(curl b)\ncurl c\n# 200 ok\n\
+                  $HM send buddy --duplicate\n# 202 first\n# 202 again\n$HM send github\n# 202 x\n";
+    assert_eq!(
+        expectations(script),
+        [(0, 202), (2, 200), (3, 202), (4, 202), (5, 202)]
+    );
 }

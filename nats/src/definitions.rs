@@ -242,6 +242,18 @@ pub const SWEEP_JOBS_BUCKET: BucketDefinition = bucket_file!("sweep_jobs");
 pub const BUCKETS: &[BucketDefinition] =
     &[CSR_EVENTS_BUCKET, WEBHOOK_DEDUP_BUCKET, SWEEP_JOBS_BUCKET];
 
+/// The name of the stream of [`STREAMS`] that stores `subject`.
+pub fn stream_of(subject: &str) -> Option<String> {
+    STREAMS.iter().find_map(|definition| {
+        let config = definition.config(1).ok()?;
+        config
+            .subjects
+            .iter()
+            .any(|filter| subject_matches(filter, subject))
+            .then_some(config.name)
+    })
+}
+
 /// Whether `subject` matches the NATS subject `filter` (`*` one token, `>`
 /// one or more trailing tokens).
 pub fn subject_matches(filter: &str, subject: &str) -> bool {
@@ -260,6 +272,13 @@ pub fn subject_matches(filter: &str, subject: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subjects_are_found_in_their_streams() {
+        assert_eq!(stream_of("buddy.match.created").as_deref(), Some("BUDDY"));
+        assert_eq!(stream_of("ci.failure.detected").as_deref(), Some("CI"));
+        assert_eq!(stream_of("nowhere.at.all"), None);
+    }
 
     #[test]
     fn every_definition_is_a_valid_stream_config() {

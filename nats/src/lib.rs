@@ -18,6 +18,7 @@ pub mod definitions;
 pub mod ensure;
 pub mod jobs;
 pub mod server;
+pub mod trace;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -430,18 +430,41 @@ struct Settler {
 
 impl Settler {
     /// Handles `batch` in a span naming the consumer and, for a batch of
-    /// one, the message's correlation id, so its log lines group.
+    /// one, the message's correlation id, so its log lines group. When
+    /// spans are exported it is OpenTelemetry's consumer span: a child of
+    /// the message's producer span for a batch of one, else linked to each
+    /// message's.
     async fn process<H: Handler>(self: Arc<Self>, handler: Arc<H>, batch: Vec<Delivery>) {
         let span = tracing::info_span!(
             "batch",
+            otel.name = %format_args!("process {}", self.stream),
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.operation.type = "process",
+            messaging.destination.name = tracing::field::Empty,
+            messaging.consumer.group.name = %self.consumer,
+            messaging.batch.message_count = batch.len() as i64,
             consumer = %self.consumer,
             size = batch.len(),
             first_sequence = batch.first().map_or(0, |d| d.stream_sequence),
             correlation_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
         if let [only] = batch.as_slice() {
             span.record("correlation_id", only.correlation_id());
+            span.record("messaging.destination.name", only.subject());
+            hookmesh_nats::trace::set_parent(&span, only.traceparent());
+            // Without an exporter, the ids the message came with.
+            if let Some(context) = hookmesh_nats::trace::parse(only.traceparent()) {
+                span.record("trace_id", format!("{:032x}", context.trace_id()));
+            }
+        } else if hookmesh_nats::trace::enabled() {
+            for delivery in &batch {
+                hookmesh_nats::trace::link(&span, delivery.traceparent());
+            }
         }
+        hookmesh_nats::trace::record_ids(&span);
         self.process_in_span(handler, batch).instrument(span).await;
     }
 
@@ -450,7 +473,11 @@ impl Settler {
         let outcomes = {
             let batch: &[Delivery] = &batch;
             let client = &self.client;
-            let handling = handler.handle(batch);
+            let trace = batch
+                .last()
+                .map(crate::publish::TraceHeaders::of)
+                .unwrap_or_default();
+            let handling = trace.scope(handler.handle(batch));
             tokio::pin!(handling);
             let mut progress = tokio::time::interval(self.progress_every);
             progress.tick().await;

@@ -39,7 +39,21 @@ pub enum DbError {
     SqliteDirectory { directory: String, reason: String },
 }
 
+/// The backend of the database last connected in this process, for the
+/// `db.system.name` of spans (`up` runs every service on one database).
+static CONNECTED: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
+
 impl Backend {
+    /// OpenTelemetry's `db.system.name` of the database connected, or
+    /// `other_sql` before one is.
+    pub fn connected_system() -> &'static str {
+        match CONNECTED.get() {
+            Some(Self::Sqlite) => "sqlite",
+            Some(Self::Postgres) => "postgresql",
+            None => "other_sql",
+        }
+    }
+
     pub fn of(url: &str) -> Result<Self, DbError> {
         if url.starts_with("sqlite:") {
             Ok(Self::Sqlite)
@@ -100,6 +114,9 @@ pub use hookmesh_contracts::redact::url as redacted;
 /// commit, but the last commits before a power loss would be lost although
 /// their messages were acknowledged, which exactly-once cannot allow.
 pub async fn connect(url: &str) -> Result<Pool, DbError> {
+    if let Ok(backend) = Backend::of(url) {
+        let _ = CONNECTED.set(backend);
+    }
     let (options, url) = options(url)?;
     options
         .connect(&url)

@@ -9,12 +9,18 @@ use std::sync::Once;
 /// a callback token, a login) to wherever it points, so it is answered as
 /// it came, and callers refuse it with a clear error ([`refused_redirect`]).
 pub fn client_builder() -> reqwest::ClientBuilder {
+    install_crypto_provider();
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
+}
+
+/// Puts ring in place as rustls' crypto provider, once; every reqwest
+/// client of the process (the trace exporter's too) needs it first.
+pub fn install_crypto_provider() {
     static PROVIDER: Once = Once::new();
     PROVIDER.call_once(|| {
         // Another part of the process may have installed it first.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
 }
 
 /// Why a 3xx answer is refused, naming where it pointed (without

@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use async_nats::jetstream;
 use futures_util::StreamExt as _;
@@ -75,13 +76,20 @@ impl SeenKeys {
     /// JetStream batched direct get (`multi_last`) answers with the keys it
     /// has and then an end-of-batch status, instead of one round trip each.
     pub async fn contains_many(&self, keys: &[String]) -> Result<HashSet<String>, SeenKeysError> {
-        let mut found = HashSet::new();
-        for chunk in keys.chunks(READ_CHUNK) {
-            tokio::time::timeout(READ_TIMEOUT, self.read_chunk(chunk, &mut found))
-                .await
-                .map_err(|_| self.unavailable(format!("no answer within {READ_TIMEOUT:?}")))??;
+        let span = hookmesh_nats::trace::kv_span("get", self.bucket);
+        async {
+            let mut found = HashSet::new();
+            for chunk in keys.chunks(READ_CHUNK) {
+                tokio::time::timeout(READ_TIMEOUT, self.read_chunk(chunk, &mut found))
+                    .await
+                    .map_err(|_| {
+                        self.unavailable(format!("no answer within {READ_TIMEOUT:?}"))
+                    })??;
+            }
+            Ok(found)
         }
-        Ok(found)
+        .instrument(span)
+        .await
     }
 
     async fn read_chunk(

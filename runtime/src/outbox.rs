@@ -9,7 +9,8 @@
 //! same rows do the same.
 //!
 //! A service's outbox table has the columns `msg_id` (primary key),
-//! `subject`, `payload`, `created_at` and `published_at`.
+//! `subject`, `payload`, `traceparent`, `correlation_id` (those of the
+//! message that caused it), `created_at` and `published_at`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,12 +56,12 @@ impl Outbox {
         messages: &[OutboxMessage],
         now_millis: i64,
     ) -> Result<(), sqlx::Error> {
-        for chunk in messages.chunks(rows_per_statement(4)) {
+        for chunk in messages.chunks(rows_per_statement(6)) {
             let sql = format!(
-                "INSERT INTO {} (msg_id, subject, payload, created_at) VALUES {} \
-                 ON CONFLICT (msg_id) DO NOTHING",
+                "INSERT INTO {} (msg_id, subject, payload, traceparent, correlation_id, created_at) \
+                 VALUES {} ON CONFLICT (msg_id) DO NOTHING",
                 self.table,
-                self.backend.values(chunk.len(), 4, 1)
+                self.backend.values(chunk.len(), 6, 1)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for message in chunk {
@@ -68,6 +69,8 @@ impl Outbox {
                     .bind(&message.msg_id)
                     .bind(&message.subject)
                     .bind(&message.payload)
+                    .bind(&message.trace.traceparent)
+                    .bind(&message.trace.correlation_id)
                     .bind(now_millis);
             }
             query.execute(&mut **tx).await?;
@@ -83,7 +86,8 @@ impl Outbox {
 
     async fn unpublished(&self) -> Result<Vec<OutboxMessage>, sqlx::Error> {
         let sql = format!(
-            "SELECT msg_id, subject, payload FROM {} WHERE published_at IS NULL \
+            "SELECT msg_id, subject, payload, traceparent, correlation_id FROM {} \
+             WHERE published_at IS NULL \
              ORDER BY created_at LIMIT $1",
             self.table
         );
@@ -97,6 +101,10 @@ impl Outbox {
                     msg_id: row.try_get("msg_id")?,
                     subject: row.try_get("subject")?,
                     payload: row.try_get("payload")?,
+                    trace: crate::publish::TraceHeaders {
+                        traceparent: row.try_get("traceparent")?,
+                        correlation_id: row.try_get("correlation_id")?,
+                    },
                 })
             })
             .collect()

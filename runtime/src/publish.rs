@@ -19,6 +19,51 @@ pub struct OutboxMessage {
     pub subject: String,
     /// The CloudEvents envelope, as JSON.
     pub payload: String,
+    /// Those of the message that caused it, so its trace and correlation
+    /// id go on downstream.
+    pub trace: TraceHeaders,
+}
+
+impl OutboxMessage {
+    /// The same, caused by a message with `trace`.
+    pub fn caused_by(mut self, trace: TraceHeaders) -> Self {
+        self.trace = trace;
+        self
+    }
+}
+
+/// A message's `traceparent` and `X-Correlation-Id` headers (empty: none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceHeaders {
+    pub traceparent: String,
+    pub correlation_id: String,
+}
+
+tokio::task_local! {
+    /// The trace headers of the batch being handled (see [`TraceHeaders::current`]).
+    static BATCH_TRACE: TraceHeaders;
+}
+
+impl TraceHeaders {
+    /// Those of the batch being handled in this task: its last message's,
+    /// for events the whole batch caused (a campaign that completed, a
+    /// job's next status); empty outside a batch.
+    pub fn current() -> Self {
+        BATCH_TRACE.try_with(Clone::clone).unwrap_or_default()
+    }
+
+    /// Runs `handling` with `self` as [`TraceHeaders::current`].
+    pub async fn scope<F: std::future::Future>(self, handling: F) -> F::Output {
+        BATCH_TRACE.scope(self, handling).await
+    }
+
+    /// A delivery's, to hand on to what it causes.
+    pub fn of(delivery: &crate::consume::Delivery) -> Self {
+        Self {
+            traceparent: delivery.traceparent().to_owned(),
+            correlation_id: delivery.correlation_id().to_owned(),
+        }
+    }
 }
 
 type Published<'a> = Pin<Box<dyn Future<Output = Vec<Result<(), String>>> + Send + 'a>>;
@@ -40,12 +85,33 @@ impl EventSink for JetStreamSink {
     fn publish<'a>(&'a self, messages: &'a [OutboxMessage]) -> Published<'a> {
         Box::pin(async move {
             let mut acks = Vec::with_capacity(messages.len());
+            // Each message's producer span, a child of the message that
+            // caused it; they end with the acknowledgements.
+            let mut producers = Vec::new();
             let mut unsent = None;
             for message in messages {
-                let publish = PublishMessage::build()
+                let mut publish = PublishMessage::build()
                     .payload(message.payload.clone().into())
                     .message_id(&message.msg_id)
                     .header("Content-Type", CLOUDEVENTS_CONTENT_TYPE);
+                let span = hookmesh_nats::trace::producer_span(
+                    &message.subject,
+                    &message.msg_id,
+                    &message.trace.traceparent,
+                );
+                let traceparent = hookmesh_nats::trace::traceparent_of(&span)
+                    .unwrap_or_else(|| message.trace.traceparent.clone());
+                producers.push(span);
+                if !traceparent.is_empty() {
+                    publish =
+                        publish.header(hookmesh_nats::trace::TRACEPARENT, traceparent.as_str());
+                }
+                if !message.trace.correlation_id.is_empty() {
+                    publish = publish.header(
+                        hookmesh_nats::trace::CORRELATION_ID,
+                        message.trace.correlation_id.as_str(),
+                    );
+                }
                 match self.0.send_publish(message.subject.clone(), publish).await {
                     Ok(ack) => acks.push(ack.into_future()),
                     Err(error) => {
@@ -59,6 +125,7 @@ impl EventSink for JetStreamSink {
                 .into_iter()
                 .map(|acked| acked.map(|_| ()).map_err(|e| e.to_string()))
                 .collect();
+            drop(producers);
             let reason = unsent.unwrap_or_default();
             results.resize(messages.len(), Err(reason));
             results

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream;
-use base64::Engine as _;
 use hookmesh_gateway::verify::{HmacKey, StandardWebhooksKeys};
 use hookmesh_gateway::{Gateway, GatewayConfig, GatewayMetrics};
 use hookmesh_nats::server::{self, EmbeddedNats, EmbeddedOptions};
@@ -279,33 +278,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// How each source signs a body, as its producers do.
+/// How each source signs a body, as its producers do: the gateway's
+/// signers, with the tests' secrets known to parse.
 pub mod sign {
-    use super::*;
-
-    /// `sha256=<hex HMAC>` (seed 002's and GitHub's scheme).
-    pub fn sha256_header(secret: &str, body: &[u8]) -> String {
-        format!("sha256={}", HmacKey::new(secret.as_bytes()).sign_hex(body))
-    }
-
-    /// `v1=<hex HMAC>` (CircleCI).
-    pub fn circleci(secret: &str, body: &[u8]) -> String {
-        format!("v1={}", HmacKey::new(secret.as_bytes()).sign_hex(body))
-    }
-
-    /// `Basic base64(user:password)` (Jenkins' Notification plugin).
-    pub fn basic(user: &str, password: &str) -> String {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        )
-    }
+    pub use hookmesh_gateway::verify::sign::{basic, circleci, sha256_header};
 
     /// `webhook-signature` (Standard Webhooks).
     pub fn standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
-        StandardWebhooksKeys::parse(secret)
-            .unwrap()
-            .sign(id, timestamp, body)
+        hookmesh_gateway::verify::sign::standard(secret, id, timestamp, body)
+            .expect("a whsec_ secret")
     }
 }
 

@@ -83,6 +83,125 @@ struct Report {
     broker_cpu_us_per_message_raw: Option<f64>,
     broker_cpu_us_per_message_gateway: Option<f64>,
     broker_cpu_us_per_message_raw_gateway_messages: Option<f64>,
+    /// With `--traces`: the gateway exporting spans, at each sampling ratio.
+    traced: Vec<TracedRun>,
+}
+
+/// The gateway with the trace exporter on.
+#[derive(Debug, Serialize)]
+struct TracedRun {
+    sampled: f64,
+    rate_per_second: f64,
+    p99_ms: f64,
+    gateway_cpu_us_per_request: f64,
+    exported_bytes_per_request: f64,
+}
+
+/// One child gateway under load: its phase, CPU and memory.
+struct GatewayRun {
+    phase: Phase,
+    /// Warm-up requests are counted in CPU time too, so CPU is per request
+    /// of the whole phase, warm-up included.
+    cpu_us_per_request: f64,
+    broker_us_per_message: Option<f64>,
+    rss_idle_mib: f64,
+    rss_peak_mib: f64,
+}
+
+impl GatewayRun {
+    /// Starts a `hookmesh gateway` with `env`, loads it for one phase, stops it.
+    async fn measure(
+        name: &'static str,
+        nats_url: &str,
+        env: &[(&str, String)],
+        broker_pid: Option<u32>,
+        body: &Bytes,
+        args: &GatewayBenchArgs,
+    ) -> Result<Self, AnyError> {
+        let address = format!("127.0.0.1:{}", free_port()?);
+        let mut child = spawn_gateway(nats_url, &address, env).await?;
+        wait_ready("the gateway", &address, &mut child).await?;
+        let pid = child.id().ok_or("the gateway has no pid")?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss_idle_mib = rss_mib(pid);
+        let peak = Arc::new(AtomicU64::new(0));
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let (peak, sampling) = (peak.clone(), sampling.clone());
+            tokio::spawn(async move {
+                while sampling.load(Ordering::Relaxed) {
+                    peak.fetch_max((rss_mib(pid) * 1024.0) as u64, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        let cpu_before = cpu_seconds(pid);
+        let (phase, broker_us_per_message) =
+            with_broker_cpu(broker_pid, args, http_phase(name, &address, body, args)).await;
+        let cpu = cpu_seconds(pid).zip(cpu_before).map(|(a, b)| a - b);
+        sampling.store(false, Ordering::Relaxed);
+        let _ = sampler.await;
+        let _ = child.kill().await;
+        let requests = phase.rate_per_second * (args.duration_secs + args.warmup_secs) as f64;
+        Ok(Self {
+            cpu_us_per_request: cpu.map_or(0.0, |s| s * 1e6 / requests),
+            broker_us_per_message,
+            rss_idle_mib,
+            rss_peak_mib: peak.load(Ordering::Relaxed) as f64 / 1024.0,
+            phase,
+        })
+    }
+}
+
+/// An OTLP/HTTP endpoint that takes every export and answers 200 at once,
+/// counting the bytes it was sent: the traced phases' collector, so that the
+/// gateway pays the whole cost of exporting and nothing else.
+async fn otlp_sink() -> std::io::Result<(String, Arc<AtomicU64>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let exported = Arc::new(AtomicU64::new(0));
+    let counter = exported.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let _ = take_exports(socket, &counter).await;
+            });
+        }
+    });
+    Ok((endpoint, exported))
+}
+
+/// Answers each request on `socket` with an empty 200 until it closes.
+async fn take_exports(mut socket: TcpStream, exported: &AtomicU64) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let head_end = loop {
+            if let Some(at) = find(&buffer, b"\r\n\r\n") {
+                break at + 4;
+            }
+            let read = socket.read(&mut chunk).await?;
+            if read == 0 {
+                return Ok(());
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+        };
+        let length = content_length(&buffer[..head_end]).unwrap_or(0);
+        while buffer.len() < head_end + length {
+            let read = socket.read(&mut chunk).await?;
+            if read == 0 {
+                return Ok(());
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+        }
+        exported.fetch_add(length as u64, Ordering::Relaxed);
+        buffer.drain(..head_end + length);
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
+            .await?;
+    }
 }
 
 /// A delivery event of exactly `size` bytes (padded in `metadata.note`).
@@ -293,11 +412,16 @@ fn content_length(head: &[u8]) -> Option<usize> {
     })
 }
 
-async fn http_phase(address: &str, body: &Bytes, args: &GatewayBenchArgs) -> Phase {
+async fn http_phase(
+    name: &'static str,
+    address: &str,
+    body: &Bytes,
+    args: &GatewayBenchArgs,
+) -> Phase {
     let keys = StandardWebhooksKeys::parse(SECRET).expect("the bench secret parses");
     let run = hookmesh_contracts::hex::random::<4>();
     drive(
-        "gateway (HTTP 202)",
+        name,
         args.concurrency,
         Duration::from_secs(args.warmup_secs),
         Duration::from_secs(args.duration_secs),
@@ -356,15 +480,23 @@ async fn http_phase(address: &str, body: &Bytes, args: &GatewayBenchArgs) -> Pha
     .await
 }
 
-async fn spawn_gateway(nats_url: &str, address: &str) -> Result<Child, AnyError> {
+async fn spawn_gateway(
+    nats_url: &str,
+    address: &str,
+    env: &[(&str, String)],
+) -> Result<Child, AnyError> {
     let mut command = Command::new(std::env::current_exe()?);
     for (variable, _) in std::env::vars() {
-        if variable.starts_with("HOOKMESH_") || variable == "NATS_URL" {
+        if variable.starts_with("HOOKMESH_")
+            || variable.starts_with("OTEL_")
+            || variable == "NATS_URL"
+        {
             command.env_remove(variable);
         }
     }
     Ok(command
         .arg("gateway")
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
         .env("NATS_URL", nats_url)
         .env("HOOKMESH_HTTP_ADDR", address)
         .env("HOOKMESH_SECRET_PROVIDERS", SECRET)
@@ -438,31 +570,18 @@ pub async fn run(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyEr
     )
     .await;
 
-    let address = format!("127.0.0.1:{}", free_port()?);
-    let mut child = spawn_gateway(&nats_url, &address).await?;
-    wait_ready("the gateway", &address, &mut child).await?;
-    let pid = child.id().ok_or("the gateway has no pid")?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_idle = rss_mib(pid);
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, sampling) = (peak.clone(), sampling.clone());
-        tokio::spawn(async move {
-            while sampling.load(Ordering::Relaxed) {
-                peak.fetch_max((rss_mib(pid) * 1024.0) as u64, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-    let gateway_cpu_before = cpu_seconds(pid);
-    let (through_gateway, broker_us_gateway) =
-        with_broker_cpu(broker_pid, &args, http_phase(&address, &body, &args)).await;
-    let gateway_cpu = cpu_seconds(pid).zip(gateway_cpu_before).map(|(a, b)| a - b);
-    sampling.store(false, Ordering::Relaxed);
-    let _ = sampler.await;
-    let _ = child.kill().await;
+    let gateway = GatewayRun::measure(
+        "gateway (HTTP 202)",
+        &nats_url,
+        &[],
+        broker_pid,
+        &body,
+        &args,
+    )
+    .await?;
+    let (through_gateway, broker_us_gateway) = (gateway.phase, gateway.broker_us_per_message);
 
+    let mut phases_traced = Vec::new();
     let enveloped = gateway_message(&js).await?;
     let raw_after = raw_phase("raw JetStream (after)", &js, &webhook, &args).await;
     let enveloped_bytes = enveloped.payload.len();
@@ -474,24 +593,52 @@ pub async fn run(args: GatewayBenchArgs, common: CommonArgs) -> Result<(), AnyEr
     .await;
 
     let raw_rate = (raw_before.rate_per_second + raw_after.rate_per_second) / 2.0;
-    // Warm-up requests are counted in CPU time too, so CPU is per request of
-    // the whole phase, warm-up included.
-    let gateway_requests_incl_warmup =
-        through_gateway.rate_per_second * (args.duration_secs + args.warmup_secs) as f64;
+    // The same gateway exporting a span per request and per publish to an
+    // OTLP endpoint, keeping every trace, then one in a hundred.
+    let mut traced = Vec::new();
+    if args.traces {
+        let (endpoint, exported) = otlp_sink().await?;
+        for (name, ratio) in [
+            ("gateway, traces 100%", "1.0"),
+            ("gateway, traces 1%", "0.01"),
+        ] {
+            let env = [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()),
+                ("OTEL_TRACES_SAMPLER_ARG", ratio.to_owned()),
+            ];
+            let before = exported.load(Ordering::Relaxed);
+            let run = GatewayRun::measure(name, &nats_url, &env, broker_pid, &body, &args).await?;
+            let bytes = exported.load(Ordering::Relaxed) - before;
+            let requests =
+                run.phase.rate_per_second * (args.duration_secs + args.warmup_secs) as f64;
+            traced.push(TracedRun {
+                sampled: ratio.parse().unwrap_or(0.0),
+                rate_per_second: run.phase.rate_per_second,
+                p99_ms: run.phase.p99_ms,
+                gateway_cpu_us_per_request: run.cpu_us_per_request,
+                exported_bytes_per_request: bytes as f64 / requests.max(1.0),
+            });
+            phases_traced.push(run.phase);
+        }
+    }
     let report = Report {
         payload_bytes: body.len(),
         envelope_bytes: enveloped_bytes,
         concurrency: args.concurrency,
         ratio: through_gateway.rate_per_second / raw_rate,
         ratio_to_gateway_messages: through_gateway.rate_per_second / raw_enveloped.rate_per_second,
-        gateway_rss_idle_mib: rss_idle,
-        gateway_rss_peak_mib: peak.load(Ordering::Relaxed) as f64 / 1024.0,
-        gateway_cpu_us_per_request: gateway_cpu
-            .map_or(0.0, |s| s * 1e6 / gateway_requests_incl_warmup),
+        gateway_rss_idle_mib: gateway.rss_idle_mib,
+        gateway_rss_peak_mib: gateway.rss_peak_mib,
+        gateway_cpu_us_per_request: gateway.cpu_us_per_request,
         broker_cpu_us_per_message_raw: broker_us_raw,
         broker_cpu_us_per_message_gateway: broker_us_gateway,
         broker_cpu_us_per_message_raw_gateway_messages: broker_us_enveloped,
-        phases: vec![raw_before, through_gateway, raw_after, raw_enveloped],
+        phases: [raw_before, through_gateway, raw_after, raw_enveloped]
+            .into_iter()
+            .chain(phases_traced)
+            .collect(),
+        traced,
     };
     print_report(&report);
     if args.json {
@@ -546,6 +693,18 @@ fn print_report(report: &Report) {
         micros(report.broker_cpu_us_per_message_gateway),
         micros(report.broker_cpu_us_per_message_raw_gateway_messages),
     );
+    for traced in &report.traced {
+        println!(
+            "traces {:>5.1}% kept: {:.0}/s ({:.3} of untraced), p99 {:.2} ms, gateway {:.1} µs per request (+{:.1}), {:.0} B exported per request",
+            traced.sampled * 100.0,
+            traced.rate_per_second,
+            traced.rate_per_second / gateway.rate_per_second,
+            traced.p99_ms,
+            traced.gateway_cpu_us_per_request,
+            traced.gateway_cpu_us_per_request - report.gateway_cpu_us_per_request,
+            traced.exported_bytes_per_request,
+        );
+    }
 }
 
 #[cfg(test)]

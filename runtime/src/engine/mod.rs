@@ -29,8 +29,11 @@ use std::time::Instant;
 use hookmesh_contracts::Timestamp;
 
 pub use self::dedup::{DedupKey, Deduplicator, Layer};
+use tracing::Instrument as _;
+
 use crate::consume::{Delivery, Handler, Outcome};
 use crate::ops::DatabaseHealth;
+use crate::publish::TraceHeaders;
 
 /// An event read from a delivery, with what the broker says about it.
 #[derive(Debug, Clone)]
@@ -40,6 +43,18 @@ pub struct Fresh<E> {
     pub received_at: Timestamp,
     pub stream_sequence: u64,
     pub correlation_id: String,
+    /// The message's W3C `traceparent`, carried on to the events it causes.
+    pub traceparent: String,
+}
+
+impl<E> Fresh<E> {
+    /// The trace headers of the events this one causes downstream.
+    pub fn trace(&self) -> TraceHeaders {
+        TraceHeaders {
+            traceparent: self.traceparent.clone(),
+            correlation_id: self.correlation_id.clone(),
+        }
+    }
 }
 
 /// What the database made of a fresh event.
@@ -323,6 +338,7 @@ impl<F: Family> Handler for BatchHandler<F> {
                         received_at: delivery.published,
                         stream_sequence: delivery.stream_sequence,
                         correlation_id: delivery.correlation_id().to_owned(),
+                        traceparent: delivery.traceparent().to_owned(),
                     });
                     fresh_keys.push(key);
                     fresh_indexes.push(index);
@@ -420,7 +436,13 @@ impl<F: Family> BatchHandler<F> {
     /// refuses are left out. One answer per event, in order.
     fn settle_isolating<'a>(&'a self, events: &'a [Fresh<F::Event>]) -> Settling<'a> {
         Box::pin(async move {
-            match self.family.apply(events).await {
+            // One client span for the batch's transaction.
+            let transaction = hookmesh_nats::trace::database_span(
+                crate::db::Backend::connected_system(),
+                "transaction",
+                F::NAME,
+            );
+            match self.family.apply(events).instrument(transaction).await {
                 Ok(applied) if applied.len() == events.len() => {
                     applied.into_iter().map(Settled::Committed).collect()
                 }

@@ -21,6 +21,7 @@ use hookmesh_contracts::{TenantId, Timestamp};
 use hookmesh_runtime::db::{Backend, Pool, rows_per_statement};
 use hookmesh_runtime::engine::{Applied, Fresh};
 use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
+use hookmesh_runtime::publish::TraceHeaders;
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
 use time::Date;
 
@@ -73,6 +74,7 @@ impl Transition {
             msg_id: format!("csr.journey:{id}"),
             subject: csr_journey(self.stage),
             payload: String::from_utf8(envelope.to_json()).expect("JSON is UTF-8"),
+            trace: TraceHeaders::current(),
         })
     }
 }
@@ -125,8 +127,21 @@ impl Store {
         upsert_matches(self.backend, &mut tx, &fresh).await?;
         insert_activities(self.backend, &mut tx, &fresh).await?;
         let transitions = self.move_journeys(&mut tx, &fresh, processed_at).await?;
-        let messages: Vec<OutboxMessage> =
-            transitions.iter().filter_map(Transition::message).collect();
+        // Each journey event carries on the trace of the buddy event that moved it.
+        let causes: std::collections::HashMap<&str, &Fresh<EventFacts>> = events
+            .iter()
+            .map(|fresh| (fresh.event.event_id.as_str(), fresh))
+            .collect();
+        let messages: Vec<OutboxMessage> = transitions
+            .iter()
+            .filter_map(|transition| {
+                let message = transition.message()?;
+                Some(match causes.get(transition.event_id.as_str()) {
+                    Some(cause) => message.caused_by(cause.trace()),
+                    None => message,
+                })
+            })
+            .collect();
         self.outbox.write(&mut tx, &messages, processed_at).await?;
         tx.commit().await?;
         if !messages.is_empty() {

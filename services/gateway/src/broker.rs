@@ -278,7 +278,9 @@ impl Broker for MemoryBroker {
                                 subject: event.subject,
                                 message_id: event.message_id,
                                 payload: event.payload,
-                                traceparent: trace.traceparent.clone(),
+                                traceparent: event
+                                    .traceparent
+                                    .unwrap_or_else(|| trace.traceparent.clone()),
                                 correlation_id: trace.correlation_id.clone(),
                             });
                             Published {

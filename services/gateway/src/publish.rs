@@ -51,6 +51,9 @@ pub struct OutgoingEvent {
     pub message_id: String,
     /// The envelope's JSON.
     pub payload: Bytes,
+    /// Its own `traceparent` (its producer span's, when spans are
+    /// exported); `None`: the request's.
+    pub traceparent: Option<String>,
 }
 
 /// JetStream's acknowledgement.
@@ -417,7 +420,10 @@ async fn send_batches(
                 reply.push_str(itoa_u64(token, &mut [0u8; 20]));
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(MESSAGE_ID, HeaderValue::from(event.message_id));
-                headers.insert(TRACEPARENT_HEADER, job.traceparent.as_str());
+                headers.insert(
+                    TRACEPARENT_HEADER,
+                    event.traceparent.as_deref().unwrap_or(&job.traceparent),
+                );
                 headers.insert(CORRELATION_HEADER, job.correlation_id.as_str());
                 headers.insert(CONTENT_TYPE, CLOUDEVENTS_CONTENT_TYPE);
                 // Registered before sending, so the acknowledgement cannot

@@ -7,6 +7,7 @@
 //! correlation id comes back in the response.
 
 use std::cell::Cell;
+use std::sync::{Arc, Mutex};
 
 use axum::http::HeaderMap;
 
@@ -31,16 +32,74 @@ fn next_random() -> u64 {
 
 pub const TRACEPARENT: &str = "traceparent";
 pub const CORRELATION_ID: &str = "X-Correlation-Id";
+/// Where a request's events were stored: `subject=sequence`, comma-separated
+/// in the order of the events (so `hookmesh send` can say where they landed).
+pub const PUBLISHED: &str = "Hookmesh-Published";
 
 /// The trace position and correlation id of one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TraceContext {
     /// `00-<trace id>-<span id>-<flags>`.
     pub traceparent: String,
     pub correlation_id: String,
+    /// What the request published, for the [`PUBLISHED`] header.
+    pub published: PublishedLog,
+}
+
+/// `(subject, stream sequence)` of each event a request stored.
+#[derive(Debug, Clone, Default)]
+pub struct PublishedLog(Arc<Mutex<Vec<(String, u64)>>>);
+
+impl PublishedLog {
+    pub fn record(&self, subject: String, sequence: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((subject, sequence));
+    }
+
+    /// The [`PUBLISHED`] header's value; `None` when nothing was published.
+    pub fn header_value(&self) -> Option<String> {
+        let published = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        (!published.is_empty()).then(|| {
+            published
+                .iter()
+                .map(|(subject, sequence)| format!("{subject}={sequence}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    }
 }
 
 impl TraceContext {
+    /// The context of a request served in `span`: when spans are exported,
+    /// `span` continues the caller's trace and the context is the span's
+    /// own; otherwise as [`TraceContext::from_headers`].
+    pub fn for_span(headers: &HeaderMap, span: &tracing::Span) -> Self {
+        let mut context = Self::from_headers(headers);
+        if hookmesh_nats::trace::enabled() {
+            if let Some(incoming) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
+                hookmesh_nats::trace::set_parent(span, incoming);
+            }
+            if let Some(traceparent) = hookmesh_nats::trace::traceparent_of(span) {
+                let random_trace_id = context.traceparent.get(3..35).map(str::to_owned);
+                if random_trace_id.as_deref() == Some(context.correlation_id.as_str()) {
+                    context.correlation_id = traceparent[3..35].to_owned();
+                }
+                context.traceparent = traceparent;
+            }
+        }
+        context
+    }
+
+    /// `(trace id, span id)` of the traceparent.
+    pub fn ids(&self) -> Option<(&str, &str)> {
+        Some((self.traceparent.get(3..35)?, self.traceparent.get(36..52)?))
+    }
+
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let mut random = [0u8; 24];
         for chunk in random.chunks_mut(8) {
@@ -67,6 +126,7 @@ impl TraceContext {
         Self {
             traceparent: format!("00-{trace_id}-{span_id}-{flags}"),
             correlation_id,
+            published: PublishedLog::default(),
         }
     }
 }

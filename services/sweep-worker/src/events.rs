@@ -15,6 +15,7 @@ use hookmesh_contracts::sweep_jobs::{
 };
 use hookmesh_contracts::{TenantId, Timestamp};
 use hookmesh_runtime::outbox::OutboxMessage;
+use hookmesh_runtime::publish::TraceHeaders;
 
 /// Where the worker's own messages say they come from.
 pub const SOURCE: &str = "/sweep-worker";
@@ -64,6 +65,7 @@ pub fn status_event(
             Some(job_id.to_owned()),
             payload,
         )),
+        trace: TraceHeaders::current(),
     }
 }
 
@@ -102,6 +104,7 @@ pub fn progress_event(
             Some(job_id.to_owned()),
             payload,
         )),
+        trace: TraceHeaders::current(),
     }
 }
 
@@ -130,6 +133,7 @@ pub fn deadline(
             Some(job_id.to_owned()),
             payload,
         )),
+        trace: TraceHeaders::current(),
     }
 }
 

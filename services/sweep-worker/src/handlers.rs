@@ -322,6 +322,8 @@ impl Worker {
     /// Best effort: progress is for people watching, not for correctness.
     fn follow_progress(&self, job: JobRow, trading_job_id: String) {
         let this = self.clone();
+        // A task of its own: it carries the trace of the batch that started it.
+        let trace = hookmesh_runtime::publish::TraceHeaders::current();
         tokio::spawn(async move {
             let mut shutdown = this.shutdown.clone();
             let following = async {
@@ -345,7 +347,8 @@ impl Worker {
                         progress.percent,
                         format!("Trading API: {}", progress.message),
                         Timestamp::now(),
-                    );
+                    )
+                    .caused_by(trace.clone());
                     let publishing = this.sink.publish(std::slice::from_ref(&message));
                     let _ = tokio::time::timeout(Duration::from_secs(5), publishing).await;
                 }

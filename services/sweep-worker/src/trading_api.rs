@@ -4,6 +4,7 @@
 //! poll a sweep's state and to follow its progress.
 
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use hookmesh_contracts::ValidationErrors;
 use hookmesh_contracts::sweep::{BestResults, SweepTrigger};
@@ -125,7 +126,23 @@ impl TradingApi {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ApiError> {
         let started = Instant::now();
-        let result = match request.header("X-API-Key", &self.key).send().await {
+        // The request's own client: the progress stream has another.
+        let (client, request) = request.header("X-API-Key", &self.key).build_split();
+        let request =
+            request.map_err(|error| ApiError::Unreachable(error.without_url().to_string()))?;
+        let span = hookmesh_nats::trace::http_client_span(
+            endpoint,
+            request.method().as_str(),
+            request.url().as_str(),
+        );
+        let sent = client.execute(request).instrument(span.clone()).await;
+        if let Ok(response) = &sent {
+            span.record(
+                "http.response.status_code",
+                i64::from(response.status().as_u16()),
+            );
+        }
+        let result = match sent {
             Err(error) => Err(ApiError::Unreachable(error.without_url().to_string())),
             Ok(response) if response.status().is_success() => Ok(response),
             Ok(response) if response.status().is_redirection() => Err(ApiError::Redirected(

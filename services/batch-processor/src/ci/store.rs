@@ -11,6 +11,7 @@ use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_contracts::{TenantId, Timestamp};
 use hookmesh_runtime::db::{Backend, PgArray, Pool, rows_per_statement};
 use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
+use hookmesh_runtime::publish::TraceHeaders;
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
 
 use super::runs::{Decisive, decide};
@@ -155,7 +156,9 @@ impl CiStore {
             let messages: Vec<OutboxMessage> = announced
                 .iter()
                 .zip(&detected)
-                .map(|(fresh, detected)| detection_message(&fresh.event.tenant, detected))
+                .map(|(fresh, detected)| {
+                    detection_message(&fresh.event.tenant, detected).caused_by(fresh.trace())
+                })
                 .collect();
             self.outbox.write(&mut tx, &messages, now_millis).await?;
         }
@@ -680,6 +683,7 @@ fn detection_message(tenant: &TenantId, detected: &CiFailureDetected) -> OutboxM
         msg_id: format!("{CI_FAILURE_DETECTED}:{id}"),
         subject: CI_FAILURE_DETECTED.to_owned(),
         payload: String::from_utf8(envelope.to_json()).expect("JSON is UTF-8"),
+        trace: TraceHeaders::default(),
     }
 }
 

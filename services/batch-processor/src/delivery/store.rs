@@ -15,6 +15,7 @@ use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_contracts::{TenantId, Timestamp};
 use hookmesh_runtime::db::{Backend, PgArray, Pool, rows_per_statement};
 use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
+use hookmesh_runtime::publish::TraceHeaders;
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
 
 use super::status::{CounterDelta, RecipientState};
@@ -1047,6 +1048,8 @@ fn completion_message(completed: &CampaignCompleted) -> OutboxMessage {
         msg_id: format!("{CAMPAIGN_COMPLETED}:{id}"),
         subject: CAMPAIGN_COMPLETED.to_owned(),
         payload: String::from_utf8(envelope.to_json()).expect("JSON is UTF-8"),
+        // The batch that completed it.
+        trace: TraceHeaders::current(),
     }
 }
 

@@ -60,6 +60,7 @@ pub(super) async fn receive(
                 subject: subjects::buddy(event.payload.event_type()).to_owned(),
                 message_id: format!("buddy:{webhook_id}"),
                 payload: envelope.into(),
+                traceparent: None,
             },
             &trace,
         )

@@ -92,6 +92,7 @@ pub(super) async fn register(
                 subject: CAMPAIGN_REGISTRATION.to_owned(),
                 message_id: format!("{CAMPAIGN_REGISTRATION}:{id}"),
                 payload: envelope.to_json().into(),
+                traceparent: None,
             },
             &trace,
         )

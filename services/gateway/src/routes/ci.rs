@@ -100,6 +100,7 @@ pub(super) async fn receive(
                 subject: subject.clone(),
                 message_id: format!("ci.{}:{event_id}", source.label()),
                 payload: envelope.to_json().into(),
+                traceparent: None,
             },
             &trace,
         )

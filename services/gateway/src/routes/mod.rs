@@ -34,7 +34,7 @@ use crate::Gateway;
 use crate::error::{RefusalNote, Rejection};
 use crate::publish::{OutgoingEvent, Published};
 use crate::source::Source;
-use crate::trace::{CORRELATION_ID, TraceContext};
+use crate::trace::{CORRELATION_ID, PUBLISHED, TraceContext};
 use crate::verify::sources::Clock;
 use crate::verify::{AuthError, verify_api_key};
 
@@ -98,21 +98,60 @@ fn route_label(path: &str) -> &'static str {
 /// in its span, which carries the correlation id.
 async fn observe(State(gateway): State<Gateway>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let trace = TraceContext::from_headers(request.headers());
     let route = route_label(request.uri().path());
     let method = request.method().clone();
-    let span = tracing::info_span!(
-        "request",
-        %method,
-        route,
-        correlation_id = %trace.correlation_id,
-    );
+    // The trace and span ids go in every log line of the request; when
+    // spans are exported, this is the server span, with OpenTelemetry's
+    // HTTP conventions (the attributes only then, as every field costs
+    // each request something in the logs' formatting).
+    let span = if hookmesh_nats::trace::enabled() {
+        tracing::info_span!(
+            "request",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            http.route = route,
+            url.path = request.uri().path(),
+            http.response.status_code = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!(
+            "request",
+            %method,
+            route,
+            correlation_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        )
+    };
+    let trace = TraceContext::for_span(request.headers(), &span);
+    span.record("correlation_id", trace.correlation_id.as_str());
+    if let Some((trace_id, span_id)) = trace.ids() {
+        span.record("trace_id", trace_id);
+        span.record("span_id", span_id);
+    }
     request.extensions_mut().insert(trace.clone());
     let mut response = next.run(request).instrument(span.clone()).await;
     let _entered = span.enter();
     let status = response.status();
+    // As a signed integer: OpenTelemetry's attributes have no unsigned type.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     if let Ok(value) = HeaderValue::from_str(&trace.correlation_id) {
         response.headers_mut().insert(CORRELATION_ID, value);
+    }
+    if let Some(value) = trace
+        .published
+        .header_value()
+        .and_then(|published| HeaderValue::from_str(&published).ok())
+    {
+        response.headers_mut().insert(PUBLISHED, value);
     }
     gateway
         .metrics
@@ -285,16 +324,33 @@ impl Gateway {
     async fn publish(
         &self,
         source: Source,
-        events: Vec<OutgoingEvent>,
+        mut events: Vec<OutgoingEvent>,
         trace: &TraceContext,
     ) -> Result<Vec<Published>, Rejection> {
         let started = Instant::now();
+        let subjects: Vec<String> = events.iter().map(|event| event.subject.clone()).collect();
+        // A producer span per event, children of the request's, each
+        // event's traceparent naming its own; they end with the acks.
+        let _producers: Vec<tracing::Span> = if hookmesh_nats::trace::enabled() {
+            events
+                .iter_mut()
+                .map(|event| {
+                    let span =
+                        hookmesh_nats::trace::producer_span(&event.subject, &event.message_id, "");
+                    event.traceparent = hookmesh_nats::trace::traceparent_of(&span);
+                    span
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         match self.broker.publish(events, trace).await {
             Ok(acks) => {
                 let seconds = started.elapsed().as_secs_f64();
-                for ack in &acks {
+                for (ack, subject) in acks.iter().zip(subjects) {
                     self.metrics
                         .published(source.label(), ack.duplicate, seconds);
+                    trace.published.record(subject, ack.sequence);
                 }
                 Ok(acks)
             }

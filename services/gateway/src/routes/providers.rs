@@ -93,6 +93,7 @@ pub(super) async fn receive(
                 subject,
                 message_id,
                 payload: envelope.to_json().into(),
+                traceparent: None,
             }
         })
         .collect();

@@ -113,6 +113,7 @@ pub(super) async fn trigger(
                 subject: SWEEP_TRIGGER.to_owned(),
                 message_id: format!("{SWEEP_TRIGGER}:{job_id}"),
                 payload: envelope.to_json().into(),
+                traceparent: None,
             },
             &trace,
         )
@@ -188,6 +189,7 @@ pub(super) async fn callback(
                 subject: SWEEP_CALLBACK.to_owned(),
                 message_id: format!("{SWEEP_CALLBACK}:{event_id}"),
                 payload: envelope.to_json().into(),
+                traceparent: None,
             },
             &trace,
         )

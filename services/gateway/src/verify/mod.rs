@@ -6,6 +6,7 @@
 //! [`SecretToken`] (an HMAC of both sides under a per-process random key).
 //! Keys and tokens never appear in `Debug` output or logs.
 
+pub mod sign;
 pub mod sources;
 pub mod standard_webhooks;
 
