@@ -21,6 +21,8 @@ use tokio::sync::{oneshot, watch};
 
 pub mod client;
 pub mod process;
+pub mod up;
+pub mod webdriver;
 
 pub use client::{Answer, Call, MemoryGateway, TestClient};
 

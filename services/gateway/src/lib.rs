@@ -11,6 +11,8 @@
 //! - [`error`]: every refusal, mapped to its HTTP status in one place.
 //! - [`reads`]: `GET /api/…` answered by the owning service over NATS
 //!   request/reply.
+//! - [`ui`]: the dashboard at `/ui`, and [`operators`]: the filters and
+//!   rates behind its operator pages and the admin API.
 //! - [`config`], [`metrics`], [`ratelimit`], [`trace`].
 
 pub mod broker;
@@ -18,12 +20,14 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod normalize;
+pub mod operators;
 pub mod publish;
 pub mod ratelimit;
 pub mod reads;
 mod routes;
 pub mod source;
 pub mod trace;
+pub mod ui;
 pub mod verify;
 
 use std::future::Future;
@@ -70,6 +74,10 @@ pub struct Inner {
     limiter: RateLimiter,
     /// Every metric of the process, for `/metrics`.
     registry: Arc<Registry>,
+    /// Dashboard sessions.
+    sessions: ui::session::Sessions,
+    /// Rates of streams and consumers, sampled as operators look.
+    rates: operators::Rates,
 }
 
 impl Deref for Gateway {
@@ -131,7 +139,10 @@ impl Gateway {
             };
             keys.into_iter().map(move |key| (key, *rate))
         }));
+        let sessions = ui::session::Sessions::new(config.ui_session);
         Self(Arc::new(Inner {
+            sessions,
+            rates: operators::Rates::default(),
             config,
             broker,
             metrics,
