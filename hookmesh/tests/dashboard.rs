@@ -283,7 +283,9 @@ async fn a_tenant_starts_a_sweep_from_the_form_and_watches_it_finish_without_a_r
     // A tenant sees no operator page, and the admin API refuses its key.
     browser.goto(&format!("{dashboard}/streams")).await;
     assert!(heading(&browser).await.starts_with("403"));
-    let refused = reqwest::Client::new()
+    let refused = hookmesh_runtime::http::client_builder()
+        .build()
+        .unwrap()
         .get(format!("{}/api/admin/streams", mesh.gateway))
         .bearer_auth(ACME_KEY)
         .send()
@@ -311,7 +313,9 @@ async fn send_buddy_webhook(gateway: &str, secret: &str, id: &str, match_id: &st
     let body = format!(
         r#"{{"id":"{id}","type":"buddy.match.created","timestamp":"2025-11-14T10:30:00Z","data":{{"tenant_id":"acme","program_id":"ukraine-2025","match_id":"{match_id}","buddy_id":"p-7","newcomer_id":"p-1042"}}}}"#
     );
-    let answer = reqwest::Client::new()
+    let answer = hookmesh_runtime::http::client_builder()
+        .build()
+        .unwrap()
         .post(format!("{gateway}/webhooks/buddy-events"))
         .header("content-type", "application/json")
         .header("X-Webhook-Id", format!("wh-{id}"))
@@ -353,7 +357,9 @@ async fn an_operator_tails_a_webhook_and_replays_a_dead_letter_from_the_browser(
     let letter: u64 = eventually(Duration::from_secs(30), "the dead letter", || {
         let gateway = mesh.gateway.clone();
         async move {
-            let page: Value = reqwest::Client::new()
+            let page: Value = hookmesh_runtime::http::client_builder()
+                .build()
+                .unwrap()
                 .get(format!("{gateway}/api/admin/dead-letters?subject=buddy.>"))
                 .bearer_auth(ADMIN_KEY)
                 .send()
@@ -482,7 +488,9 @@ async fn an_operator_tails_a_webhook_and_replays_a_dead_letter_from_the_browser(
         || {
             let gateway = mesh.gateway.clone();
             async move {
-                let page: Value = reqwest::Client::new()
+                let page: Value = hookmesh_runtime::http::client_builder()
+                    .build()
+                    .unwrap()
                     .get(format!("{gateway}/api/admin/dead-letters?subject=buddy.>"))
                     .bearer_auth(READONLY_KEY)
                     .send()
@@ -516,7 +524,9 @@ async fn an_operator_tails_a_webhook_and_replays_a_dead_letter_from_the_browser(
         )
         .await;
     assert_eq!(status, 403, "the read-only admin cannot replay");
-    let refused = reqwest::Client::new()
+    let refused = hookmesh_runtime::http::client_builder()
+        .build()
+        .unwrap()
         .post(format!("{}/api/admin/dead-letters/replay", mesh.gateway))
         .bearer_auth(READONLY_KEY)
         .json(&json!({"sequences": [again]}))

@@ -90,7 +90,12 @@ fn assert_no_secret(dir: &Path, extra: &str, secrets: &[&str]) {
     }
 }
 
-fn buddy_request(http: &reqwest::Client, gateway: &str, secret: &str, id: &str) -> reqwest::RequestBuilder {
+fn buddy_request(
+    http: &reqwest::Client,
+    gateway: &str,
+    secret: &str,
+    id: &str,
+) -> reqwest::RequestBuilder {
     let body = format!(
         r#"{{"id":"{id}","type":"buddy.match.created","timestamp":"2025-11-14T10:30:00Z","data":{{"tenant_id":"acme","program_id":"auth","match_id":"m-{id}","buddy_id":"p-1","newcomer_id":"p-2"}}}}"#
     );
@@ -98,24 +103,31 @@ fn buddy_request(http: &reqwest::Client, gateway: &str, secret: &str, id: &str) 
         .header("content-type", "application/json")
         .header("X-Webhook-Id", format!("wh-{id}"))
         .header("X-Webhook-Timestamp", unix_now().to_string())
-        .header("X-Webhook-Signature", sign::sha256_header(secret, body.as_bytes()))
+        .header(
+            "X-Webhook-Signature",
+            sign::sha256_header(secret, body.as_bytes()),
+        )
         .body(body)
 }
 
 /// Waits until the csr-consumer behind `gateway` has applied the match of
 /// `id`: the whole way, through every service's connection, worked.
 async fn wait_applied(http: &reqwest::Client, gateway: &str, api_key: &str, id: &str) {
-    eventually(Duration::from_secs(60), "the buddy event applied", || async {
-        let answer = http
-            .get(format!("{gateway}/api/csr/participants/p-2/journey"))
-            .bearer_auth(api_key)
-            .send()
-            .await
-            .ok()?;
-        let journey: Value = answer.json().await.ok()?;
-        let _ = id;
-        (journey["programs"][0]["stage"] == "matched").then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the buddy event applied",
+        || async {
+            let answer = http
+                .get(format!("{gateway}/api/csr/participants/p-2/journey"))
+                .bearer_auth(api_key)
+                .send()
+                .await
+                .ok()?;
+            let journey: Value = answer.json().await.ok()?;
+            let _ = id;
+            (journey["programs"][0]["stage"] == "matched").then_some(())
+        },
+    )
     .await;
 }
 
@@ -148,17 +160,31 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
     // API address with credentials, to show neither is ever logged.
     let db = hookmesh_tests::TestDb::postgres().await;
     let database = |name: &str| match &db {
-        Some(db) => db.url.replacen("postgres://postgres@", "postgres://postgres:db-pass-63aa@", 1),
-        None => format!("sqlite://{}", dir.path().join(format!("{name}.db")).display()),
+        Some(db) => db.url.replacen(
+            "postgres://postgres@",
+            "postgres://postgres:db-pass-63aa@",
+            1,
+        ),
+        None => format!(
+            "sqlite://{}",
+            dir.path().join(format!("{name}.db")).display()
+        ),
     };
-    let trading_url = trading_api.url().replacen("http://", "http://svc:api-pass-0c4b@", 1);
+    let trading_url = trading_api
+        .url()
+        .replacen("http://", "http://svc:api-pass-0c4b@", 1);
 
     // The gateway with its credentials in NATS_URL; the others by variable.
     let gateway_port = free_port();
     let gateway_url = format!("http://127.0.0.1:{gateway_port}");
-    let gateway_nats = broker
-        .url()
-        .replacen("nats://", &format!("nats://gateway:{}@", password("HOOKMESH_NATS_GATEWAY_PASSWORD")), 1);
+    let gateway_nats = broker.url().replacen(
+        "nats://",
+        &format!(
+            "nats://gateway:{}@",
+            password("HOOKMESH_NATS_GATEWAY_PASSWORD")
+        ),
+        1,
+    );
     let mut gateway = ServiceProcess::start(
         BINARY,
         "gateway",
@@ -167,7 +193,10 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
             ("NATS_URL", gateway_nats),
             ("HOOKMESH_HTTP_ADDR", format!("127.0.0.1:{gateway_port}")),
             ("HOOKMESH_SECRET_BUDDY", secrets::BUDDY.to_owned()),
-            ("HOOKMESH_API_KEYS", format!("acme:{}", secrets::API_KEY_ACME)),
+            (
+                "HOOKMESH_API_KEYS",
+                format!("acme:{}", secrets::API_KEY_ACME),
+            ),
             ("HOOKMESH_CALLBACK_SECRET", secrets::CALLBACK.to_owned()),
         ],
         format!("{gateway_url}/readyz"),
@@ -178,8 +207,16 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
     let mut services = vec![gateway];
     for (name, user, variable) in [
         ("csr-consumer", "csr-consumer", "HOOKMESH_NATS_CSR_PASSWORD"),
-        ("batch-processor", "batch-processor", "HOOKMESH_NATS_BATCH_PASSWORD"),
-        ("sweep-worker", "sweep-worker", "HOOKMESH_NATS_SWEEP_PASSWORD"),
+        (
+            "batch-processor",
+            "batch-processor",
+            "HOOKMESH_NATS_BATCH_PASSWORD",
+        ),
+        (
+            "sweep-worker",
+            "sweep-worker",
+            "HOOKMESH_NATS_SWEEP_PASSWORD",
+        ),
     ] {
         let ops = format!("127.0.0.1:{}", free_port());
         let mut service = ServiceProcess::start(
@@ -217,8 +254,10 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
     let trigger = http
         .post(format!("{gateway_url}/api/pipelines/trigger"))
         .bearer_auth(secrets::API_KEY_ACME)
-        .json(&json!({"ticker": "BTC-USD", "fast_range": [10, 20], "slow_range": [20, 30],
-                      "step": 5, "min_trades": 50, "strategy_type": "SMA"}))
+        .json(
+            &json!({"ticker": "BTC-USD", "fast_range": [10, 20], "slow_range": [20, 30],
+                      "step": 5, "min_trades": 50, "strategy_type": "SMA"}),
+        )
         .send()
         .await
         .unwrap();
@@ -248,15 +287,19 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
         .await
         .unwrap();
     assert_eq!(registered.status(), reqwest::StatusCode::ACCEPTED);
-    eventually(Duration::from_secs(30), "the campaign read back", || async {
-        let answer = http
-            .get(format!("{gateway_url}/api/campaigns/auth"))
-            .bearer_auth(secrets::API_KEY_ACME)
-            .send()
-            .await
-            .ok()?;
-        (answer.status() == reqwest::StatusCode::OK).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the campaign read back",
+        || async {
+            let answer = http
+                .get(format!("{gateway_url}/api/campaigns/auth"))
+                .bearer_auth(secrets::API_KEY_ACME)
+                .send()
+                .await
+                .ok()?;
+            (answer.status() == reqwest::StatusCode::OK).then_some(())
+        },
+    )
     .await;
     // An operator's command, as admin.
     let dlq = std::process::Command::new(BINARY)
@@ -266,7 +309,11 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
         .args(["dlq", "list"])
         .output()
         .unwrap();
-    assert!(dlq.status.success(), "{}", String::from_utf8_lossy(&dlq.stderr));
+    assert!(
+        dlq.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dlq.stderr)
+    );
 
     // The gateway's user may not publish what a consumer publishes, nor
     // pull a consumer's messages: NATS refuses both.
@@ -286,7 +333,10 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
     .connect(broker.url())
     .await
     .unwrap();
-    for subject in ["csr.journey.completed", "$JS.API.CONSUMER.MSG.NEXT.BUDDY.csr-consumer"] {
+    for subject in [
+        "csr.journey.completed",
+        "$JS.API.CONSUMER.MSG.NEXT.BUDDY.csr-consumer",
+    ] {
         as_gateway.publish(subject, "{}".into()).await.unwrap();
         as_gateway.flush().await.unwrap();
         let refusal = tokio::time::timeout(Duration::from_secs(10), refused.recv())
@@ -304,7 +354,12 @@ async fn each_service_runs_as_its_own_user_and_nats_refuses_what_it_may_not_do()
     }
     let help = std::process::Command::new(BINARY)
         .arg("--help")
-        .env("NATS_URL", broker.url().replacen("nats://", "nats://admin:help-pass-77ee@", 1))
+        .env(
+            "NATS_URL",
+            broker
+                .url()
+                .replacen("nats://", "nats://admin:help-pass-77ee@", 1),
+        )
         .env("NATS_PASSWORD", "help-pass-77ee")
         .env("DATABASE_URL", "postgres://u:help-pass-77ee@h/x")
         .output()
@@ -331,13 +386,21 @@ async fn up_through(broker: &Broker, dir: &Path, auth: &[(&str, String)]) -> Str
     let port = free_port();
     let mut command = Command::new(BINARY);
     for (variable, _) in std::env::vars() {
-        if variable.starts_with("HOOKMESH_") || variable.starts_with("NATS_") || variable == "DATABASE_URL" {
+        if variable.starts_with("HOOKMESH_")
+            || variable.starts_with("NATS_")
+            || variable == "DATABASE_URL"
+        {
             command.env_remove(variable);
         }
     }
     let mut up = command
         .args(["up", "--no-install"])
-        .env("NATS_URL", broker.url().replacen("nats://127.0.0.1", "nats://localhost", 1))
+        .env(
+            "NATS_URL",
+            broker
+                .url()
+                .replacen("nats://127.0.0.1", "nats://localhost", 1),
+        )
         .envs(auth.iter().map(|(k, v)| (*k, v.as_str())))
         .env("HOOKMESH_DATA_DIR", &data)
         .env("HOOKMESH_HTTP_ADDR", format!("127.0.0.1:{port}"))
@@ -371,7 +434,11 @@ async fn up_through(broker: &Broker, dir: &Path, auth: &[(&str, String)]) -> Str
             .unwrap()
             .to_owned()
     };
-    let api_key = value("HOOKMESH_API_KEYS").split_once(':').unwrap().1.to_owned();
+    let api_key = value("HOOKMESH_API_KEYS")
+        .split_once(':')
+        .unwrap()
+        .1
+        .to_owned();
     let gateway = format!("http://127.0.0.1:{port}");
     let http = hookmesh_runtime::http::client_builder().build().unwrap();
     // The generated API key is the local tenant's; the event names acme.
@@ -412,7 +479,12 @@ async fn the_mesh_runs_on_a_token_an_nkey_a_credentials_file_and_mutual_tls() {
     // A token.
     let dir = sub("token");
     let token = "tok-3e9f/+=";
-    let broker = Broker::start(&dir, &format!("authorization {{ token: \"{token}\" }}"), &[]).await;
+    let broker = Broker::start(
+        &dir,
+        &format!("authorization {{ token: \"{token}\" }}"),
+        &[],
+    )
+    .await;
     let printed = up_through(&broker, &dir, &[("NATS_TOKEN", token.to_owned())]).await;
     assert_no_secret(&dir, &printed, &[token]);
     drop(broker);
@@ -424,11 +496,19 @@ async fn the_mesh_runs_on_a_token_an_nkey_a_credentials_file_and_mutual_tls() {
     std::fs::write(&seed_file, user.seed().unwrap()).unwrap();
     let broker = Broker::start(
         &dir,
-        &format!("authorization {{ users = [ {{ nkey: {} }} ] }}", user.public_key()),
+        &format!(
+            "authorization {{ users = [ {{ nkey: {} }} ] }}",
+            user.public_key()
+        ),
         &[],
     )
     .await;
-    let printed = up_through(&broker, &dir, &[("NATS_NKEY", seed_file.display().to_string())]).await;
+    let printed = up_through(
+        &broker,
+        &dir,
+        &[("NATS_NKEY", seed_file.display().to_string())],
+    )
+    .await;
     assert_no_secret(&dir, &printed, &[&user.seed().unwrap()]);
     drop(broker);
 
@@ -436,9 +516,18 @@ async fn the_mesh_runs_on_a_token_an_nkey_a_credentials_file_and_mutual_tls() {
     let dir = sub("creds");
     let (config, creds) = operator_mode(&dir);
     let broker = Broker::start(&dir, &config, &[]).await;
-    let printed = up_through(&broker, &dir, &[("NATS_CREDS", creds.display().to_string())]).await;
+    let printed = up_through(
+        &broker,
+        &dir,
+        &[("NATS_CREDS", creds.display().to_string())],
+    )
+    .await;
     let seed = std::fs::read_to_string(&creds).unwrap();
-    let seed = seed.lines().find(|line| line.starts_with("SU")).unwrap().to_owned();
+    let seed = seed
+        .lines()
+        .find(|line| line.starts_with("SU"))
+        .unwrap()
+        .to_owned();
     assert_no_secret(&dir, &printed, &[&seed]);
     drop(broker);
 
@@ -489,10 +578,16 @@ fn now() -> i64 {
 fn encode_jwt(mut claims: Value, signer: &nkeys::KeyPair) -> String {
     claims["iat"] = json!(now());
     claims["iss"] = json!(signer.public_key());
-    let hash = ring::digest::digest(&ring::digest::SHA512_256, &serde_json::to_vec(&claims).unwrap());
+    let hash = ring::digest::digest(
+        &ring::digest::SHA512_256,
+        &serde_json::to_vec(&claims).unwrap(),
+    );
     claims["jti"] = json!(data_encoding::BASE32_NOPAD.encode(hash.as_ref()));
     let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
-    let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap()));
+    let input = format!(
+        "{header}.{}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap())
+    );
     let signature = signer.sign(input.as_bytes()).unwrap();
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
@@ -562,7 +657,8 @@ fn make_pki(dir: &Path) -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "hookmesh test CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "hookmesh test CA");
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,

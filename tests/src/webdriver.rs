@@ -62,7 +62,7 @@ impl Browser {
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver runs (apt-get install chromium-driver)");
-        let http = reqwest::Client::builder()
+        let http = hookmesh_runtime::http::client_builder()
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap();
@@ -80,6 +80,7 @@ impl Browser {
             "--disable-gpu".to_owned(),
             "--disable-dev-shm-usage".to_owned(),
             "--disable-quic".to_owned(),
+            "--no-proxy-server".to_owned(),
             "--no-first-run".to_owned(),
             "--disable-background-networking".to_owned(),
             "--disable-component-update".to_owned(),
