@@ -294,6 +294,7 @@ async fn a_tenant_starts_a_sweep_from_the_form_and_watches_it_finish_without_a_r
     assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
 
     // Another tenant's job is not found.
+    browser.goto(&format!("{dashboard}/pipelines")).await;
     sign_out(&browser).await;
     sign_in(&browser, &dashboard, GLOBEX_KEY).await;
     browser

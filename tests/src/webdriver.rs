@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use crate::{TestDir, eventually, free_port};
 
 /// The W3C key of an element in a WebDriver answer.
-const ELEMENT: &str = "element-6066-11e4-a52f-4ae52aa1e0c5";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Where the browser and its driver are (Debian's packages).
 pub fn chromium() -> PathBuf {
