@@ -312,6 +312,9 @@ pub struct JobListQuery {
     pub tenant_id: TenantId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<JobStatus>,
+    /// Only the jobs sweeping this ticker (exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticker: Option<String>,
     /// Jobs per page, 1–[`MAX_PAGE`].
     pub limit: u32,
     /// `next_cursor` of the previous page.

@@ -41,6 +41,12 @@ const SECRETS: &[LocalSecret] = &[
         needed: always,
     },
     LocalSecret {
+        variable: "HOOKMESH_ADMIN_KEYS",
+        generate: || format!("admin:hm_admin_{}", random::<24>()),
+        slot: |args| &mut args.gateway.admin_keys,
+        needed: always,
+    },
+    LocalSecret {
         variable: "HOOKMESH_SECRET_BUDDY",
         generate: hex_secret,
         slot: |args| &mut args.gateway.secret_buddy,

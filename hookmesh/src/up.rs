@@ -3,8 +3,8 @@
 //! Unless NATS_URL is set, a nats-server child process runs JetStream with
 //! its store under the data directory (found again on the next start), on a
 //! free port. Secrets that are not set are generated once (see
-//! [`crate::local_secrets`]). The line containing `ready` and the gateway URL
-//! is printed on stdout once the gateway accepts traffic; SIGINT or SIGTERM
+//! [`crate::local_secrets`]). The line containing `ready`, the gateway URL
+//! and the dashboard's is printed on stdout once the gateway accepts traffic; SIGINT or SIGTERM
 //! then stops everything gracefully and exits 0.
 
 use std::io::Write as _;
@@ -130,8 +130,8 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
     let data_dir = args.data_dir.canonicalize()?;
     if let Some(path) = local_secrets::fill(&data_dir, &mut args)? {
         println!(
-            "hookmesh: secrets and the API key of this local mesh are in {} (generated once; \
-             variables you set take precedence)",
+            "hookmesh: secrets, the API key and the dashboard's admin key of this local mesh are \
+             in {} (generated once; variables you set take precedence)",
             path.display()
         );
     }
@@ -241,7 +241,8 @@ pub async fn run(mut args: UpArgs, common: CommonArgs) -> Result<(), AnyError> {
     // For the tools (`hookmesh send`) run on the same data directory.
     let _ = std::fs::write(data_dir.join(GATEWAY_URL_FILE), &gateway.url);
     println!(
-        "hookmesh ready: gateway {} (broker {}, data {})",
+        "hookmesh ready: gateway {}, dashboard {}/ui (broker {}, data {})",
+        gateway.url,
         gateway.url,
         nats.redacted(),
         data_dir.display()

@@ -4,117 +4,27 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hookmesh_tests::{
-    TestDir, assert_no_secret, eventually, free_port, generated_secrets, sign, stream_messages,
-    unix_now,
-};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
-
-struct Up {
-    child: Child,
-    data_dir: std::path::PathBuf,
-    gateway: String,
-    broker: String,
-    /// Every line logged on stderr so far.
-    logged: Arc<Mutex<Vec<String>>>,
-}
+use hookmesh_tests::up::{self, Up, local_secret, stop_gracefully};
+use hookmesh_tests::{TestDir, eventually, free_port, sign, stream_messages, unix_now};
 
 async fn start_up(data_dir: &Path, http_port: u16) -> Up {
     start_up_with(data_dir, http_port, |_| {}).await
 }
 
-/// `hookmesh up` on `data_dir`, with whatever `configure` adds.
 async fn start_up_with(
     data_dir: &Path,
     http_port: u16,
-    configure: impl FnOnce(&mut Command),
+    configure: impl FnOnce(&mut tokio::process::Command),
 ) -> Up {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hookmesh"));
-    for (variable, _) in std::env::vars() {
-        if variable.starts_with("HOOKMESH_") || variable == "NATS_URL" || variable == "DATABASE_URL"
-        {
-            command.env_remove(variable);
-        }
-    }
-    command
-        .arg("up")
-        .arg("--no-install")
-        .env("HOOKMESH_DATA_DIR", data_dir)
-        .env("HOOKMESH_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    configure(&mut command);
-    let mut child = command.spawn().expect("the hookmesh binary runs");
-    let logged = Arc::new(Mutex::new(Vec::new()));
-    let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
-    let sink = logged.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = errors.next_line().await {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("ready") {
-                return line;
-            }
-        }
-        panic!("hookmesh up exited without a ready line");
-    })
+    up::start_up_with(
+        Path::new(env!("CARGO_BIN_EXE_hookmesh")),
+        data_dir,
+        http_port,
+        configure,
+    )
     .await
-    .expect("a ready line within 60 s");
-    let word_after = |marker: &str| {
-        ready
-            .split_whitespace()
-            .skip_while(|word| *word != marker)
-            .nth(1)
-            .unwrap_or_else(|| panic!("{marker} in {ready:?}"))
-            .trim_end_matches([',', ')'])
-            .to_owned()
-    };
-    Up {
-        data_dir: data_dir.to_owned(),
-        gateway: word_after("gateway"),
-        broker: word_after("(broker"),
-        child,
-        logged,
-    }
-}
-
-async fn stop_gracefully(mut up: Up) {
-    let pid = up.child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), up.child.wait())
-        .await
-        .expect("hookmesh up stops within 30 s of SIGTERM")
-        .unwrap();
-    assert!(
-        status.success(),
-        "hookmesh up exits 0 on SIGTERM, got {status}"
-    );
-    let logged = up.logged.lock().unwrap().join("\n");
-    let mut secrets = generated_secrets(&up.data_dir);
-    secrets.extend(hookmesh_tests::secrets::ALL.iter().map(|s| s.to_string()));
-    assert_no_secret("the log of hookmesh up", &logged, &secrets);
-}
-
-fn local_secret(data_dir: &Path, variable: &str) -> String {
-    let text = std::fs::read_to_string(data_dir.join("secrets.env")).unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{variable}=")))
-        .unwrap_or_else(|| panic!("{variable} in secrets.env"))
-        .to_owned()
 }
 
 async fn post_buddy_webhook(gateway: &str, secret: &str, id: &str) -> reqwest::Response {
@@ -152,6 +62,7 @@ async fn up_runs_from_an_empty_data_dir_and_finds_its_data_again_after_a_restart
 
     let first = start_up(&data_dir, port).await;
     assert_eq!(first.gateway, format!("http://127.0.0.1:{port}"));
+    assert_eq!(first.dashboard, format!("http://127.0.0.1:{port}/ui"));
     let secrets = data_dir.join("secrets.env");
     let mode = std::fs::metadata(&secrets).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the generated secrets are private");

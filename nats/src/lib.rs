@@ -7,6 +7,8 @@
 //!   actionable error when a change cannot be applied in place.
 //! - [`server`]: finding a recent enough `nats-server` and running it as the
 //!   embedded broker of `hookmesh up` and of the tests.
+//! - [`dead_letters`]: reading, replaying and purging the dead-letter
+//!   stream with direct gets.
 //! - [`jobs`]: the registry of sweep jobs, shared by the gateway and the
 //!   sweep-worker.
 //! - [`NatsEndpoint`]: a broker and how to reach it (every way NATS
@@ -14,6 +16,7 @@
 //!   with a custom CA, mutual TLS); one way to open a client connection,
 //!   with logged events, and URLs shown without their credentials.
 
+pub mod dead_letters;
 pub mod definitions;
 pub mod ensure;
 pub mod jobs;

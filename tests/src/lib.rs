@@ -24,6 +24,8 @@ pub mod pki;
 pub mod process;
 pub mod smtp;
 pub mod soak;
+pub mod up;
+pub mod webdriver;
 
 pub use client::{Answer, Call, MemoryGateway, TestClient};
 

@@ -12,13 +12,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
 use async_nats::{HeaderMap, RequestErrorKind};
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use hookmesh_contracts::Timestamp;
 use hookmesh_contracts::subjects::sweep_job_events;
 use hookmesh_contracts::sweep_jobs::JobId;
+use hookmesh_nats::dead_letters::{self, DlqError, StoredDeadLetter};
 use hookmesh_nats::jobs::{JobRegistry, RegistryError};
 use hookmesh_nats::subject_matches;
 
@@ -75,6 +79,98 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
 
     /// Every event of `job`, from its first, then live.
     fn job_events<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<JobEvents, String>>;
+
+    /// Every stream with its consumers, for operators.
+    fn streams(&self) -> BoxFuture<'_, Result<Vec<StreamView>, String>>;
+
+    /// The newest `limit` messages of `stream`, newest first (direct gets:
+    /// no consumer is created).
+    fn tail<'a>(
+        &'a self,
+        stream: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, String>>;
+
+    /// Dead letters whose original subject matches `subject` (all when
+    /// `None`), oldest first, at most `limit` (direct gets).
+    fn dead_letters<'a>(
+        &'a self,
+        subject: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredDeadLetter>, DlqError>>;
+
+    /// Publishes dead letter `sequence` again to its original subject and
+    /// removes it; returns that subject and its sequence in the stream that
+    /// took it.
+    fn replay_dead_letter(&self, sequence: u64) -> BoxFuture<'_, Result<(String, u64), DlqError>>;
+
+    /// Removes dead letter `sequence` for good.
+    fn purge_dead_letter(&self, sequence: u64) -> BoxFuture<'_, Result<(), DlqError>>;
+}
+
+/// A stream as the operator pages show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamView {
+    pub name: String,
+    pub subjects: Vec<String>,
+    pub messages: u64,
+    pub bytes: u64,
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+    pub first_time: Option<Timestamp>,
+    pub last_time: Option<Timestamp>,
+    pub consumers: Vec<ConsumerView>,
+}
+
+/// A consumer of a stream.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConsumerView {
+    pub name: String,
+    pub durable: bool,
+    /// Messages not delivered yet.
+    pub pending: u64,
+    /// Delivered, not acknowledged yet.
+    pub ack_pending: usize,
+    pub redelivered: usize,
+    /// The last stream sequence delivered (its rate is the consumer's).
+    pub delivered_sequence: u64,
+    /// When the oldest message not acknowledged yet was stored.
+    pub oldest_pending: Option<Timestamp>,
+}
+
+/// A message of a stream, read directly.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub stream: String,
+    pub sequence: u64,
+    pub subject: String,
+    pub time: Timestamp,
+    pub headers: Vec<(String, String)>,
+    pub payload: Bytes,
+}
+
+/// Every header of a message, in order, as name and value.
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .flat_map(|(name, values)| {
+            let name: &str = name.as_ref();
+            values
+                .iter()
+                .map(move |value| (name.to_owned(), value.as_str().to_owned()))
+        })
+        .collect()
+}
+
+fn raw_to_stored(stream: &str, message: StreamMessage) -> StoredMessage {
+    StoredMessage {
+        stream: stream.to_owned(),
+        sequence: message.sequence,
+        subject: message.subject.to_string(),
+        time: Timestamp::from(message.time),
+        headers: header_pairs(&message.headers),
+        payload: message.payload,
+    }
 }
 
 /// JetStream.
@@ -188,6 +284,125 @@ impl Broker for NatsBroker {
             Ok(events.boxed())
         })
     }
+
+    fn streams(&self) -> BoxFuture<'_, Result<Vec<StreamView>, String>> {
+        Box::pin(async move {
+            let js = self.publisher.jetstream();
+            let mut names: Vec<String> = js
+                .stream_names()
+                .try_collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            names.sort();
+            let mut views = Vec::with_capacity(names.len());
+            for name in names {
+                let mut stream = js.get_stream(&name).await.map_err(|e| e.to_string())?;
+                let info = stream.info().await.map_err(|e| e.to_string())?.clone();
+                let time = |count: u64, at| (count > 0).then(|| Timestamp::from(at));
+                let mut consumers = Vec::new();
+                let mut infos = stream.consumers();
+                while let Some(consumer) = infos.next().await {
+                    let consumer = consumer.map_err(|e| e.to_string())?;
+                    let oldest_pending = if consumer.num_ack_pending > 0 || consumer.num_pending > 0
+                    {
+                        let filter = match consumer.config.filter_subject.as_str() {
+                            "" => ">".to_owned(),
+                            only => only.to_owned(),
+                        };
+                        stream
+                            .raw_message_builder()
+                            .sequence(consumer.ack_floor.stream_sequence + 1)
+                            .next_by_subject(filter)
+                            .send()
+                            .await
+                            .ok()
+                            .map(|message| Timestamp::from(message.time))
+                    } else {
+                        None
+                    };
+                    consumers.push(ConsumerView {
+                        name: consumer.name.clone(),
+                        durable: consumer.config.durable_name.is_some(),
+                        pending: consumer.num_pending,
+                        ack_pending: consumer.num_ack_pending,
+                        redelivered: consumer.num_redelivered,
+                        delivered_sequence: consumer.delivered.stream_sequence,
+                        oldest_pending,
+                    });
+                }
+                views.push(StreamView {
+                    subjects: info.config.subjects.clone(),
+                    messages: info.state.messages,
+                    bytes: info.state.bytes,
+                    first_sequence: info.state.first_sequence,
+                    last_sequence: info.state.last_sequence,
+                    first_time: time(info.state.messages, info.state.first_timestamp),
+                    last_time: time(info.state.messages, info.state.last_timestamp),
+                    name,
+                    consumers,
+                });
+            }
+            Ok(views)
+        })
+    }
+
+    fn tail<'a>(
+        &'a self,
+        stream: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, String>> {
+        Box::pin(async move {
+            let mut handle = self
+                .publisher
+                .jetstream()
+                .get_stream(stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            let state = handle
+                .info()
+                .await
+                .map_err(|e| e.to_string())?
+                .state
+                .clone();
+            let mut messages = Vec::with_capacity(limit);
+            let mut sequence = state.last_sequence;
+            while messages.len() < limit && sequence >= state.first_sequence.max(1) {
+                match handle.get_raw_message(sequence).await {
+                    Ok(message) => messages.push(raw_to_stored(stream, message)),
+                    // Deleted messages leave gaps.
+                    Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => {}
+                    Err(error) => return Err(error.to_string()),
+                }
+                sequence -= 1;
+            }
+            Ok(messages)
+        })
+    }
+
+    fn dead_letters<'a>(
+        &'a self,
+        subject: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredDeadLetter>, DlqError>> {
+        Box::pin(dead_letters::list(
+            self.publisher.jetstream(),
+            subject,
+            limit,
+        ))
+    }
+
+    fn replay_dead_letter(&self, sequence: u64) -> BoxFuture<'_, Result<(String, u64), DlqError>> {
+        Box::pin(async move {
+            let js = self.publisher.jetstream();
+            let letter = dead_letters::get(js, sequence).await?;
+            let stored = dead_letters::replay(js, &letter, false).await?;
+            Ok((letter.subject, stored))
+        })
+    }
+
+    fn purge_dead_letter(&self, sequence: u64) -> BoxFuture<'_, Result<(), DlqError>> {
+        Box::pin(dead_letters::remove(self.publisher.jetstream(), sequence))
+    }
 }
 
 /// An event as [`MemoryBroker`] keeps it.
@@ -209,11 +424,13 @@ pub struct MemoryBroker {
     offline: AtomicBool,
     jobs: JobRegistry,
     answers: Mutex<HashMap<&'static str, Result<Bytes, AskError>>>,
+    dead_letters: Mutex<Vec<StoredDeadLetter>>,
 }
 
 impl Default for MemoryBroker {
     fn default() -> Self {
         Self {
+            dead_letters: Mutex::default(),
             stored: Mutex::default(),
             offline: AtomicBool::new(false),
             jobs: JobRegistry::in_memory(),
@@ -251,6 +468,23 @@ impl MemoryBroker {
 
     pub fn registry(&self) -> &JobRegistry {
         &self.jobs
+    }
+
+    /// Keeps `letter` as a dead letter; its sequence is the next one.
+    pub fn dead_letter(&self, mut letter: StoredDeadLetter) -> u64 {
+        let mut letters = self.dead_letters.lock().expect("never poisoned");
+        letter.sequence = letters.last().map_or(1, |last| last.sequence + 1);
+        letters.push(letter);
+        letters.last().expect("just pushed").sequence
+    }
+
+    fn take_dead_letter(&self, sequence: u64) -> Result<StoredDeadLetter, DlqError> {
+        let mut letters = self.dead_letters.lock().expect("never poisoned");
+        let index = letters
+            .iter()
+            .position(|letter| letter.sequence == sequence)
+            .ok_or(DlqError::NotFound(sequence))?;
+        Ok(letters.remove(index))
     }
 }
 
@@ -335,5 +569,82 @@ impl Broker for MemoryBroker {
         Box::pin(std::future::ready(Ok(
             futures_util::stream::iter(events).boxed()
         )))
+    }
+
+    fn streams(&self) -> BoxFuture<'_, Result<Vec<StreamView>, String>> {
+        let stored = self.stored();
+        let view = StreamView {
+            name: "MEMORY".to_owned(),
+            subjects: vec![">".to_owned()],
+            messages: stored.len() as u64,
+            bytes: stored.iter().map(|event| event.payload.len() as u64).sum(),
+            first_sequence: u64::from(!stored.is_empty()),
+            last_sequence: stored.len() as u64,
+            first_time: None,
+            last_time: None,
+            consumers: Vec::new(),
+        };
+        Box::pin(std::future::ready(Ok(vec![view])))
+    }
+
+    fn tail<'a>(
+        &'a self,
+        _stream: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, String>> {
+        let messages = self
+            .stored()
+            .into_iter()
+            .enumerate()
+            .rev()
+            .take(limit)
+            .map(|(index, event)| StoredMessage {
+                stream: "MEMORY".to_owned(),
+                sequence: index as u64 + 1,
+                subject: event.subject,
+                time: Timestamp::now(),
+                headers: vec![("Nats-Msg-Id".to_owned(), event.message_id)],
+                payload: event.payload,
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(messages)))
+    }
+
+    fn dead_letters<'a>(
+        &'a self,
+        subject: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredDeadLetter>, DlqError>> {
+        let letters = self
+            .dead_letters
+            .lock()
+            .expect("never poisoned")
+            .iter()
+            .filter(|letter| subject.is_none_or(|filter| subject_matches(filter, &letter.subject)))
+            .take(limit)
+            .cloned()
+            .collect();
+        Box::pin(std::future::ready(Ok(letters)))
+    }
+
+    fn replay_dead_letter(&self, sequence: u64) -> BoxFuture<'_, Result<(String, u64), DlqError>> {
+        let replayed = self.take_dead_letter(sequence).map(|letter| {
+            let mut stored = self.stored.lock().expect("never poisoned");
+            stored.push(StoredEvent {
+                message_id: format!("replay:{sequence}"),
+                subject: letter.subject.clone(),
+                payload: letter.payload,
+                traceparent: String::new(),
+                correlation_id: String::new(),
+            });
+            (letter.subject, stored.len() as u64)
+        });
+        Box::pin(std::future::ready(replayed))
+    }
+
+    fn purge_dead_letter(&self, sequence: u64) -> BoxFuture<'_, Result<(), DlqError>> {
+        Box::pin(std::future::ready(
+            self.take_dead_letter(sequence).map(|_| ()),
+        ))
     }
 }

@@ -37,6 +37,8 @@ pub const DEFAULT_RATE_LIMITS: &[(&str, u32)] = &[
     ("jenkins", 200),
     ("circleci", 200),
     ("providers", 100_000),
+    // dashboard sign-in attempts, all together: guessing keys stays slow
+    ("ui-sign-in", 10),
 ];
 
 /// The gateway's flags; each mirrors an environment variable. `Debug`
@@ -52,6 +54,21 @@ pub struct GatewayArgs {
     /// `Authorization: Bearer <key>` or `X-API-Key: <key>`. Unset: /api/* refuses every request.
     #[arg(long, env = "HOOKMESH_API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
+
+    /// Operator keys, as comma-separated name:key pairs: the admin API (/api/admin/*) and the
+    /// dashboard's operator pages (streams, consumers, dead letters, replay, purge).
+    /// Unset: no one is an operator.
+    #[arg(long, env = "HOOKMESH_ADMIN_KEYS", hide_env_values = true)]
+    pub admin_keys: Option<String>,
+
+    /// Read-only operator keys (name:key,…): see the operator pages and the admin API's reads,
+    /// but never replay or purge.
+    #[arg(long, env = "HOOKMESH_ADMIN_READONLY_KEYS", hide_env_values = true)]
+    pub admin_readonly_keys: Option<String>,
+
+    /// How long a dashboard sign-in lasts, in seconds; then the dashboard asks for the key again.
+    #[arg(long, env = "HOOKMESH_UI_SESSION_SECS", default_value_t = 8 * 3600)]
+    pub ui_session_secs: u64,
 
     /// HMAC-SHA256 secret of POST /webhooks/buddy-events (X-Webhook-Signature). Unset: refuses all.
     #[arg(long, env = "HOOKMESH_SECRET_BUDDY", hide_env_values = true)]
@@ -167,6 +184,9 @@ impl std::fmt::Debug for GatewayArgs {
         f.debug_struct("GatewayArgs")
             .field("http_addr", &self.http_addr)
             .field("api_keys", &secret(&self.api_keys))
+            .field("admin_keys", &secret(&self.admin_keys))
+            .field("admin_readonly_keys", &secret(&self.admin_readonly_keys))
+            .field("ui_session_secs", &self.ui_session_secs)
             .field("secret_buddy", &secret(&self.secret_buddy))
             .field("secret_github", &secret(&self.secret_github))
             .field("secret_gitlab", &secret(&self.secret_gitlab))
@@ -221,6 +241,12 @@ pub struct Secrets {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub api_keys: Vec<(TenantId, SecretToken)>,
+    /// Operators who may change things (replay, purge), by name.
+    pub admin_keys: Vec<(TenantId, SecretToken)>,
+    /// Operators who may only look.
+    pub admin_readonly_keys: Vec<(TenantId, SecretToken)>,
+    /// How long a dashboard session lasts.
+    pub ui_session: Duration,
     pub secrets: Secrets,
     pub providers: Vec<String>,
     pub max_body_bytes: usize,
@@ -323,6 +349,9 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             api_keys: Vec::new(),
+            admin_keys: Vec::new(),
+            admin_readonly_keys: Vec::new(),
+            ui_session: Duration::from_secs(8 * 3600),
             secrets: Secrets::default(),
             providers: DEFAULT_PROVIDERS.split(',').map(str::to_owned).collect(),
             max_body_bytes: 1_048_576,
@@ -398,8 +427,20 @@ impl GatewayConfig {
                 "must be positive",
             ));
         }
+        if args.ui_session_secs == 0 {
+            return Err(config_error("HOOKMESH_UI_SESSION_SECS", "must be positive"));
+        }
         Ok(Self {
             api_keys: parse_api_keys(set(&args.api_keys).unwrap_or(""))?,
+            admin_keys: parse_named_keys(
+                "HOOKMESH_ADMIN_KEYS",
+                set(&args.admin_keys).unwrap_or(""),
+            )?,
+            admin_readonly_keys: parse_named_keys(
+                "HOOKMESH_ADMIN_READONLY_KEYS",
+                set(&args.admin_readonly_keys).unwrap_or(""),
+            )?,
+            ui_session: Duration::from_secs(args.ui_session_secs),
             secrets,
             providers: parse_providers(&args.providers)?,
             max_body_bytes: args.max_body_bytes,
@@ -415,21 +456,28 @@ impl GatewayConfig {
 
 /// `tenant:key,tenant:key`.
 pub fn parse_api_keys(text: &str) -> Result<Vec<(TenantId, SecretToken)>, ConfigError> {
-    const VARIABLE: &str = "HOOKMESH_API_KEYS";
+    parse_named_keys("HOOKMESH_API_KEYS", text)
+}
+
+/// `name:key,name:key` of `VARIABLE`; names follow the tenant id rules.
+pub fn parse_named_keys(
+    variable: &'static str,
+    text: &str,
+) -> Result<Vec<(TenantId, SecretToken)>, ConfigError> {
     text.split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
         .enumerate()
         .map(|(i, entry)| {
             let (tenant, key) = entry.split_once(':').ok_or_else(|| {
-                config_error(VARIABLE, format!("entry {} is not tenant:key", i + 1))
+                config_error(variable, format!("entry {} is not tenant:key", i + 1))
             })?;
             let tenant = TenantId::parse(tenant.trim()).map_err(|reason| {
-                config_error(VARIABLE, format!("entry {}: tenant {reason}", i + 1))
+                config_error(variable, format!("entry {}: tenant {reason}", i + 1))
             })?;
             if key.trim().len() < 16 {
                 return Err(config_error(
-                    VARIABLE,
+                    variable,
                     format!(
                         "entry {} ({tenant}): keys must be at least 16 characters",
                         i + 1

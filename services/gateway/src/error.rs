@@ -21,6 +21,9 @@ use crate::verify::AuthError;
 pub enum Rejection {
     #[error(transparent)]
     Unauthorized(#[from] AuthError),
+    /// Authenticated, but not allowed this (a tenant key on an operator route).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed on this route")]
@@ -78,6 +81,7 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -94,6 +98,7 @@ impl Rejection {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge { .. } | Self::Unavailable(PublishError::TooLarge) => {

@@ -13,6 +13,8 @@
 //!   request/reply.
 //! - `server`: the connection loop and its limits on slow, idle and too
 //!   many clients.
+//! - [`ui`]: the dashboard at `/ui`, and [`operators`]: the filters and
+//!   rates behind its operator pages and the admin API.
 //! - [`config`], [`metrics`], [`ratelimit`], [`trace`].
 
 pub mod broker;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod normalize;
+pub mod operators;
 pub mod publish;
 pub mod ratelimit;
 pub mod reads;
@@ -27,6 +30,7 @@ mod routes;
 mod server;
 pub mod source;
 pub mod trace;
+pub mod ui;
 pub mod verify;
 
 use std::future::Future;
@@ -73,6 +77,10 @@ pub struct Inner {
     limiter: RateLimiter,
     /// Every metric of the process, for `/metrics`.
     registry: Arc<Registry>,
+    /// Dashboard sessions.
+    sessions: ui::session::Sessions,
+    /// Rates of streams and consumers, sampled as operators look.
+    rates: operators::Rates,
 }
 
 impl Deref for Gateway {
@@ -134,7 +142,10 @@ impl Gateway {
             };
             keys.into_iter().map(move |key| (key, *rate))
         }));
+        let sessions = ui::session::Sessions::new(config.ui_session);
         Self(Arc::new(Inner {
+            sessions,
+            rates: operators::Rates::default(),
             config,
             broker,
             metrics,

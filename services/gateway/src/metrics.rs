@@ -47,6 +47,17 @@ pub struct GatewayMetrics {
     signature_failures: Family<SourceReasonLabels, Counter>,
     csr_signature_failures: Counter,
     rate_limited: Family<RouteLabels, Counter>,
+    /// Sums the dashboard's overview reads (a Family cannot be read back).
+    totals: std::sync::Arc<Totals>,
+}
+
+/// Requests and events since start, by class.
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub requests: std::sync::atomic::AtomicU64,
+    pub client_errors: std::sync::atomic::AtomicU64,
+    pub server_errors: std::sync::atomic::AtomicU64,
+    pub events: std::sync::atomic::AtomicU64,
 }
 
 fn latency_histogram() -> Histogram {
@@ -65,6 +76,7 @@ impl GatewayMetrics {
             signature_failures: Family::default(),
             csr_signature_failures: Counter::default(),
             rate_limited: Family::default(),
+            totals: Default::default(),
         };
         registry.register(
             "hookmesh_gateway_requests",
@@ -110,6 +122,13 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn observe_request(&self, route: &'static str, status: u16, seconds: f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.totals.requests.fetch_add(1, Relaxed);
+        match status {
+            400..=499 => self.totals.client_errors.fetch_add(1, Relaxed),
+            500..=599 => self.totals.server_errors.fetch_add(1, Relaxed),
+            _ => 0,
+        };
         self.requests
             .get_or_create(&RequestLabels { route, status })
             .inc();
@@ -125,10 +144,18 @@ impl GatewayMetrics {
 
     pub(crate) fn published(&self, source: &'static str, duplicate: bool, seconds: f64) {
         let outcome = if duplicate { "duplicate" } else { "stored" };
+        self.totals
+            .events
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.events
             .get_or_create(&PublishLabels { source, outcome })
             .inc();
         self.publish_duration.observe(seconds);
+    }
+
+    /// Requests and events since start.
+    pub fn totals(&self) -> &Totals {
+        &self.totals
     }
 
     pub(crate) fn publish_failed(&self, reason: &'static str) {

@@ -38,7 +38,13 @@ async fn list(store: SweepStore, query: JobListQuery) -> Result<PipelineJobPage,
         ),
     };
     let (jobs, next_cursor) = store
-        .list(&query.tenant_id, query.status, query.limit, after)
+        .list(
+            &query.tenant_id,
+            query.status,
+            query.ticker.as_deref(),
+            query.limit,
+            after,
+        )
         .await
         .map_err(unavailable)?;
     Ok(PipelineJobPage {

@@ -57,6 +57,20 @@ impl JobRow {
     }
 }
 
+/// A LIKE pattern finding `ticker` in a job's stored parameters (the
+/// trigger as serde writes it: no spaces), with LIKE's wildcards escaped.
+fn ticker_pattern(ticker: &str) -> String {
+    let member = format!("\"ticker\":{}", serde_json::Value::from(ticker));
+    let escaped: String = member
+        .chars()
+        .flat_map(|c| match c {
+            '\\' | '%' | '_' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("%{escaped}%")
+}
+
 const JOB_COLUMNS: &str = "id, tenant_id, status, parameters, result, metrics, error_message, \
     trading_job_id, sweep_run_id, poll_failures, created_at, started_at, completed_at";
 
@@ -492,6 +506,7 @@ impl SweepStore {
         &self,
         tenant: &TenantId,
         status: Option<JobStatus>,
+        ticker: Option<&str>,
         limit: u32,
         after: Option<(i64, String)>,
     ) -> Result<(Vec<JobRow>, Option<String>), sqlx::Error> {
@@ -499,6 +514,10 @@ impl SweepStore {
         let mut next = 2;
         if status.is_some() {
             sql.push_str(&format!(" AND status = ${next}"));
+            next += 1;
+        }
+        if ticker.is_some() {
+            sql.push_str(&format!(" AND parameters LIKE ${next} ESCAPE '\\'"));
             next += 1;
         }
         if after.is_some() {
@@ -514,6 +533,9 @@ impl SweepStore {
         let mut query = sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str());
         if let Some(status) = status {
             query = query.bind(status.to_string());
+        }
+        if let Some(ticker) = ticker {
+            query = query.bind(ticker_pattern(ticker));
         }
         if let Some((millis, id)) = after {
             query = query.bind(millis).bind(millis).bind(id);

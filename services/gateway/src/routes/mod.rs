@@ -6,15 +6,16 @@
 //! (413) → authentication over the raw bytes (401) → rate limit (429) → JSON
 //! and schema (400) → publish (503, or 202 once JetStream has acknowledged).
 
+mod admin;
 mod buddy;
 mod campaigns;
 mod ci;
 mod csr;
 mod extract;
 mod health;
-mod pipelines;
+pub(crate) mod pipelines;
 mod providers;
-mod sweeps;
+pub(crate) mod sweeps;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -61,6 +62,10 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/health/webhook", get(health::webhook_health))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(health::metrics))
+        .route("/api/admin/streams", get(admin::streams))
+        .route("/api/admin/dead-letters", get(admin::dead_letters))
+        .route("/api/admin/dead-letters/replay", post(admin::replay))
+        .merge(crate::ui::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(gateway.clone(), observe))
@@ -87,6 +92,10 @@ fn route_label(path: &str) -> &'static str {
         "/health/webhook" => "/health/webhook",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
+        "/api/admin/streams" => "/api/admin/streams",
+        "/api/admin/dead-letters" => "/api/admin/dead-letters",
+        "/api/admin/dead-letters/replay" => "/api/admin/dead-letters/replay",
+        p if p == "/ui" || p.starts_with("/ui/") => "/ui",
         p if p.starts_with("/webhooks/ci/") => "/webhooks/ci/{platform}",
         p if p.starts_with("/webhooks/providers/") => "/webhooks/providers/{provider}",
         _ => "unmatched",
@@ -304,7 +313,7 @@ impl Gateway {
     }
 
     /// Takes one request from `source`'s rate limit.
-    fn admit(&self, source: &str) -> Result<(), Rejection> {
+    pub(crate) fn admit(&self, source: &str) -> Result<(), Rejection> {
         self.limiter
             .check(source)
             .map_err(|retry_after| Rejection::RateLimited { retry_after })

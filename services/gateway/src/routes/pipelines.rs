@@ -35,7 +35,7 @@ const HISTORY_WAIT: Duration = Duration::from_secs(2);
 
 /// The job from the sweep-worker; a job accepted but not taken by it yet
 /// is shown QUEUED from the job registry.
-async fn fetch_job(
+pub(crate) async fn fetch_job(
     gateway: &Gateway,
     tenant: TenantId,
     job_id: &str,
@@ -76,7 +76,7 @@ pub(super) async fn job(
     Ok(json_answer(job))
 }
 
-/// `GET /api/pipelines?status=&limit=&cursor=`: the tenant's jobs, newest
+/// `GET /api/pipelines?status=&ticker=&limit=&cursor=`: the tenant's jobs, newest
 /// first; `next_cursor` fetches the next page.
 pub(super) async fn list(
     State(gateway): State<Gateway>,
@@ -96,6 +96,7 @@ pub(super) async fn list(
         }
         parsed.ok()
     });
+    let ticker = query_value(query.as_deref(), "ticker")?.filter(|t| !t.trim().is_empty());
     let (limit, cursor) = page_of(query.as_deref(), DEFAULT_PAGE, MAX_PAGE, &mut errors)?;
     if !errors.is_empty() {
         return Err(Rejection::Invalid(errors));
@@ -103,6 +104,7 @@ pub(super) async fn list(
     let request = JobListQuery {
         tenant_id: tenant,
         status,
+        ticker,
         limit,
         cursor,
     };
@@ -135,7 +137,17 @@ pub(super) async fn events(
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
     let tenant = gateway.api_tenant(&headers)?;
-    let (job_id, snapshot) = fetch_job(&gateway, tenant, &job_id, &trace).await?;
+    job_event_stream(&gateway, tenant, &job_id, &trace).await
+}
+
+/// The job's events as Server-Sent Events, for the API and the dashboard.
+pub(crate) async fn job_event_stream(
+    gateway: &Gateway,
+    tenant: TenantId,
+    job_id: &str,
+    trace: &TraceContext,
+) -> Result<Response, Rejection> {
+    let (job_id, snapshot) = fetch_job(gateway, tenant, job_id, trace).await?;
     let job: PipelineJob = serde_json::from_slice(&snapshot).map_err(|e| {
         Rejection::ServiceUnavailable(format!("the sweep service answered unreadably: {e}"))
     })?;

@@ -10,7 +10,7 @@ use hookmesh_contracts::subjects::{SWEEP_CALLBACK, SWEEP_TRIGGER};
 use hookmesh_contracts::sweep::{SweepCallback, SweepTrigger};
 use hookmesh_contracts::sweep_jobs::{JobId, RecordedJob};
 use hookmesh_contracts::validation::{StrEnum as _, parse_json};
-use hookmesh_contracts::{Timestamp, ValidationErrors};
+use hookmesh_contracts::{TenantId, Timestamp, ValidationErrors};
 use serde::Serialize;
 
 use super::{accepted, query_value, read_json_body};
@@ -23,9 +23,9 @@ use crate::verify::verify_callback;
 
 const TRIGGER_SOURCE: &str = "/api/pipelines/trigger";
 
-#[derive(Serialize)]
-struct TriggerAccepted {
-    job_id: JobId,
+#[derive(Debug, Serialize)]
+pub(crate) struct TriggerAccepted {
+    pub(crate) job_id: JobId,
     status: &'static str,
     message: &'static str,
     combinations: usize,
@@ -59,75 +59,92 @@ pub(super) async fn trigger(
 ) -> Result<Response, Rejection> {
     let body = read_json_body(gateway.config.max_body_bytes, &headers, body).await?;
     let tenant = gateway.api_tenant(&headers)?;
-    let trigger = SweepTrigger::parse(&parse_json(&body).map_err(Rejection::Malformed)?)
-        .map_err(Rejection::Invalid)?;
-    let combinations = trigger.combination_count();
-    let limit = gateway.config.sweep_max_combinations;
-    if combinations > limit {
-        return Err(Rejection::Invalid(ValidationErrors::single(
-            "",
-            format!(
-                "the sweep has {combinations} (fast, slow) combinations, more than the {limit} \
-                 this gateway accepts (HOOKMESH_SWEEP_MAX_COMBINATIONS); narrow the ranges or \
-                 raise the step"
-            ),
-        )));
-    }
+    let request = parse_json(&body).map_err(Rejection::Malformed)?;
     let key = idempotency_key(&headers)?;
-    let job_id = JobId::for_trigger(&tenant, key);
-    if let Some(key) = key {
-        // The IETF Idempotency-Key draft: the same key with another request
-        // is a client error, not the first request's answer.
-        match gateway.recorded_job(&job_id).await {
-            Ok(Some(first)) if first.parameters != trigger => {
-                return Err(Rejection::IdempotencyKeyReused(format!(
-                    "Idempotency-Key {key:?} was already used for a different sweep request \
-                     (job {job_id}); use a new key for a new request"
-                )));
-            }
-            Ok(_) => {}
-            // JetStream's duplicate window still answers for a repeat.
-            Err(error) => {
-                tracing::warn!(%error, "The job registry could not be read; the trigger's key is not compared.");
+    let triggered = gateway.trigger_sweep(tenant, &request, key, &trace).await?;
+    Ok(accepted(triggered))
+}
+
+impl Gateway {
+    /// Validates a trigger request (003's schema, both refinements, the
+    /// combination limit) and publishes it to `sweeps.trigger`; nothing is
+    /// published when it is refused. The API and the dashboard's form both
+    /// come here, so they refuse with the same messages.
+    pub(crate) async fn trigger_sweep(
+        &self,
+        tenant: TenantId,
+        request: &serde_json::Value,
+        key: Option<&str>,
+        trace: &TraceContext,
+    ) -> Result<TriggerAccepted, Rejection> {
+        let trigger = SweepTrigger::parse(request).map_err(Rejection::Invalid)?;
+        let combinations = trigger.combination_count();
+        let limit = self.config.sweep_max_combinations;
+        if combinations > limit {
+            return Err(Rejection::Invalid(ValidationErrors::single(
+                "",
+                format!(
+                    "the sweep has {combinations} (fast, slow) combinations, more than the {limit} \
+                     this gateway accepts (HOOKMESH_SWEEP_MAX_COMBINATIONS); narrow the ranges or \
+                     raise the step"
+                ),
+            )));
+        }
+        let job_id = JobId::for_trigger(&tenant, key);
+        if let Some(key) = key {
+            // The IETF Idempotency-Key draft: the same key with another request
+            // is a client error, not the first request's answer.
+            match self.recorded_job(&job_id).await {
+                Ok(Some(first)) if first.parameters != trigger => {
+                    return Err(Rejection::IdempotencyKeyReused(format!(
+                        "Idempotency-Key {key:?} was already used for a different sweep request \
+                         (job {job_id}); use a new key for a new request"
+                    )));
+                }
+                Ok(_) => {}
+                // JetStream's duplicate window still answers for a repeat.
+                Err(error) => {
+                    tracing::warn!(%error, "The job registry could not be read; the trigger's key is not compared.");
+                }
             }
         }
+        let now = Timestamp::now();
+        let recorded = RecordedJob {
+            tenant_id: tenant.clone(),
+            parameters: trigger.clone(),
+            created_at: now,
+        };
+        let envelope = Envelope::new(
+            job_id.to_string(),
+            TRIGGER_SOURCE,
+            now,
+            tenant,
+            Some(job_id.to_string()),
+            trigger,
+        );
+        let ack = self
+            .publish_one(
+                Source::SweepTrigger,
+                OutgoingEvent {
+                    subject: SWEEP_TRIGGER.to_owned(),
+                    message_id: format!("{SWEEP_TRIGGER}:{job_id}"),
+                    payload: envelope.to_json().into(),
+                    traceparent: None,
+                },
+                trace,
+            )
+            .await?;
+        if !ack.duplicate {
+            self.record_job(&job_id, &recorded).await;
+        }
+        Ok(TriggerAccepted {
+            job_id,
+            status: "QUEUED",
+            message: "Trading sweep job queued successfully",
+            combinations,
+            duplicate: ack.duplicate,
+        })
     }
-    let now = Timestamp::now();
-    let recorded = RecordedJob {
-        tenant_id: tenant.clone(),
-        parameters: trigger.clone(),
-        created_at: now,
-    };
-    let envelope = Envelope::new(
-        job_id.to_string(),
-        TRIGGER_SOURCE,
-        now,
-        tenant,
-        Some(job_id.to_string()),
-        trigger,
-    );
-    let ack = gateway
-        .publish_one(
-            Source::SweepTrigger,
-            OutgoingEvent {
-                subject: SWEEP_TRIGGER.to_owned(),
-                message_id: format!("{SWEEP_TRIGGER}:{job_id}"),
-                payload: envelope.to_json().into(),
-                traceparent: None,
-            },
-            &trace,
-        )
-        .await?;
-    if !ack.duplicate {
-        gateway.record_job(&job_id, &recorded).await;
-    }
-    Ok(accepted(TriggerAccepted {
-        job_id,
-        status: "QUEUED",
-        message: "Trading sweep job queued successfully",
-        combinations,
-        duplicate: ack.duplicate,
-    }))
 }
 
 #[derive(Serialize)]

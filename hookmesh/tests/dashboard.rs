@@ -1,0 +1,541 @@
+//! The dashboard in a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, over WebDriver) against a real mesh (`hookmesh up`
+//! with its Trading API simulator). Every page visited is checked with
+//! axe-core (no serious or critical violation) and photographed at 1280 and
+//! 375 px wide under `<target>/dashboard-screenshots/`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hookmesh_tests::up::{self, Up, local_secret, stop_gracefully};
+use hookmesh_tests::webdriver::Browser;
+use hookmesh_tests::{TestDir, eventually, free_port, sign, stream_messages, unix_now};
+use serde_json::{Value, json};
+
+const ACME_KEY: &str = "acme-dashboard-key-0001";
+const GLOBEX_KEY: &str = "globex-dashboard-key-0001";
+const ADMIN_KEY: &str = "ops-dashboard-admin-key-0001";
+const READONLY_KEY: &str = "viewer-dashboard-readonly-0001";
+
+/// The cargo target directory this test binary was built in.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // <target>/debug/deps/dashboard-<hash>
+    exe.ancestors().nth(3).unwrap().to_path_buf()
+}
+
+/// axe-core, installed by `.ci/run` with npm under the target directory.
+fn axe_source() -> String {
+    let path = std::env::var_os("HOOKMESH_AXE_JS").map_or_else(
+        || target_dir().join("npm/node_modules/axe-core/axe.min.js"),
+        PathBuf::from,
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|error| {
+        panic!(
+            "axe-core is needed at {} ({error}): npm install --prefix {} axe-core@4",
+            path.display(),
+            target_dir().join("npm").display()
+        )
+    })
+}
+
+async fn start_mesh(data_dir: &Path) -> Up {
+    up::start_up_with(
+        Path::new(env!("CARGO_BIN_EXE_hookmesh")),
+        data_dir,
+        free_port(),
+        |command| {
+            command
+                .env(
+                    "HOOKMESH_API_KEYS",
+                    format!("acme:{ACME_KEY},globex:{GLOBEX_KEY}"),
+                )
+                .env("HOOKMESH_ADMIN_KEYS", format!("ops:{ADMIN_KEY}"))
+                .env(
+                    "HOOKMESH_ADMIN_READONLY_KEYS",
+                    format!("viewer:{READONLY_KEY}"),
+                )
+                .env("HOOKMESH_SIM_RUN_TIME_SECS", "1")
+                .env("HOOKMESH_LOG", "warn");
+        },
+    )
+    .await
+}
+
+/// Runs axe-core in the page and photographs it at both widths.
+async fn check_page(browser: &Browser, axe: &str, name: &str) {
+    let title = browser.title().await;
+    assert!(
+        title.ends_with("· hookmesh"),
+        "{name} has a title: {title:?}"
+    );
+    browser
+        .execute(
+            "if (!window.axe) { const s = document.createElement('script'); s.textContent = arguments[0]; document.head.appendChild(s); }",
+            json!([axe]),
+        )
+        .await;
+    let violations = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, {resultTypes: ['violations']}).then((r) => done(
+               r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+                 .map((v) => v.id + ' (' + v.impact + '): ' + v.help + ' at ' +
+                   v.nodes.map((n) => n.target.join(' ')).join(', '))));",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        violations,
+        json!([]),
+        "axe finds serious or critical violations on {name}"
+    );
+    let shots = target_dir().join("dashboard-screenshots");
+    browser.set_size(1280, 900).await;
+    browser
+        .screenshot(&shots.join(format!("{name}-1280.png")))
+        .await;
+    browser.set_size(375, 812).await;
+    browser
+        .screenshot(&shots.join(format!("{name}-375.png")))
+        .await;
+    let overflow = browser
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        overflow.as_i64().unwrap_or(0) <= 1,
+        "{name} scrolls sideways at 375 px ({overflow} px too wide)"
+    );
+    browser.set_size(1280, 900).await;
+}
+
+async fn sign_in(browser: &Browser, dashboard: &str, key: &str) {
+    browser.goto(&format!("{dashboard}/sign-in")).await;
+    let field = browser.find("#key").await;
+    browser.fill(&field, key).await;
+    browser
+        .click(&browser.find("form.stack button").await)
+        .await;
+    eventually(Duration::from_secs(10), "the signed-in page", || async {
+        (!browser.current_url().await.contains("/sign-in")).then_some(())
+    })
+    .await;
+}
+
+async fn sign_out(browser: &Browser) {
+    browser.click(&browser.find(".sign-out button").await).await;
+    browser.find("#key").await;
+}
+
+async fn texts(browser: &Browser, css: &str) -> Vec<String> {
+    let mut texts = Vec::new();
+    for element in browser.find_all(css).await {
+        texts.push(browser.text(&element).await);
+    }
+    texts
+}
+
+async fn heading(browser: &Browser) -> String {
+    browser.text(&browser.find("h1").await).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_starts_a_sweep_from_the_form_and_watches_it_finish_without_a_reload() {
+    let axe = axe_source();
+    let scratch = TestDir::new("dashboard-sweep");
+    let mesh = start_mesh(&scratch.path().join("data")).await;
+    let dashboard = mesh.dashboard.clone();
+    let js = async_nats::jetstream::new(async_nats::connect(&mesh.broker).await.unwrap());
+    let browser = Browser::start().await;
+
+    // Signing in returns to the page asked for.
+    browser
+        .goto(&format!("{dashboard}/pipelines?status=COMPLETED"))
+        .await;
+    assert!(browser.current_url().await.contains("/ui/sign-in"));
+    check_page(&browser, &axe, "sign-in").await;
+    let field = browser.find("#key").await;
+    browser.fill(&field, "not-a-key-of-this-mesh").await;
+    browser
+        .click(&browser.find("form.stack button").await)
+        .await;
+    browser.find("#sign-in-error").await;
+    browser.fill(&browser.find("#key").await, ACME_KEY).await;
+    browser
+        .click(&browser.find("form.stack button").await)
+        .await;
+    eventually(Duration::from_secs(10), "the page asked for", || async {
+        browser
+            .current_url()
+            .await
+            .ends_with("/ui/pipelines?status=COMPLETED")
+            .then_some(())
+    })
+    .await;
+    browser.find("#no-jobs").await;
+    check_page(&browser, &axe, "pipelines-empty").await;
+
+    // The refinement error appears next to its field; nothing is published.
+    browser.goto(&format!("{dashboard}/pipelines/new")).await;
+    check_page(&browser, &axe, "sweep-form").await;
+    browser.fill(&browser.find("#fast_max").await, "30").await;
+    browser.click(&browser.find("#start-sweep").await).await;
+    let error = browser.find(".field-error[data-field=fast_range]").await;
+    assert!(
+        browser
+            .text(&error)
+            .await
+            .contains("Fast range max must be less than slow range max"),
+        "the API's message, next to the fast range"
+    );
+    assert_eq!(
+        browser
+            .attribute(&browser.find("#fast_max").await, "value")
+            .await
+            .as_deref(),
+        Some("30"),
+        "the form keeps what was typed"
+    );
+    check_page(&browser, &axe, "sweep-form-error").await;
+    let triggers = stream_messages(&js, "SWEEPS")
+        .await
+        .into_iter()
+        .filter(|m| m.subject == "sweeps.trigger")
+        .count();
+    assert_eq!(triggers, 0, "a refused form publishes nothing");
+
+    // 003's example sweep, watched live.
+    browser.fill(&browser.find("#fast_max").await, "20").await;
+    browser.click(&browser.find("#start-sweep").await).await;
+    let section = browser.find("#job").await;
+    let job_id = browser.attribute(&section, "data-job").await.unwrap();
+    browser
+        .execute("window.__sameDocument = 'yes';", json!([]))
+        .await;
+    eventually(Duration::from_secs(60), "the job to complete", || async {
+        let status = browser.text(&browser.find("#status").await).await;
+        (status == "COMPLETED").then_some(())
+    })
+    .await;
+    let rows = browser
+        .wait_for("#results-table tbody tr", Duration::from_secs(10))
+        .await;
+    drop(rows);
+    assert_eq!(
+        browser
+            .execute("return window.__sameDocument || null;", json!([]))
+            .await,
+        "yes",
+        "the page was not reloaded"
+    );
+    let scores: Vec<f64> = texts(&browser, "#results-table tbody td.score")
+        .await
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(scores.len(), 8, "003's example has 8 combinations");
+    assert!(
+        scores.windows(2).all(|pair| pair[0] >= pair[1]),
+        "sorted by score: {scores:?}"
+    );
+    assert_eq!(
+        browser.find_all("svg.heatmap rect.cell.filled").await.len(),
+        8
+    );
+    let csv = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch(document.getElementById('csv').href).then((r) => r.text()).then(done);",
+            json!([]),
+        )
+        .await;
+    let lines: Vec<&str> = csv
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert!(lines[0].starts_with("ticker,strategy_type,fast_period,slow_period,score"));
+    assert_eq!(lines.len() - 1, 8, "8 result rows in the CSV");
+    check_page(&browser, &axe, "job").await;
+
+    browser.goto(&format!("{dashboard}/pipelines")).await;
+    assert_eq!(
+        browser
+            .find_all(&format!("#jobs tr[data-job='{job_id}']"))
+            .await
+            .len(),
+        1
+    );
+    browser
+        .goto(&format!("{dashboard}/pipelines?ticker=ETH-USD"))
+        .await;
+    browser.find("#no-jobs").await;
+    browser
+        .goto(&format!("{dashboard}/pipelines?ticker=BTC-USD"))
+        .await;
+    check_page(&browser, &axe, "pipelines").await;
+    assert_eq!(browser.find_all("#jobs tbody tr").await.len(), 1);
+
+    // A tenant sees no operator page, and the admin API refuses its key.
+    browser.goto(&format!("{dashboard}/streams")).await;
+    assert!(heading(&browser).await.starts_with("403"));
+    let refused = hookmesh_runtime::http::client_builder()
+        .build()
+        .unwrap()
+        .get(format!("{}/api/admin/streams", mesh.gateway))
+        .bearer_auth(ACME_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+
+    // Another tenant's job is not found.
+    browser.goto(&format!("{dashboard}/pipelines")).await;
+    sign_out(&browser).await;
+    sign_in(&browser, &dashboard, GLOBEX_KEY).await;
+    browser
+        .goto(&format!("{dashboard}/pipelines/{job_id}"))
+        .await;
+    assert!(heading(&browser).await.starts_with("404"));
+    check_page(&browser, &axe, "not-found").await;
+    browser.goto(&format!("{dashboard}/pipelines")).await;
+    browser.find("#no-jobs").await;
+
+    browser.quit().await;
+    stop_gracefully(mesh).await;
+}
+
+/// A signed buddy webhook, as seed 002's platform sends it.
+async fn send_buddy_webhook(gateway: &str, secret: &str, id: &str, match_id: &str) {
+    let body = format!(
+        r#"{{"id":"{id}","type":"buddy.match.created","timestamp":"2025-11-14T10:30:00Z","data":{{"tenant_id":"acme","program_id":"ukraine-2025","match_id":"{match_id}","buddy_id":"p-7","newcomer_id":"p-1042"}}}}"#
+    );
+    let answer = hookmesh_runtime::http::client_builder()
+        .build()
+        .unwrap()
+        .post(format!("{gateway}/webhooks/buddy-events"))
+        .header("content-type", "application/json")
+        .header("X-Webhook-Id", format!("wh-{id}"))
+        .header("X-Webhook-Timestamp", unix_now().to_string())
+        .header(
+            "X-Webhook-Signature",
+            sign::sha256_header(secret, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::ACCEPTED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_tails_a_webhook_and_replays_a_dead_letter_from_the_browser() {
+    let axe = axe_source();
+    let scratch = TestDir::new("dashboard-operator");
+    let data_dir = scratch.path().join("data");
+    let mesh = start_mesh(&data_dir).await;
+    let dashboard = mesh.dashboard.clone();
+    let buddy_secret = local_secret(&data_dir, "HOOKMESH_SECRET_BUDDY");
+    let client = async_nats::connect(&mesh.broker).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let browser = Browser::start().await;
+
+    sign_in(&browser, &dashboard, ADMIN_KEY).await;
+    assert!(browser.current_url().await.ends_with("/ui/overview"));
+    browser.find("#services tr[data-service=gateway]").await;
+    check_page(&browser, &axe, "overview").await;
+
+    // An invalid native event: the csr-consumer can never process it.
+    js.publish("buddy.match.created", r#"{"not":"an envelope"}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let letter: u64 = eventually(Duration::from_secs(30), "the dead letter", || {
+        let gateway = mesh.gateway.clone();
+        async move {
+            let page: Value = hookmesh_runtime::http::client_builder()
+                .build()
+                .unwrap()
+                .get(format!("{gateway}/api/admin/dead-letters?subject=buddy.>"))
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            page["dead_letters"][0]["sequence"].as_u64()
+        }
+    })
+    .await;
+
+    // Streams and consumers.
+    browser.goto(&format!("{dashboard}/streams")).await;
+    browser.find("#stream-BUDDY").await;
+    check_page(&browser, &axe, "streams").await;
+
+    // The tail shows a webhook within 2 s, and the JSON filter narrows it.
+    browser
+        .goto(&format!("{dashboard}/tail?stream=BUDDY"))
+        .await;
+    check_page(&browser, &axe, "tail").await;
+    let sent = Instant::now();
+    send_buddy_webhook(&mesh.gateway, &buddy_secret, "evt-dash-1", "m-dash").await;
+    eventually(
+        Duration::from_secs(2),
+        "the webhook in the tail",
+        || async {
+            let shown = browser
+                .execute(
+                    "return [...document.querySelectorAll('#tail tbody tr.message')]
+                   .some((row) => row.textContent.includes('m-dash'));",
+                    json!([]),
+                )
+                .await;
+            (shown == true).then_some(())
+        },
+    )
+    .await;
+    assert!(sent.elapsed() < Duration::from_secs(2));
+    let unfiltered = browser.find_all("#tail tbody tr.message").await.len();
+    assert!(unfiltered >= 2, "the webhook and the invalid event");
+    let filter = r#"{"data":{"match_id":"m-dash"}}"#;
+    browser
+        .goto(&format!(
+            "{dashboard}/tail?stream=BUDDY&payload={}",
+            hookmesh_gateway::ui::query_escape(filter)
+        ))
+        .await;
+    browser.find("#tail tbody tr").await;
+    assert_eq!(
+        browser.find_all("#tail tbody tr.message").await.len(),
+        1,
+        "the partial-JSON filter keeps only the webhook"
+    );
+
+    // Dead letters: list, filter, count, replay.
+    browser
+        .goto(&format!("{dashboard}/dead-letters?subject=buddy.>"))
+        .await;
+    check_page(&browser, &axe, "dead-letters").await;
+    let count = browser.text(&browser.find("#count strong").await).await;
+    assert_eq!(count, "1");
+    browser
+        .goto(&format!(
+            "{dashboard}/dead-letters?subject=buddy.>&payload={}",
+            hookmesh_gateway::ui::query_escape(r#"{"not":"an"}"#)
+        ))
+        .await;
+    assert_eq!(
+        browser.text(&browser.find("#count strong").await).await,
+        "1"
+    );
+    browser
+        .goto(&format!("{dashboard}/dead-letters?subject=ci.>"))
+        .await;
+    assert_eq!(
+        browser.text(&browser.find("#count strong").await).await,
+        "0"
+    );
+    browser
+        .goto(&format!("{dashboard}/dead-letters/{letter}"))
+        .await;
+    assert!(
+        browser
+            .text(&browser.find("#payload").await)
+            .await
+            .contains("an envelope")
+    );
+    check_page(&browser, &axe, "dead-letter").await;
+    browser
+        .goto(&format!("{dashboard}/dead-letters?subject=buddy.>"))
+        .await;
+    browser
+        .click(&browser.find(&format!("#pick-{letter}")).await)
+        .await;
+    browser
+        .click(&browser.find("button[value=replay-selected]").await)
+        .await;
+    let stated = browser.text(&browser.find("#confirm-count").await).await;
+    assert!(stated.contains("replay 1 dead letter"), "{stated}");
+    check_page(&browser, &axe, "confirm").await;
+    browser.click(&browser.find("#confirm").await).await;
+    let summary = browser.text(&browser.find("#summary").await).await;
+    assert_eq!(summary, "1 of 1 dead letters replayed, 0 failed.");
+    check_page(&browser, &axe, "replay-outcome").await;
+    // Back on its original subject, read with a NATS client.
+    let replayed = stream_messages(&js, "BUDDY")
+        .await
+        .into_iter()
+        .filter(|m| {
+            m.subject == "buddy.match.created"
+                && m.header("Nats-Msg-Id")
+                    .is_some_and(|id| id.starts_with(&format!("replay:{letter}:")))
+        })
+        .count();
+    assert_eq!(replayed, 1, "the replay landed on buddy.match.created");
+
+    // The read-only admin sees, and cannot replay.
+    sign_out(&browser).await;
+    sign_in(&browser, &dashboard, READONLY_KEY).await;
+    let again: u64 = eventually(
+        Duration::from_secs(30),
+        "the replayed letter to die again",
+        || {
+            let gateway = mesh.gateway.clone();
+            async move {
+                let page: Value = hookmesh_runtime::http::client_builder()
+                    .build()
+                    .unwrap()
+                    .get(format!("{gateway}/api/admin/dead-letters?subject=buddy.>"))
+                    .bearer_auth(READONLY_KEY)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                page["dead_letters"][0]["sequence"].as_u64()
+            }
+        },
+    )
+    .await;
+    browser
+        .goto(&format!("{dashboard}/dead-letters?subject=buddy.>"))
+        .await;
+    browser.find("#letters").await;
+    assert!(
+        browser
+            .find_all("button[value=replay-selected]")
+            .await
+            .is_empty()
+    );
+    let status = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const csrf = document.querySelector('input[name=csrf]').value;
+             fetch('/ui/dead-letters/replay', {method: 'POST', headers: {'content-type': 'application/x-www-form-urlencoded'},
+                   body: 'csrf=' + encodeURIComponent(csrf) + '&sequence=' + arguments[0]}).then((r) => done(r.status));",
+            json!([again]),
+        )
+        .await;
+    assert_eq!(status, 403, "the read-only admin cannot replay");
+    let refused = hookmesh_runtime::http::client_builder()
+        .build()
+        .unwrap()
+        .post(format!("{}/api/admin/dead-letters/replay", mesh.gateway))
+        .bearer_auth(READONLY_KEY)
+        .json(&json!({"sequences": [again]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+
+    browser.quit().await;
+    stop_gracefully(mesh).await;
+}
