@@ -305,6 +305,7 @@ impl Command {
             Self::Bench(_) => "hookmesh-bench",
             Self::Send(_) | Self::Sign(_) => "hookmesh-send",
             Self::Tail(_) => "hookmesh-tail",
+            Self::Soak(_) => "hookmesh-soak",
         }
     }
 

@@ -609,6 +609,7 @@ async fn statements_ceiling(
             received_at: Timestamp::now(),
             stream_sequence: n as u64 + 1,
             correlation_id: String::new(),
+            traceparent: String::new(),
         })
         .collect();
     let batches: Vec<&[Fresh<DeliveryFact>]> = facts.chunks(batch_size.max(1)).collect();

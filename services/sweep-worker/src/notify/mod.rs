@@ -199,6 +199,8 @@ async fn publish(
                 msg_id: id,
                 subject,
                 payload: String::from_utf8(envelope.to_json()).expect("JSON is UTF-8"),
+                // The routed fact's trace goes on to the delivery.
+                trace: hookmesh_runtime::publish::TraceHeaders::current(),
             }
         })
         .collect();
