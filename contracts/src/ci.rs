@@ -325,6 +325,85 @@ impl EventData for CiFailureDetected {
     }
 }
 
+/// Most failures one page of `hookmesh.ci.failures` lists.
+pub const MAX_CI_FAILURE_PAGE: u32 = 200;
+/// Days the per-platform failure counts cover, at most.
+pub const MAX_CI_FAILURE_DAYS: u32 = 90;
+
+/// Request of `hookmesh.ci.failures`: recent failures of runs and jobs,
+/// newest first, and how many each platform had per day. CI webhooks are
+/// the organisation's (one secret per platform), not a tenant's, so these
+/// are operators' reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CiFailureListQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<CiPlatform>,
+    /// Exact repository name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Failures per page, 1–[`MAX_CI_FAILURE_PAGE`].
+    pub limit: u32,
+    /// `next_cursor` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Days of per-platform counts, ending today (UTC), 1–[`MAX_CI_FAILURE_DAYS`].
+    pub days: u32,
+}
+
+/// One announced failure of a run (or of one of its jobs) and attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CiFailureView {
+    pub platform: CiPlatform,
+    pub repository: String,
+    pub pipeline_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    pub run_attempt: u64,
+    /// The failure event's id.
+    pub event_id: String,
+    /// The classification of the run's failure context.
+    pub error_patterns: Vec<ErrorPattern>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_sha: Option<String>,
+    /// The run on its platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_url: Option<String>,
+    /// The run's status now (a later attempt may have passed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_status: Option<PipelineEventType>,
+    /// When the mesh detected and announced the failure.
+    pub detected_at: Timestamp,
+}
+
+/// Failures a platform had on one day (UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CiFailureCount {
+    pub platform: CiPlatform,
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub failures: u64,
+}
+
+/// Answer of `hookmesh.ci.failures`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CiFailurePage {
+    pub failures: Vec<CiFailureView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// Per platform and day with a failure, over the asked days, whatever
+    /// the page's filters; days without failures are left out.
+    pub per_platform: Vec<CiFailureCount>,
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

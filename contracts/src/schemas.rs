@@ -10,7 +10,7 @@ use crate::buddy::{
     BuddyWebhookEvent, CheckinCompleted, EventAttended, FeedbackSubmitted, MatchCreated,
     MatchEnded, MilestoneReached, ParticipantEnrolled,
 };
-use crate::ci::{CiFailureDetected, CiPipelineEvent};
+use crate::ci::{CiFailureDetected, CiFailureListQuery, CiFailurePage, CiPipelineEvent};
 use crate::csr::{JourneyQuery, JourneyReport, JourneyTransition, MetricsQuery, MetricsReport};
 use crate::delivery::{
     CampaignCompleted, CampaignListQuery, CampaignPage, CampaignQuery, CampaignRegistration,
@@ -66,6 +66,8 @@ pub fn all() -> Vec<(String, Value)> {
         payload::<MilestoneReached>(),
         payload::<CiPipelineEvent>(),
         payload::<CiFailureDetected>(),
+        generate::<CiFailureListQuery>(SchemaId::new("ci.failure-list-query", 1)),
+        generate::<CiFailurePage>(SchemaId::new("ci.failure-page", 1)),
         payload::<JourneyTransition>(),
         generate::<MetricsQuery>(SchemaId::new("csr.metrics-query", 1)),
         generate::<MetricsReport>(SchemaId::new("csr.metrics-report", 1)),

@@ -62,6 +62,9 @@ pub fn csr_journey(stage: JourneyStage) -> String {
 pub const CI_FAILURE_DETECTED: &str = "ci.failure.detected";
 /// Consumed CI events: everything the gateway publishes under `ci.pipeline.`.
 pub const CI_PIPELINE_EVENTS: &str = "ci.pipeline.>";
+/// The CI read API's endpoint (the batch-processor answers): recent
+/// failures and per-platform counts.
+pub const CI_FAILURES_ENDPOINT: &str = "hookmesh.ci.failures";
 /// Every recipient of a campaign has an outcome (seed 004).
 pub const CAMPAIGN_COMPLETED: &str = "delivery.campaign.completed";
 /// A campaign's recipients, from `POST /api/campaigns`.

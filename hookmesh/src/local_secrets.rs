@@ -47,6 +47,12 @@ const SECRETS: &[LocalSecret] = &[
         needed: always,
     },
     LocalSecret {
+        variable: "HOOKMESH_UI_SESSION_SECRET",
+        generate: hex_secret,
+        slot: |args| &mut args.gateway.ui_session_secret,
+        needed: always,
+    },
+    LocalSecret {
         variable: "HOOKMESH_SECRET_BUDDY",
         generate: hex_secret,
         slot: |args| &mut args.gateway.secret_buddy,

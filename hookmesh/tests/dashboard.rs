@@ -539,3 +539,353 @@ async fn an_operator_tails_a_webhook_and_replays_a_dead_letter_from_the_browser(
     browser.quit().await;
     stop_gracefully(mesh).await;
 }
+
+/// Posts `body` to the gateway with `headers`, expecting 202.
+async fn accepted(gateway: &str, path: &str, headers: &[(&str, String)], body: Vec<u8>) {
+    let mut request = hookmesh_runtime::http::client_builder()
+        .build()
+        .unwrap()
+        .post(format!("{gateway}{path}"))
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let answer = request.body(body).send().await.unwrap();
+    let status = answer.status();
+    assert_eq!(
+        status,
+        reqwest::StatusCode::ACCEPTED,
+        "{path}: {}",
+        answer.text().await.unwrap_or_default()
+    );
+}
+
+/// Seed 002's buddy event of `kind` for acme's program `dash-prog`, signed.
+async fn buddy_event(gateway: &str, secret: &str, kind: &str, data: Value) {
+    let id = format!("evt-{}", hookmesh_contracts::hex::random::<6>());
+    let mut data = data;
+    data["tenant_id"] = json!("acme");
+    data["program_id"] = json!("dash-prog");
+    let body = serde_json::to_vec(&json!({
+        "id": id,
+        "type": kind,
+        "timestamp": hookmesh_contracts::Timestamp::now().to_rfc3339(),
+        "data": data,
+    }))
+    .unwrap();
+    let headers = [
+        ("X-Webhook-Id", format!("wh-{id}")),
+        ("X-Webhook-Timestamp", unix_now().to_string()),
+        ("X-Webhook-Signature", sign::sha256_header(secret, &body)),
+    ];
+    accepted(gateway, "/webhooks/buddy-events", &headers, body).await;
+}
+
+/// GET `path` of the API with `key`, as JSON, when it answers 200.
+async fn api_json(gateway: &str, path: &str, key: &str) -> Option<Value> {
+    let answer = hookmesh_runtime::http::client_builder()
+        .build()
+        .unwrap()
+        .get(format!("{gateway}{path}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .ok()?;
+    if !answer.status().is_success() {
+        return None;
+    }
+    answer.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csr_charts_campaigns_and_ci_failures_show_what_was_sent() {
+    let axe = axe_source();
+    let scratch = TestDir::new("dashboard-insights");
+    let data_dir = scratch.path().join("data");
+    let mesh = start_mesh(&data_dir).await;
+    let (dashboard, gateway) = (mesh.dashboard.clone(), mesh.gateway.clone());
+    let today = hookmesh_contracts::Timestamp::now()
+        .as_offset_date_time()
+        .date()
+        .to_string();
+
+    // Seed 002: a newcomer enrolled, matched and checked in twice.
+    let buddy = local_secret(&data_dir, "HOOKMESH_SECRET_BUDDY");
+    buddy_event(
+        &gateway,
+        &buddy,
+        "buddy.participant.enrolled",
+        json!({"participant_id": "p-1", "role": "newcomer"}),
+    )
+    .await;
+    buddy_event(
+        &gateway,
+        &buddy,
+        "buddy.participant.enrolled",
+        json!({"participant_id": "p-7", "role": "buddy"}),
+    )
+    .await;
+    buddy_event(
+        &gateway,
+        &buddy,
+        "buddy.match.created",
+        json!({"match_id": "m-1", "buddy_id": "p-7", "newcomer_id": "p-1"}),
+    )
+    .await;
+    for checkin in ["c-1", "c-2"] {
+        buddy_event(
+            &gateway,
+            &buddy,
+            "buddy.checkin.completed",
+            json!({"match_id": "m-1", "checkin_id": checkin, "buddy_id": "p-7", "newcomer_id": "p-1",
+                   "duration_minutes": 30, "channel": "video"}),
+        )
+        .await;
+    }
+    // Seed 004: a campaign of two messages, one delivered.
+    let register = serde_json::to_vec(&json!({
+        "campaign_id": "dash-camp",
+        "size": 2,
+        "recipients": [
+            {"provider": "sendgrid", "message_id": "msg-dash-1", "address": "a@example.com"},
+            {"provider": "sendgrid", "message_id": "msg-dash-2", "address": "b@example.com"}
+        ]
+    }))
+    .unwrap();
+    accepted(
+        &gateway,
+        "/api/campaigns",
+        &[("Authorization", format!("Bearer {ACME_KEY}"))],
+        register,
+    )
+    .await;
+    eventually(Duration::from_secs(30), "the campaign registered", || {
+        let gateway = gateway.clone();
+        async move {
+            let campaign = api_json(&gateway, "/api/campaigns/dash-camp", ACME_KEY).await?;
+            (campaign["registered"] == 2).then_some(())
+        }
+    })
+    .await;
+    let delivered = serde_json::to_vec(&json!({
+        "event_type": "delivered", "message_id": "msg-dash-1",
+        "timestamp": hookmesh_contracts::Timestamp::now().to_rfc3339(),
+        "recipient": "a@example.com"
+    }))
+    .unwrap();
+    let providers = local_secret(&data_dir, "HOOKMESH_SECRET_PROVIDERS");
+    let (id, at) = ("msg_dash_delivery_1".to_owned(), unix_now());
+    let headers = [
+        ("webhook-id", id.clone()),
+        ("webhook-timestamp", at.to_string()),
+        (
+            "webhook-signature",
+            sign::standard(&providers, &id, at, &delivered),
+        ),
+    ];
+    accepted(
+        &gateway,
+        "/webhooks/providers/sendgrid",
+        &headers,
+        delivered,
+    )
+    .await;
+    // Seed 001: a GitHub Actions run that failed.
+    let run = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/ci/github/workflow_run.completed.failure.json"),
+    )
+    .unwrap();
+    let github = local_secret(&data_dir, "HOOKMESH_SECRET_GITHUB");
+    let headers = [
+        ("X-GitHub-Event", "workflow_run".to_owned()),
+        ("X-GitHub-Delivery", "dash-delivery-1".to_owned()),
+        ("X-Hub-Signature-256", sign::sha256_header(&github, &run)),
+    ];
+    accepted(&gateway, "/webhooks/ci/github", &headers, run).await;
+
+    let browser = Browser::start().await;
+    sign_in(&browser, &dashboard, ACME_KEY).await;
+
+    // The CSR chart of the program, once the csr-consumer has the check-ins.
+    eventually(Duration::from_secs(30), "the check-ins counted", || {
+        let gateway = gateway.clone();
+        async move {
+            let report = api_json(&gateway, "/api/csr/metrics?program=dash-prog", ACME_KEY).await?;
+            let days = report["days"].as_array()?;
+            (days.last()?["checkins"] == 2).then_some(())
+        }
+    })
+    .await;
+    browser.goto(&format!("{dashboard}/csr")).await;
+    check_page(&browser, &axe, "csr-empty").await;
+    browser
+        .fill(&browser.find("#program").await, "dash-prog")
+        .await;
+    browser
+        .click(&browser.find("form[action='/ui/csr'] button").await)
+        .await;
+    let row = browser
+        .find(&format!("#csr-days tr[data-day='{today}']"))
+        .await;
+    let cells: Vec<String> = {
+        let mut cells = Vec::new();
+        for cell in browser
+            .find_all(&format!("#csr-days tr[data-day='{today}'] td"))
+            .await
+        {
+            cells.push(browser.text(&cell).await);
+        }
+        cells
+    };
+    drop(row);
+    assert_eq!(
+        cells[1..4],
+        ["1", "2", "0"],
+        "active matches, check-ins, attendance today"
+    );
+    assert_eq!(
+        browser
+            .find_all("#csr-counts g.series[data-series='Check-ins'] circle.point")
+            .await
+            .len(),
+        30,
+        "a point per day of the default 30"
+    );
+    let point = browser
+        .execute(
+            "const points = document.querySelectorAll(\"#csr-counts g.series[data-series='Check-ins'] circle.point\");
+             return points[points.length - 1].querySelector('title').textContent;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(point, format!("{today}: Check-ins 2"));
+    browser.find("#csr-engagement").await;
+    check_page(&browser, &axe, "csr").await;
+    // A bad range is shown next to its field.
+    browser
+        .goto(&format!(
+            "{dashboard}/csr?program=dash-prog&from=2026-02-30"
+        ))
+        .await;
+    let error = browser.find(".field-error[data-field=from]").await;
+    assert!(
+        browser
+            .text(&error)
+            .await
+            .contains("must be a YYYY-MM-DD day")
+    );
+    check_page(&browser, &axe, "csr-error").await;
+
+    // The participant's journey.
+    browser.goto(&format!("{dashboard}/csr")).await;
+    browser
+        .fill(&browser.find("#participant").await, "p-1")
+        .await;
+    browser
+        .click(&browser.find("form[action='/ui/csr/journey'] button").await)
+        .await;
+    browser
+        .find("section.journey[data-program='dash-prog']")
+        .await;
+    let stages: Vec<String> = {
+        let mut stages = Vec::new();
+        for step in browser.find_all("ol.timeline li.step").await {
+            stages.push(browser.attribute(&step, "data-stage").await.unwrap());
+        }
+        stages
+    };
+    assert_eq!(stages, ["enrolled", "matched", "active"]);
+    check_page(&browser, &axe, "journey").await;
+    browser
+        .goto(&format!("{dashboard}/csr/participants/nobody"))
+        .await;
+    assert!(heading(&browser).await.starts_with("404"));
+
+    // The campaign, its counters and completion.
+    eventually(Duration::from_secs(30), "the delivery counted", || {
+        let gateway = gateway.clone();
+        async move {
+            let campaign = api_json(&gateway, "/api/campaigns/dash-camp", ACME_KEY).await?;
+            (campaign["counts"]["delivered"] == 1).then_some(())
+        }
+    })
+    .await;
+    browser.goto(&format!("{dashboard}/campaigns")).await;
+    let row = "#campaigns tr[data-campaign='dash-camp']";
+    let cells = texts(&browser, &format!("{row} td")).await;
+    assert!(cells[1].contains("1 / 2"), "half settled: {cells:?}");
+    assert_eq!(cells[2..5], ["2", "2", "1"], "size, registered, delivered");
+    check_page(&browser, &axe, "campaigns").await;
+    browser
+        .click(&browser.find(&format!("{row} a")).await)
+        .await;
+    assert!(
+        browser
+            .text(&browser.find("#completion").await)
+            .await
+            .contains("1 of 2 recipients have an outcome")
+    );
+    check_page(&browser, &axe, "campaign").await;
+
+    // A tenant has no CI page; an operator sees the failure and its class.
+    browser.goto(&format!("{dashboard}/ci")).await;
+    assert!(heading(&browser).await.starts_with("403"));
+    let refused = hookmesh_runtime::http::client_builder()
+        .build()
+        .unwrap()
+        .get(format!("{gateway}/api/admin/ci/failures"))
+        .bearer_auth(ACME_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+    browser.goto(&format!("{dashboard}/campaigns")).await;
+    sign_out(&browser).await;
+    sign_in(&browser, &dashboard, READONLY_KEY).await;
+    eventually(Duration::from_secs(30), "the CI failure announced", || {
+        let gateway = gateway.clone();
+        async move {
+            let page = api_json(&gateway, "/api/admin/ci/failures", READONLY_KEY).await?;
+            (page["failures"].as_array()?.len() == 1).then_some(())
+        }
+    })
+    .await;
+    browser.goto(&format!("{dashboard}/ci")).await;
+    let failure = "#failures tr[data-platform=github][data-repository='acme/payments-api']";
+    let cells = texts(&browser, &format!("{failure} td")).await;
+    assert!(!cells[5].trim().is_empty(), "classified: {cells:?}");
+    let link = browser
+        .attribute(&browser.find(&format!("{failure} a")).await, "href")
+        .await;
+    assert_eq!(
+        link.as_deref(),
+        Some("https://github.com/acme/payments-api/actions/runs/9876543210")
+    );
+    let bars = browser
+        .execute(
+            "return [...document.querySelectorAll('#ci-per-platform rect.bar')]
+               .map((bar) => [bar.dataset.series, bar.dataset.day, bar.dataset.value]);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(bars, json!([["github", today, "1"]]));
+    check_page(&browser, &axe, "ci-failures").await;
+    browser
+        .goto(&format!("{dashboard}/ci?platform=jenkins"))
+        .await;
+    browser.find("#no-failures").await;
+    browser
+        .goto(&format!("{dashboard}/ci?platform=bitbucket"))
+        .await;
+    let error = browser.find(".field-error[data-field=platform]").await;
+    assert!(
+        browser
+            .text(&error)
+            .await
+            .contains("github, gitlab, jenkins or circleci")
+    );
+
+    browser.quit().await;
+    stop_gracefully(mesh).await;
+}

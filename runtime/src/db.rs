@@ -353,6 +353,80 @@ impl PgArray {
     }
 }
 
+/// Where a page of a newest-first list resumes: the last row's time (Unix
+/// milliseconds) and id. As a cursor it reads `<millis>.<id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyset {
+    pub millis: i64,
+    pub id: String,
+}
+
+impl Keyset {
+    pub fn new(millis: i64, id: impl Into<String>) -> Self {
+        Self {
+            millis,
+            id: id.into(),
+        }
+    }
+
+    /// A cursor this API gave; None for anything else.
+    pub fn parse(cursor: &str) -> Option<Self> {
+        let (millis, id) = cursor.split_once('.')?;
+        Some(Self::new(millis.parse().ok()?, id))
+    }
+
+    pub fn cursor(&self) -> String {
+        format!("{}.{}", self.millis, self.id)
+    }
+
+    /// The end of a `… WHERE …` statement that reads one page newest
+    /// first by `(time, id)`, after `after` when it is set, with placeholders
+    /// from `$first`; bind with [`Keyset::bind`]. The page asks one row more
+    /// than `limit`, which [`Keyset::page`] uses to tell whether another
+    /// page follows.
+    pub fn clause(time: &str, id: &str, after: Option<&Self>, first: usize) -> String {
+        let order = format!("ORDER BY {time} DESC, {id} DESC");
+        match after {
+            None => format!(" {order} LIMIT ${first}"),
+            Some(_) => format!(
+                " AND ({time} < ${first} OR ({time} = ${} AND {id} < ${})) {order} LIMIT ${}",
+                first + 1,
+                first + 2,
+                first + 3
+            ),
+        }
+    }
+
+    /// Binds what [`Keyset::clause`] placed.
+    pub fn bind<'q>(
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+        after: Option<&Self>,
+        limit: u32,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        let query = match after {
+            None => query,
+            Some(after) => query
+                .bind(after.millis)
+                .bind(after.millis)
+                .bind(after.id.clone()),
+        };
+        query.bind(i64::from(limit) + 1)
+    }
+
+    /// The page of `rows` (read with [`Keyset::clause`]) and the cursor of
+    /// the next one, when there is one.
+    pub fn page<T>(
+        mut rows: Vec<T>,
+        limit: u32,
+        key_of: impl Fn(&T) -> Self,
+    ) -> (Vec<T>, Option<String>) {
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let cursor = more.then(|| rows.last().map(|row| key_of(row).cursor()));
+        (rows, cursor.flatten())
+    }
+}
+
 /// Whether `error` is a unique-constraint violation: the database's own
 /// verdict that a row (an event, a result) is already there.
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -395,6 +469,29 @@ mod tests {
         assert_eq!(Backend::of("sqlite://x.db").unwrap(), Backend::Sqlite);
         assert_eq!(Backend::of("postgres://u@h/db").unwrap(), Backend::Postgres);
         assert!(Backend::of("mysql://h/db").is_err());
+    }
+
+    #[test]
+    fn keyset_pages_resume_after_the_last_row() {
+        let after = Keyset::parse("1700000000000.job.a").expect("a cursor");
+        assert_eq!(after, Keyset::new(1_700_000_000_000, "job.a"));
+        assert_eq!(after.cursor(), "1700000000000.job.a");
+        assert_eq!(Keyset::parse("x.job"), None);
+        assert_eq!(Keyset::parse("nodot"), None);
+        assert_eq!(
+            Keyset::clause("t", "id", None, 2),
+            " ORDER BY t DESC, id DESC LIMIT $2"
+        );
+        assert_eq!(
+            Keyset::clause("t", "id", Some(&after), 2),
+            " AND (t < $2 OR (t = $3 AND id < $4)) ORDER BY t DESC, id DESC LIMIT $5"
+        );
+        let key = |n: &i64| Keyset::new(*n, n.to_string());
+        assert_eq!(
+            Keyset::page(vec![9, 8, 7], 2, key),
+            (vec![9, 8], Some("8.8".to_owned()))
+        );
+        assert_eq!(Keyset::page(vec![9, 8], 2, key), (vec![9, 8], None));
     }
 
     #[test]

@@ -192,7 +192,7 @@ impl BatchProcessor {
             shutdown.clone(),
         ));
         loops.spawn(queue_depth(js, metrics, shutdown.clone()));
-        loops.serve_reads(client.clone(), queries::api(&delivery));
+        loops.serve_reads(client.clone(), queries::api(&delivery, &ci));
         loops.spawn(database.clone().watch(pool, shutdown));
         Ok(Self {
             client,

@@ -70,6 +70,12 @@ pub struct GatewayArgs {
     #[arg(long, env = "HOOKMESH_UI_SESSION_SECS", default_value_t = 8 * 3600)]
     pub ui_session_secs: u64,
 
+    /// Secret (32 characters or more) that signs dashboard sessions, the same for every gateway
+    /// replica, so that a sign-in holds on any of them and across restarts. Unset: a key drawn
+    /// at start, so each replica signs its own sessions and a restart signs everyone out.
+    #[arg(long, env = "HOOKMESH_UI_SESSION_SECRET", hide_env_values = true)]
+    pub ui_session_secret: Option<String>,
+
     /// HMAC-SHA256 secret of POST /webhooks/buddy-events (X-Webhook-Signature). Unset: refuses all.
     #[arg(long, env = "HOOKMESH_SECRET_BUDDY", hide_env_values = true)]
     pub secret_buddy: Option<String>,
@@ -187,6 +193,7 @@ impl std::fmt::Debug for GatewayArgs {
             .field("admin_keys", &secret(&self.admin_keys))
             .field("admin_readonly_keys", &secret(&self.admin_readonly_keys))
             .field("ui_session_secs", &self.ui_session_secs)
+            .field("ui_session_secret", &secret(&self.ui_session_secret))
             .field("secret_buddy", &secret(&self.secret_buddy))
             .field("secret_github", &secret(&self.secret_github))
             .field("secret_gitlab", &secret(&self.secret_gitlab))
@@ -237,6 +244,9 @@ pub struct Secrets {
     pub callback: Option<HmacKey>,
 }
 
+/// Shortest dashboard session secret accepted, in bytes.
+const MIN_SESSION_SECRET: usize = 32;
+
 /// The gateway's configuration, typed.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -247,6 +257,8 @@ pub struct GatewayConfig {
     pub admin_readonly_keys: Vec<(TenantId, SecretToken)>,
     /// How long a dashboard session lasts.
     pub ui_session: Duration,
+    /// The key that signs dashboard sessions; None: drawn at start.
+    pub ui_session_key: Option<ring::hmac::Key>,
     pub secrets: Secrets,
     pub providers: Vec<String>,
     pub max_body_bytes: usize,
@@ -352,6 +364,7 @@ impl Default for GatewayConfig {
             admin_keys: Vec::new(),
             admin_readonly_keys: Vec::new(),
             ui_session: Duration::from_secs(8 * 3600),
+            ui_session_key: None,
             secrets: Secrets::default(),
             providers: DEFAULT_PROVIDERS.split(',').map(str::to_owned).collect(),
             max_body_bytes: 1_048_576,
@@ -430,6 +443,19 @@ impl GatewayConfig {
         if args.ui_session_secs == 0 {
             return Err(config_error("HOOKMESH_UI_SESSION_SECS", "must be positive"));
         }
+        let ui_session_key = match set(&args.ui_session_secret) {
+            None => None,
+            Some(secret) if secret.len() < MIN_SESSION_SECRET => {
+                return Err(config_error(
+                    "HOOKMESH_UI_SESSION_SECRET",
+                    "must be at least 32 characters (`openssl rand -hex 32` makes one)",
+                ));
+            }
+            Some(secret) => Some(ring::hmac::Key::new(
+                ring::hmac::HMAC_SHA256,
+                secret.as_bytes(),
+            )),
+        };
         Ok(Self {
             api_keys: parse_api_keys(set(&args.api_keys).unwrap_or(""))?,
             admin_keys: parse_named_keys(
@@ -441,6 +467,7 @@ impl GatewayConfig {
                 set(&args.admin_readonly_keys).unwrap_or(""),
             )?,
             ui_session: Duration::from_secs(args.ui_session_secs),
+            ui_session_key,
             secrets,
             providers: parse_providers(&args.providers)?,
             max_body_bytes: args.max_body_bytes,
@@ -596,6 +623,27 @@ mod tests {
         let shown = format!("{:?}", wrapper.args);
         assert!(!shown.contains("very-secret-value") && !shown.contains("another-secret-value"));
         assert!(shown.contains("secret_buddy: \"[set]\""), "{shown}");
+    }
+
+    #[test]
+    fn a_short_session_secret_is_refused_and_never_shown() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: GatewayArgs,
+        }
+        let config = |secret: &str| {
+            let wrapper = Wrapper::try_parse_from(["test", "--ui-session-secret", secret]).unwrap();
+            GatewayConfig::from_args(&wrapper.args, 1)
+        };
+        let error = config("too-short-secret").unwrap_err();
+        assert_eq!(error.variable, "HOOKMESH_UI_SESSION_SECRET");
+        assert!(!error.to_string().contains("too-short-secret"));
+        let long = "a-session-secret-of-forty-characters-000";
+        let config = config(long).unwrap();
+        assert!(config.ui_session_key.is_some());
+        assert!(!format!("{config:?}").contains(long));
     }
 
     #[test]

@@ -142,7 +142,14 @@ impl Gateway {
             };
             keys.into_iter().map(move |key| (key, *rate))
         }));
-        let sessions = ui::session::Sessions::new(config.ui_session);
+        if config.ui_session_key.is_none() {
+            tracing::warn!(
+                "HOOKMESH_UI_SESSION_SECRET is unset: dashboard sessions are signed with a key drawn \
+                 now, so a restart signs everyone out and other gateway replicas refuse this one's \
+                 sessions. Set the same secret on every replica."
+            );
+        }
+        let sessions = ui::session::Sessions::new(config.ui_session, config.ui_session_key.clone());
         Self(Arc::new(Inner {
             sessions,
             rates: operators::Rates::default(),

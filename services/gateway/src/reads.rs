@@ -12,6 +12,17 @@ use crate::broker::AskError;
 use crate::error::Rejection;
 use crate::trace::TraceContext;
 
+/// A service's answer as `T`; an answer that is not one is the service
+/// misbehaving, so the caller is told to come back (503).
+pub fn read_answer<T: serde::de::DeserializeOwned>(
+    service: &str,
+    answer: &[u8],
+) -> Result<T, Rejection> {
+    serde_json::from_slice(answer).map_err(|e| {
+        Rejection::ServiceUnavailable(format!("the {service} service answered unreadably: {e}"))
+    })
+}
+
 impl Gateway {
     /// Asks `service` (named for messages) at `subject`, mapping its
     /// refusals and absence to the gateway's.
@@ -36,6 +47,17 @@ impl Gateway {
                 )),
                 absent => Rejection::ServiceUnavailable(format!("the {service} service {absent}")),
             })
+    }
+
+    /// Asks as [`Gateway::ask`] and reads the answer as `T`.
+    pub async fn ask_for<T: serde::de::DeserializeOwned>(
+        &self,
+        service: &str,
+        subject: &'static str,
+        request: &impl serde::Serialize,
+        trace: &TraceContext,
+    ) -> Result<T, Rejection> {
+        read_answer(service, &self.ask(service, subject, request, trace).await?)
     }
 
     /// A sweep job in the registry.

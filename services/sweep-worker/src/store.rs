@@ -11,7 +11,7 @@ use hookmesh_contracts::sweep_jobs::{
     JobMetrics, JobResult, JobStatus, PipelineJob, TRADING_SWEEP,
 };
 use hookmesh_contracts::{TenantId, Timestamp};
-use hookmesh_runtime::db::{Backend, Pool, rows_per_statement};
+use hookmesh_runtime::db::{Backend, Keyset, Pool, rows_per_statement};
 use hookmesh_runtime::outbox::Outbox;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row as _};
@@ -173,16 +173,9 @@ fn two_decimals(value: f64) -> f64 {
 }
 
 /// A page of a tenant's jobs starts after this one: `<created ms>.<id>`.
-pub fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
-    let (millis, id) = cursor.split_once('.')?;
-    let millis = millis.parse().ok()?;
-    hookmesh_contracts::sweep_jobs::JobId::parse(id)
-        .ok()
-        .map(|_| (millis, id.to_owned()))
-}
-
-fn cursor_of(job: &JobRow) -> String {
-    format!("{}.{}", job.created_at.unix_millis(), job.id)
+pub fn parse_cursor(cursor: &str) -> Option<Keyset> {
+    Keyset::parse(cursor)
+        .filter(|after| hookmesh_contracts::sweep_jobs::JobId::parse(&after.id).is_ok())
 }
 
 #[derive(Debug, Clone)]
@@ -508,7 +501,7 @@ impl SweepStore {
         status: Option<JobStatus>,
         ticker: Option<&str>,
         limit: u32,
-        after: Option<(i64, String)>,
+        after: Option<Keyset>,
     ) -> Result<(Vec<JobRow>, Option<String>), sqlx::Error> {
         let mut sql = format!("SELECT {JOB_COLUMNS} FROM pipeline_jobs WHERE tenant_id = $1");
         let mut next = 2;
@@ -520,16 +513,7 @@ impl SweepStore {
             sql.push_str(&format!(" AND parameters LIKE ${next} ESCAPE '\\'"));
             next += 1;
         }
-        if after.is_some() {
-            sql.push_str(&format!(
-                " AND (created_at < ${} OR (created_at = ${} AND id < ${}))",
-                next,
-                next + 1,
-                next + 2
-            ));
-            next += 3;
-        }
-        sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ${next}"));
+        sql.push_str(&Keyset::clause("created_at", "id", after.as_ref(), next));
         let mut query = sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str());
         if let Some(status) = status {
             query = query.bind(status.to_string());
@@ -537,24 +521,16 @@ impl SweepStore {
         if let Some(ticker) = ticker {
             query = query.bind(ticker_pattern(ticker));
         }
-        if let Some((millis, id)) = after {
-            query = query.bind(millis).bind(millis).bind(id);
-        }
-        let rows = query
-            .bind(i64::from(limit) + 1)
+        let rows = Keyset::bind(query, after.as_ref(), limit)
             .fetch_all(&self.pool)
             .await?;
-        let mut jobs = rows
+        let jobs = rows
             .iter()
             .map(job_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let more = jobs.len() > limit as usize;
-        jobs.truncate(limit as usize);
-        let cursor = if more {
-            jobs.last().map(cursor_of)
-        } else {
-            None
-        };
+        let (jobs, cursor) = Keyset::page(jobs, limit, |job| {
+            Keyset::new(job.created_at.unix_millis(), &job.id)
+        });
         Ok((jobs, cursor))
     }
 }
@@ -567,7 +543,7 @@ mod tests {
     fn cursors_round_trip() {
         assert_eq!(
             parse_cursor("1700000000000.job_abc"),
-            Some((1_700_000_000_000, "job_abc".to_owned()))
+            Some(Keyset::new(1_700_000_000_000, "job_abc"))
         );
         assert_eq!(parse_cursor("x.job_abc"), None);
         assert_eq!(parse_cursor("17.bad id"), None);

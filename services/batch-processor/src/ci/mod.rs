@@ -8,6 +8,7 @@
 //! - [`store`]: the tables and the one-transaction batch.
 
 pub mod classify;
+pub mod failures;
 pub mod runs;
 pub mod store;
 

@@ -77,7 +77,7 @@ pub struct CiOutcome {
 
 #[derive(Debug, Clone)]
 pub struct CiStore {
-    pool: Pool,
+    pub(super) pool: Pool,
     backend: Backend,
     outbox: Outbox,
 }
@@ -87,13 +87,21 @@ struct CurrentRun {
     started_at: Option<i64>,
 }
 
-fn event_type(text: &str) -> Result<PipelineEventType, sqlx::Error> {
+pub(super) fn event_type(text: &str) -> Result<PipelineEventType, sqlx::Error> {
     PipelineEventType::from_wire(text)
         .ok_or_else(|| sqlx::Error::Decode(format!("not a pipeline event: {text:?}").into()))
 }
 
 fn patterns_json(patterns: &[ErrorPattern]) -> Option<String> {
     (!patterns.is_empty()).then(|| serde_json::to_string(patterns).expect("patterns serialise"))
+}
+
+/// The patterns a row keeps as JSON; none when the column is empty.
+pub(super) fn patterns_of(json: Option<String>) -> Result<Vec<ErrorPattern>, sqlx::Error> {
+    json.map(|json| serde_json::from_str(&json))
+        .transpose()
+        .map_err(|e| sqlx::Error::Decode(e.into()))
+        .map(Option::unwrap_or_default)
 }
 
 impl CiStore {
@@ -265,11 +273,7 @@ impl CiStore {
         let patterns: Option<String> = row.try_get("error_patterns")?;
         Ok(Some(RunRow {
             status: status.as_deref().map(event_type).transpose()?,
-            error_patterns: patterns
-                .map(|json| serde_json::from_str(&json))
-                .transpose()
-                .map_err(|e| sqlx::Error::Decode(e.into()))?
-                .unwrap_or_default(),
+            error_patterns: patterns_of(patterns)?,
             failure_reason: row.try_get("failure_reason")?,
         }))
     }

@@ -13,7 +13,7 @@ use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects::CAMPAIGN_COMPLETED;
 use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_contracts::{TenantId, Timestamp};
-use hookmesh_runtime::db::{Backend, PgArray, Pool, rows_per_statement};
+use hookmesh_runtime::db::{Backend, Keyset, PgArray, Pool, rows_per_statement};
 use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
 use hookmesh_runtime::publish::TraceHeaders;
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
@@ -161,10 +161,6 @@ fn campaign_view(tenant: &TenantId, row: &sqlx::any::AnyRow) -> Result<CampaignV
 }
 
 /// A page of a tenant's campaigns starts after this one: `<created ms>.<id>`.
-pub fn parse_campaign_cursor(cursor: &str) -> Option<(i64, String)> {
-    let (millis, id) = cursor.split_once('.')?;
-    Some((millis.parse().ok()?, id.to_owned()))
-}
 
 impl DeliveryStore {
     pub fn new(pool: Pool, backend: Backend, outbox: Outbox) -> Self {
@@ -617,38 +613,23 @@ impl DeliveryStore {
         &self,
         tenant: &TenantId,
         limit: u32,
-        after: Option<(i64, String)>,
+        after: Option<Keyset>,
     ) -> Result<(Vec<CampaignView>, Option<String>), sqlx::Error> {
-        let mut sql = format!(
-            "SELECT {CAMPAIGN_VIEW_COLUMNS} FROM delivery_campaigns c WHERE c.tenant_id = $1"
+        let sql = format!(
+            "SELECT {CAMPAIGN_VIEW_COLUMNS} FROM delivery_campaigns c WHERE c.tenant_id = $1{}",
+            Keyset::clause("c.created_at", "c.campaign_id", after.as_ref(), 2)
         );
-        if after.is_some() {
-            sql.push_str(
-                " AND (c.created_at < $2 OR (c.created_at = $3 AND c.campaign_id < $4)) \
-                 ORDER BY c.created_at DESC, c.campaign_id DESC LIMIT $5",
-            );
-        } else {
-            sql.push_str(" ORDER BY c.created_at DESC, c.campaign_id DESC LIMIT $2");
-        }
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str());
-        if let Some((millis, id)) = after {
-            query = query.bind(millis).bind(millis).bind(id);
-        }
-        let rows = query
-            .bind(i64::from(limit) + 1)
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str());
+        let rows = Keyset::bind(query, after.as_ref(), limit)
             .fetch_all(&self.pool)
             .await?;
-        let mut campaigns = rows
+        let campaigns = rows
             .iter()
             .map(|row| campaign_view(tenant, row))
             .collect::<Result<Vec<_>, _>>()?;
-        let more = campaigns.len() > limit as usize;
-        campaigns.truncate(limit as usize);
-        let cursor = more
-            .then(|| campaigns.last())
-            .flatten()
-            .map(|c| format!("{}.{}", c.created_at.unix_millis(), c.campaign_id));
-        Ok((campaigns, cursor))
+        Ok(Keyset::page(campaigns, limit, |c| {
+            Keyset::new(c.created_at.unix_millis(), &c.campaign_id)
+        }))
     }
 
     pub async fn campaign(

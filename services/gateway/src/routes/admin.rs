@@ -2,19 +2,26 @@
 //! `HOOKMESH_ADMIN_READONLY_KEYS`): streams and consumers, dead letters,
 //! and their replay. A tenant's API key gets 403 here.
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use hookmesh_contracts::ValidationErrors;
+use hookmesh_contracts::ci::{
+    CiFailureListQuery, CiPlatform, MAX_CI_FAILURE_DAYS, MAX_CI_FAILURE_PAGE,
+};
+use hookmesh_contracts::subjects::CI_FAILURES_ENDPOINT;
+use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_contracts::validation::parse_json;
 use serde::{Deserialize, Serialize};
 
-use super::read_json_body;
+use super::extract::query_value;
+use super::{json_answer, page_of, read_json_body};
 use crate::Gateway;
 use crate::error::Rejection;
 use crate::operators::{ReplayOutcome, filter_from_pairs};
+use crate::trace::TraceContext;
 use crate::ui::form_pairs;
 use crate::ui::session::{Identity, Role};
 use crate::verify::AuthError;
@@ -166,4 +173,69 @@ pub(super) async fn replay(
         outcomes,
     })
     .into_response())
+}
+
+/// Failures a page lists when `limit` is not given.
+const DEFAULT_CI_FAILURES: u32 = 50;
+/// Days of per-platform counts when `days` is not given.
+const DEFAULT_CI_DAYS: u32 = 14;
+
+/// The query of `hookmesh.ci.failures` that `?platform=&repository=&limit=&cursor=&days=` asks.
+pub(crate) fn ci_failure_query(query: Option<&str>) -> Result<CiFailureListQuery, Rejection> {
+    let mut errors = ValidationErrors::new();
+    let (limit, cursor) = page_of(query, DEFAULT_CI_FAILURES, MAX_CI_FAILURE_PAGE, &mut errors)?;
+    let platform = match query_value(query, "platform")?.filter(|p| !p.is_empty()) {
+        None => None,
+        Some(text) => {
+            let platform = CiPlatform::from_wire(&text);
+            if platform.is_none() {
+                errors.push(
+                    "platform",
+                    format!("must be github, gitlab, jenkins or circleci, not {text:?}"),
+                );
+            }
+            platform
+        }
+    };
+    let days = match query_value(query, "days")? {
+        None => DEFAULT_CI_DAYS,
+        Some(text) => match text.parse::<u32>() {
+            Ok(days) if (1..=MAX_CI_FAILURE_DAYS).contains(&days) => days,
+            _ => {
+                errors.push(
+                    "days",
+                    format!("must be an integer from 1 to {MAX_CI_FAILURE_DAYS}"),
+                );
+                DEFAULT_CI_DAYS
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(Rejection::Invalid(errors));
+    }
+    Ok(CiFailureListQuery {
+        platform,
+        repository: query_value(query, "repository")?.filter(|r| !r.is_empty()),
+        limit,
+        cursor,
+        days,
+    })
+}
+
+/// `GET /api/admin/ci/failures?platform=&repository=&limit=&cursor=&days=`:
+/// recent CI failures with their classification, newest first, and
+/// failures per platform and day. CI webhooks are the organisation's, not
+/// a tenant's, so this is an operator's read.
+pub(super) async fn ci_failures(
+    State(gateway): State<Gateway>,
+    Extension(trace): Extension<TraceContext>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    gateway.operator(&headers, false)?;
+    let request = ci_failure_query(query.as_deref())?;
+    let answer = gateway
+        .ask("batch-processor", CI_FAILURES_ENDPOINT, &request, &trace)
+        .await?;
+    Ok(json_answer(answer))
 }

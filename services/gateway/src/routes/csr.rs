@@ -4,10 +4,10 @@
 use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
-use hookmesh_contracts::ValidationErrors;
+use axum::response::{IntoResponse as _, Response};
 use hookmesh_contracts::csr::{JourneyQuery, JourneyReport, MetricsQuery};
 use hookmesh_contracts::subjects::{CSR_JOURNEY_ENDPOINT, CSR_METRICS_ENDPOINT};
+use hookmesh_contracts::{TenantId, ValidationErrors};
 use time::{Date, Duration, OffsetDateTime};
 
 use super::{PathId, json_answer, query_value};
@@ -23,22 +23,19 @@ fn parse_day(text: &str) -> Option<Date> {
     Date::parse(text, &format).ok()
 }
 
-/// `GET /api/csr/metrics?program=&from=&to=`: daily metrics of one program
-/// (`to` defaults to today, `from` to 29 days before `to`; days are UTC).
-pub(super) async fn metrics(
-    State(gateway): State<Gateway>,
-    Extension(trace): Extension<TraceContext>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, Rejection> {
-    let tenant = gateway.api_tenant(&headers)?;
+/// The metrics query that `?program=&from=&to=` asks (`to` defaults to
+/// today, `from` to 29 days before `to`; days are UTC).
+pub(crate) fn metrics_query(
+    tenant: TenantId,
+    query: Option<&str>,
+) -> Result<MetricsQuery, Rejection> {
     let mut errors = ValidationErrors::new();
-    let program = query_value(query.as_deref(), "program")?.filter(|p| !p.is_empty());
+    let program = query_value(query, "program")?.filter(|p| !p.is_empty());
     if program.is_none() {
         errors.push("program", "is required");
     }
     let day = |name: &str, errors: &mut ValidationErrors| -> Result<Option<Date>, Rejection> {
-        let Some(text) = query_value(query.as_deref(), name)? else {
+        let Some(text) = query_value(query, name)?.filter(|t| !t.is_empty()) else {
             return Ok(None);
         };
         let parsed = parse_day(&text);
@@ -55,12 +52,23 @@ pub(super) async fn metrics(
     let (Some(program), true) = (program, errors.is_empty()) else {
         return Err(Rejection::Invalid(errors));
     };
-    let request = MetricsQuery {
+    Ok(MetricsQuery {
         tenant_id: tenant,
         program_id: program,
         from: from.to_string(),
         to: to.to_string(),
-    };
+    })
+}
+
+/// `GET /api/csr/metrics?program=&from=&to=`: daily metrics of one program.
+pub(super) async fn metrics(
+    State(gateway): State<Gateway>,
+    Extension(trace): Extension<TraceContext>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    let tenant = gateway.api_tenant(&headers)?;
+    let request = metrics_query(tenant, query.as_deref())?;
     let answer = gateway
         .ask("CSR", CSR_METRICS_ENDPOINT, &request, &trace)
         .await?;
@@ -76,20 +84,29 @@ pub(super) async fn journey(
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
     let tenant = gateway.api_tenant(&headers)?;
+    let report = journey_of(&gateway, tenant, participant, &trace).await?;
+    Ok(axum::Json(report).into_response())
+}
+
+/// A participant's journeys; an unknown participant is 404.
+pub(crate) async fn journey_of(
+    gateway: &Gateway,
+    tenant: TenantId,
+    participant: String,
+    trace: &TraceContext,
+) -> Result<JourneyReport, Rejection> {
     let request = JourneyQuery {
         tenant_id: tenant,
-        participant_id: participant.clone(),
+        participant_id: participant,
     };
-    let answer = gateway
-        .ask("CSR", CSR_JOURNEY_ENDPOINT, &request, &trace)
+    let report: JourneyReport = gateway
+        .ask_for("CSR", CSR_JOURNEY_ENDPOINT, &request, trace)
         .await?;
-    let report: JourneyReport = serde_json::from_slice(&answer).map_err(|e| {
-        Rejection::ServiceUnavailable(format!("the CSR service answered unreadably: {e}"))
-    })?;
     if report.programs.is_empty() {
         return Err(Rejection::NotFound(format!(
-            "no journey for participant {participant:?}"
+            "no journey for participant {:?}",
+            request.participant_id
         )));
     }
-    Ok(json_answer(answer))
+    Ok(report)
 }

@@ -6,11 +6,11 @@
 //! (413) → authentication over the raw bytes (401) → rate limit (429) → JSON
 //! and schema (400) → publish (503, or 202 once JetStream has acknowledged).
 
-mod admin;
+pub(crate) mod admin;
 mod buddy;
 mod campaigns;
 mod ci;
-mod csr;
+pub(crate) mod csr;
 mod extract;
 mod health;
 pub(crate) mod pipelines;
@@ -63,6 +63,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/readyz", get(health::ready))
         .route("/metrics", get(health::metrics))
         .route("/api/admin/streams", get(admin::streams))
+        .route("/api/admin/ci/failures", get(admin::ci_failures))
         .route("/api/admin/dead-letters", get(admin::dead_letters))
         .route("/api/admin/dead-letters/replay", post(admin::replay))
         .merge(crate::ui::router())
@@ -93,6 +94,7 @@ fn route_label(path: &str) -> &'static str {
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
         "/api/admin/streams" => "/api/admin/streams",
+        "/api/admin/ci/failures" => "/api/admin/ci/failures",
         "/api/admin/dead-letters" => "/api/admin/dead-letters",
         "/api/admin/dead-letters/replay" => "/api/admin/dead-letters/replay",
         p if p == "/ui" || p.starts_with("/ui/") => "/ui",

@@ -25,6 +25,7 @@ use super::{PathId, json_answer, page_of, query_value};
 use crate::Gateway;
 use crate::broker::JobEvents;
 use crate::error::Rejection;
+use crate::reads::read_answer;
 use crate::trace::TraceContext;
 
 /// Jobs per page when `limit` is not given.
@@ -148,9 +149,7 @@ pub(crate) async fn job_event_stream(
     trace: &TraceContext,
 ) -> Result<Response, Rejection> {
     let (job_id, snapshot) = fetch_job(gateway, tenant, job_id, trace).await?;
-    let job: PipelineJob = serde_json::from_slice(&snapshot).map_err(|e| {
-        Rejection::ServiceUnavailable(format!("the sweep service answered unreadably: {e}"))
-    })?;
+    let job: PipelineJob = read_answer("sweep", &snapshot)?;
     let events = gateway.broker.job_events(&job_id).await.map_err(|e| {
         Rejection::ServiceUnavailable(format!("the job's events cannot be read: {e}"))
     })?;

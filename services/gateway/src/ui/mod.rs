@@ -7,7 +7,10 @@
 //! over NATS request/reply, JetStream reads for operators), and starts
 //! sweeps through the same code as `POST /api/pipelines/trigger`.
 
+mod campaigns;
 mod charts;
+mod ci;
+mod csr;
 mod operators;
 mod pipelines;
 pub mod session;
@@ -36,7 +39,10 @@ pub fn router() -> Router<Gateway> {
         .route("/ui/assets/app.css", get(stylesheet))
         .route("/ui/assets/app.js", get(script))
         .merge(pipelines::router())
+        .merge(csr::router())
+        .merge(campaigns::router())
         .merge(operators::router())
+        .merge(ci::router())
 }
 
 /// Why a dashboard page is not drawn, as the browser should see it.

@@ -32,7 +32,7 @@ const TAIL_SHOWN: usize = 50;
 const SERVICES: &[(&str, &str)] = &[
     ("sweep-worker", "$SRV.PING.hookmesh-sweeps"),
     ("csr-consumer", "$SRV.PING.hookmesh-csr"),
-    ("batch-processor", "$SRV.PING.hookmesh-campaigns"),
+    ("batch-processor", "$SRV.PING.hookmesh-batch"),
 ];
 
 pub fn router() -> Router<Gateway> {

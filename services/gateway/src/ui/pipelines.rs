@@ -18,6 +18,7 @@ use super::charts::{self, ScoreCell};
 use super::{Layout, UiError, Viewer, field, form_pairs, html, query_escape, same_origin, utc};
 use crate::Gateway;
 use crate::error::Rejection;
+use crate::reads::read_answer;
 use crate::routes::pipelines::{fetch_job, job_event_stream};
 use crate::trace::TraceContext;
 
@@ -86,12 +87,9 @@ async fn list(
         limit: PAGE,
         cursor: cursor.clone(),
     };
-    let answer = gateway
-        .ask("sweep", SWEEP_LIST_ENDPOINT, &request, &trace)
+    let page: PipelineJobPage = gateway
+        .ask_for("sweep", SWEEP_LIST_ENDPOINT, &request, &trace)
         .await?;
-    let page: PipelineJobPage = serde_json::from_slice(&answer).map_err(|e| {
-        Rejection::ServiceUnavailable(format!("the sweep service answered unreadably: {e}"))
-    })?;
     let filters = format!(
         "status={}&ticker={}",
         query_escape(&status_text),
@@ -464,11 +462,7 @@ async fn job_of(
         }
         other => other?,
     };
-    serde_json::from_slice(&job).map_err(|e| {
-        UiError::from(Rejection::ServiceUnavailable(format!(
-            "the sweep service answered unreadably: {e}"
-        )))
-    })
+    Ok(read_answer("sweep", &job)?)
 }
 
 async fn detail(

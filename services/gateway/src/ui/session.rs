@@ -1,7 +1,9 @@
 //! Dashboard sessions: a key presented once on the sign-in form becomes a
 //! signed cookie (`HttpOnly`, `SameSite=Strict`, path `/ui`) naming who
 //! signed in, as what, and until when. Nothing is kept on the server; the
-//! signing key is drawn at start, so a restart signs everyone out.
+//! signing key comes from `HOOKMESH_UI_SESSION_SECRET`, shared by every
+//! replica, or is drawn at start when that is unset (then a restart signs
+//! everyone out, and a replica refuses the others' sessions).
 //!
 //! Every state-changing form carries a CSRF token derived from the session
 //! cookie with the same key: another site can neither read it nor, with
@@ -120,9 +122,10 @@ fn unix_now() -> u64 {
 }
 
 impl Sessions {
-    pub fn new(lifetime: Duration) -> Self {
+    /// Sessions signed with `key`, or with a key drawn now.
+    pub fn new(lifetime: Duration, key: Option<hmac::Key>) -> Self {
         Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, &random_bytes::<32>()),
+            key: key.unwrap_or_else(|| hmac::Key::new(hmac::HMAC_SHA256, &random_bytes::<32>())),
             lifetime,
         }
     }
@@ -212,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_session_verifies_until_it_expires() {
-        let sessions = Sessions::new(Duration::from_secs(60));
+        let sessions = Sessions::new(Duration::from_secs(60), None);
         let cookie = sessions.issue_at(&identity(Role::Admin), 1000);
         let session = sessions.verify_at(&cookie, 1059).unwrap();
         assert_eq!(session.identity, identity(Role::Admin));
@@ -221,18 +224,32 @@ mod tests {
 
     #[test]
     fn forged_or_altered_cookies_are_refused() {
-        let sessions = Sessions::new(Duration::from_secs(60));
+        let sessions = Sessions::new(Duration::from_secs(60), None);
         let cookie = sessions.issue_at(&identity(Role::Tenant), 1000);
         let promoted = cookie.replacen("t.", "a.", 1);
         assert!(sessions.verify_at(&promoted, 1001).is_none());
-        let other = Sessions::new(Duration::from_secs(60));
+        let other = Sessions::new(Duration::from_secs(60), None);
         assert!(other.verify_at(&cookie, 1001).is_none(), "another key");
         assert!(sessions.verify_at("t.acme.99999999999", 1001).is_none());
     }
 
     #[test]
+    fn replicas_with_the_same_secret_accept_each_others_sessions() {
+        let key = || Some(hmac::Key::new(hmac::HMAC_SHA256, &[7; 32]));
+        let (one, two) = (
+            Sessions::new(Duration::from_secs(60), key()),
+            Sessions::new(Duration::from_secs(60), key()),
+        );
+        let cookie = one.issue_at(&identity(Role::Tenant), 1000);
+        let session = two
+            .verify_at(&cookie, 1001)
+            .expect("the other replica's session");
+        assert!(one.csrf_matches(&cookie, &session.csrf));
+    }
+
+    #[test]
     fn csrf_tokens_belong_to_their_session() {
-        let sessions = Sessions::new(Duration::from_secs(60));
+        let sessions = Sessions::new(Duration::from_secs(60), None);
         let first = sessions.issue_at(&identity(Role::Tenant), 1000);
         let second = sessions.issue_at(&identity(Role::Tenant), 1001);
         let token = sessions.verify_at(&first, 1002).unwrap().csrf;
