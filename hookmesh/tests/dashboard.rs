@@ -889,3 +889,132 @@ async fn csr_charts_campaigns_and_ci_failures_show_what_was_sent() {
     browser.quit().await;
     stop_gracefully(mesh).await;
 }
+
+/// Navigation timing of the page now in the browser: (time to first byte,
+/// time until loaded and drawn), in milliseconds.
+async fn page_timing(browser: &Browser) -> (f64, f64) {
+    let timing = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             requestAnimationFrame(() => requestAnimationFrame(() => {
+               const n = performance.getEntriesByType('navigation')[0];
+               done([n.responseStart - n.requestStart, performance.now() - n.startTime]);
+             }));",
+            json!([]),
+        )
+        .await;
+    (timing[0].as_f64().unwrap(), timing[1].as_f64().unwrap())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The figures of the dashboard with 10,000 jobs of a tenant and 10,000
+/// dead letters: time to first byte and to a drawn page in Chromium,
+/// median of 7 loads, of the binary built with the test or the one
+/// `HOOKMESH_BINARY` names (a release build). Run on its own:
+/// `cargo nextest run -p hookmesh --test dashboard -E 'test(measure_pages)' --run-ignored only --no-capture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check: prints its figures"]
+async fn measure_pages_with_ten_thousand_jobs_and_dead_letters() {
+    const ROWS: usize = 10_000;
+    let scratch = TestDir::new("dashboard-measure");
+    let data_dir = scratch.path().join("data");
+    let database = hookmesh_runtime::db::sqlite_url(&scratch.path().join("mesh.db"));
+    let binary = std::env::var("HOOKMESH_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookmesh").to_owned());
+    let mesh = up::start_up_with(Path::new(&binary), &data_dir, free_port(), |command| {
+        command
+            .env("DATABASE_URL", &database)
+            .env("HOOKMESH_API_KEYS", format!("acme:{ACME_KEY}"))
+            .env("HOOKMESH_ADMIN_KEYS", format!("ops:{ADMIN_KEY}"))
+            .env("HOOKMESH_LOG", "warn");
+    })
+    .await;
+
+    // 10,000 jobs of acme, as the sweep-worker records them.
+    let pool = hookmesh_tests::query_pool(&database).await;
+    let parameters = json!({"ticker": "BTC-USD", "fast_range": [10, 20], "slow_range": [20, 30],
+                            "step": 5, "min_trades": 50, "strategy_type": "SMA", "config_path": "minimum"})
+    .to_string();
+    let now = hookmesh_contracts::Timestamp::now().unix_millis();
+    let mut tx = pool.begin().await.unwrap();
+    for n in 0..ROWS {
+        sqlx::query(
+            "INSERT INTO pipeline_jobs (id, tenant_id, job_type, status, parameters, created_at, updated_at) \
+             VALUES ($1, 'acme', 'trading_sweep', 'COMPLETED', $2, $3, $3)",
+        )
+        .bind(format!("job_measure{n:05}"))
+        .bind(&parameters)
+        .bind(now - n as i64)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    // 10,000 dead letters: native events the csr-consumer can never process.
+    let js = async_nats::jetstream::new(async_nats::connect(&mesh.broker).await.unwrap());
+    // Acknowledgements awaited a thousand at a time: the client holds only
+    // so many in flight.
+    for chunk in (0..ROWS).collect::<Vec<_>>().chunks(1000) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for n in chunk {
+            let body = format!(r#"{{"not":"an envelope","n":{n}}}"#);
+            acks.push(
+                js.publish("buddy.match.created", body.into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    }
+    eventually(Duration::from_secs(300), "10,000 dead letters", || {
+        let js = js.clone();
+        async move {
+            let mut stream = js.get_stream("DEAD_LETTERS").await.ok()?;
+            (stream.info().await.ok()?.state.messages >= ROWS as u64).then_some(())
+        }
+    })
+    .await;
+
+    let browser = Browser::start().await;
+    let mut figures = Vec::new();
+    for (key, page, check) in [
+        (ACME_KEY, "pipelines", "#jobs tbody tr"),
+        (ADMIN_KEY, "dead-letters", "#letters tbody tr"),
+    ] {
+        sign_in(&browser, &mesh.dashboard, key).await;
+        let (mut first_byte, mut drawn) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            browser.goto(&format!("{}/{page}", mesh.dashboard)).await;
+            browser.find(check).await;
+            let (ttfb, total) = page_timing(&browser).await;
+            first_byte.push(ttfb);
+            drawn.push(total);
+        }
+        if page == "dead-letters" {
+            let count = browser.text(&browser.find("#count strong").await).await;
+            assert_eq!(count, ROWS.to_string(), "every dead letter is counted");
+        }
+        figures.push(format!(
+            "{page}: time to first byte {:.0} ms, drawn {:.0} ms (median of 7; each load {:?} ms)",
+            median(first_byte),
+            median(drawn.clone()),
+            drawn.iter().map(|ms| ms.round()).collect::<Vec<_>>()
+        ));
+        browser.goto(&format!("{}/pipelines", mesh.dashboard)).await;
+        if page == "pipelines" {
+            sign_out(&browser).await;
+        }
+    }
+    for line in &figures {
+        println!("{line}");
+    }
+    browser.quit().await;
+    stop_gracefully(mesh).await;
+}

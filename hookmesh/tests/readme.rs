@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use hookmesh_tests::TestDir;
-use hookmesh_tests::process::LocalMesh;
+use hookmesh_tests::up;
 use tokio::process::Command;
 
 /// The bash blocks of the README's "Trying it" section, in order.
@@ -122,7 +122,7 @@ async fn the_readme_examples_answer_what_the_readme_says() {
     let dir = TestDir::new("readme");
     let data_dir = dir.path().join(".hookmesh");
     let binary = env!("CARGO_BIN_EXE_hookmesh");
-    let mesh = LocalMesh::start(
+    let mesh = up::start(
         binary,
         &data_dir,
         &[("HOOKMESH_SIM_RUN_TIME_SECS", "1".to_owned())],

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use hookmesh_tests::TestDir;
-use hookmesh_tests::process::LocalMesh;
+use hookmesh_tests::up;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;
 
@@ -82,7 +82,7 @@ async fn examples(data_dir: &Path, source: &str) -> Vec<String> {
 async fn every_kind_is_sent_signed_accepted_and_deduplicated() {
     let dir = TestDir::new("send");
     let data_dir = dir.path().join(".hookmesh");
-    let _mesh = LocalMesh::start(BINARY, &data_dir, &[]).await;
+    let _mesh = up::start(BINARY, &data_dir, &[]).await;
 
     for source in SOURCES {
         let (ok, stdout, stderr) = hookmesh(&data_dir, &["send", source, "--duplicate"]).await;
@@ -140,7 +140,7 @@ async fn every_kind_is_sent_signed_accepted_and_deduplicated() {
 async fn signed_headers_are_accepted_from_curl_and_the_tail_shows_each_webhook() {
     let dir = TestDir::new("sign");
     let data_dir = dir.path().join(".hookmesh");
-    let mesh = LocalMesh::start(BINARY, &data_dir, &[]).await;
+    let mesh = up::start(BINARY, &data_dir, &[]).await;
 
     // `hookmesh sign` + curl, a real HTTP request from another program.
     let body = dir.path().join("run.json");

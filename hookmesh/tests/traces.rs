@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use hookmesh_tests::process::LocalMesh;
+use hookmesh_tests::up::{self, Up};
 use hookmesh_tests::{TestDir, eventually, secrets, sign, stream_messages, unix_now};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -68,7 +68,7 @@ fn random_hex(bytes: usize) -> String {
 }
 
 /// `up` with the tests' secrets, exporting every span to `receiver`.
-async fn mesh(dir: &Path, receiver: &Receiver) -> LocalMesh {
+async fn mesh(dir: &Path, receiver: &Receiver) -> Up {
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.clone()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
@@ -81,12 +81,12 @@ async fn mesh(dir: &Path, receiver: &Receiver) -> LocalMesh {
             format!("acme:{}", secrets::API_KEY_ACME),
         ),
     ];
-    LocalMesh::start(env!("CARGO_BIN_EXE_hookmesh"), &dir.join(".hookmesh"), &env).await
+    up::start(env!("CARGO_BIN_EXE_hookmesh"), &dir.join(".hookmesh"), &env).await
 }
 
 /// A POST to the mesh with a trace of the test's own and a correlation id.
 fn post(
-    mesh: &LocalMesh,
+    mesh: &Up,
     path: &str,
     body: &[u8],
     trace_id: &str,

@@ -1,6 +1,8 @@
 //! Reading and replaying the dead-letter stream, shared by `hookmesh dlq`
-//! and the gateway's dashboard. Every read is a direct get (no consumer is
-//! created), so looking at dead letters never leaves state behind.
+//! and the gateway's dashboard. A list is read by an ordered consumer (in
+//! memory, without acknowledgements, gone when the read ends) and one
+//! letter by a direct get: looking at dead letters never leaves state
+//! behind.
 //!
 //! A dead letter is kept at `dlq.<original subject>` with the original
 //! payload and headers, plus the `Hookmesh-Dlq-*` headers below saying where
@@ -98,34 +100,45 @@ impl StoredDeadLetter {
 }
 
 /// Dead letters whose original subject matches `filter` (all when
-/// `None`), oldest first, at most `limit`.
+/// `None`), oldest first, at most `limit`: those in the stream when the
+/// read starts. One ordered consumer streams them in batches (10,000
+/// letters are one read, not 10,000 round trips).
 pub async fn list(
     js: &jetstream::Context,
     filter: Option<&str>,
     limit: usize,
 ) -> Result<Vec<StoredDeadLetter>, DlqError> {
+    use futures_util::StreamExt as _;
     let stream = js.get_stream(DEAD_LETTER_STREAM).await.map_err(broker)?;
-    let subjects = dead_letter_subject(filter.unwrap_or(">"));
-    let mut letters = Vec::new();
-    let mut next = 1;
-    while letters.len() < limit {
-        let found = stream
-            .raw_message_builder()
-            .sequence(next)
-            .next_by_subject(subjects.clone())
-            .send()
-            .await;
-        match found {
-            Ok(message) => {
-                next = message.sequence + 1;
-                letters.push(StoredDeadLetter::from_message(message));
-            }
-            Err(error)
-                if error.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound =>
-            {
-                break;
-            }
-            Err(error) => return Err(broker(error)),
+    let mut consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: dead_letter_subject(filter.unwrap_or(">")),
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(broker)?;
+    let mut remaining = consumer.info().await.map_err(broker)?.num_pending;
+    let mut letters = Vec::with_capacity(usize::try_from(remaining).unwrap_or(0).min(limit));
+    if remaining == 0 || limit == 0 {
+        return Ok(letters);
+    }
+    let mut messages = consumer.messages().await.map_err(broker)?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(broker)?;
+        let info = message.info().map_err(broker)?;
+        remaining = info.pending;
+        letters.push(StoredDeadLetter::from_message(
+            jetstream::message::StreamMessage {
+                sequence: info.stream_sequence,
+                time: info.published,
+                subject: message.subject.clone(),
+                headers: message.headers.clone().unwrap_or_default(),
+                payload: message.payload.clone(),
+            },
+        ));
+        if remaining == 0 || letters.len() >= limit {
+            break;
         }
     }
     Ok(letters)

@@ -58,15 +58,7 @@ impl ServiceProcess {
         ready_url: String,
         logs: &Path,
     ) -> Self {
-        for (variable, _) in std::env::vars() {
-            if variable.starts_with("HOOKMESH_")
-                || variable.starts_with("NATS_")
-                || variable == "DATABASE_URL"
-                || variable.starts_with("TRADING_API")
-            {
-                process.env_remove(variable);
-            }
-        }
+        isolate(&mut process);
         let log_path = logs.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = process
@@ -146,93 +138,18 @@ impl Drop for ServiceProcess {
     }
 }
 
-/// `hookmesh up` on a data directory of the test's, as a newcomer runs it,
-/// stopped gracefully when dropped (also when the test fails), so that its
-/// broker stops with it and nothing is left behind.
-#[derive(Debug)]
-pub struct LocalMesh {
-    child: Child,
-    /// The gateway's base URL, from the ready line.
-    pub gateway: String,
-    /// The embedded broker's URL, from the ready line.
-    pub broker: String,
-    pub data_dir: PathBuf,
-}
-
-impl LocalMesh {
-    /// Runs `binary up` on `data_dir` with none of the caller's hookmesh,
-    /// NATS or database variables, plus `env`; returns once it is ready.
-    pub async fn start(binary: &str, data_dir: &Path, env: &[(&str, String)]) -> Self {
-        let mut command = Command::new(binary);
-        for (variable, _) in std::env::vars() {
-            if variable.starts_with("HOOKMESH_")
-                || variable.starts_with("NATS_")
-                || variable.starts_with("OTEL_")
-                || variable == "DATABASE_URL"
-            {
-                command.env_remove(variable);
-            }
+/// Runs `command` with none of the caller's hookmesh, NATS, OpenTelemetry,
+/// database or Trading API variables: a test's process sees only what the
+/// test gives it.
+pub fn isolate(command: &mut Command) {
+    for (variable, _) in std::env::vars() {
+        if variable.starts_with("HOOKMESH_")
+            || variable.starts_with("NATS_")
+            || variable.starts_with("OTEL_")
+            || variable == "DATABASE_URL"
+            || variable.starts_with("TRADING_API")
+        {
+            command.env_remove(variable);
         }
-        let mut child = command
-            .arg("up")
-            .arg("--no-install")
-            .env("HOOKMESH_DATA_DIR", data_dir)
-            .env(
-                "HOOKMESH_HTTP_ADDR",
-                format!("127.0.0.1:{}", crate::free_port()),
-            )
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the hookmesh binary runs");
-        use tokio::io::AsyncBufReadExt as _;
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if line.contains("ready") {
-                    return line;
-                }
-            }
-            panic!("hookmesh up exited without a ready line");
-        })
-        .await
-        .expect("a ready line within 60 s");
-        // Read on, so that a later line never meets a closed pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let word_after = |marker: &str| {
-            ready
-                .split_whitespace()
-                .skip_while(|word| *word != marker)
-                .nth(1)
-                .unwrap_or_else(|| panic!("{marker} in {ready:?}"))
-                .trim_end_matches([',', ')'])
-                .to_owned()
-        };
-        Self {
-            child,
-            gateway: word_after("gateway"),
-            broker: word_after("(broker"),
-            data_dir: data_dir.to_owned(),
-        }
-    }
-}
-
-impl Drop for LocalMesh {
-    fn drop(&mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while std::time::Instant::now() < deadline {
-                if matches!(self.child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let _ = self.child.start_kill();
     }
 }

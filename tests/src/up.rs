@@ -1,5 +1,7 @@
 //! `hookmesh up` as a test starts it: the real binary on a data directory
-//! and a port, read until its ready line, stopped with SIGTERM.
+//! and a port, read until its ready line, stopped with SIGTERM — also when
+//! the test fails, so that its broker and services stop with it and
+//! nothing is left behind.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -22,8 +24,18 @@ pub struct Up {
     pub logged: Arc<Mutex<Vec<String>>>,
 }
 
+/// `hookmesh up` (the binary at `binary`) on `data_dir` and a free port,
+/// with `env` and nothing else of the caller's configuration.
+pub async fn start(binary: &str, data_dir: &Path, env: &[(&str, String)]) -> Up {
+    start_up_with(Path::new(binary), data_dir, crate::free_port(), |command| {
+        command.envs(env.iter().map(|(name, value)| (*name, value.as_str())));
+    })
+    .await
+}
+
 /// `hookmesh up` (the binary at `binary`) on `data_dir`, without the
-/// environment's HOOKMESH_ variables, with whatever `configure` adds.
+/// caller's configuration ([`isolate`](crate::process::isolate)), with
+/// whatever `configure` adds.
 pub async fn start_up_with(
     binary: &Path,
     data_dir: &Path,
@@ -31,12 +43,7 @@ pub async fn start_up_with(
     configure: impl FnOnce(&mut Command),
 ) -> Up {
     let mut command = Command::new(binary);
-    for (variable, _) in std::env::vars() {
-        if variable.starts_with("HOOKMESH_") || variable == "NATS_URL" || variable == "DATABASE_URL"
-        {
-            command.env_remove(variable);
-        }
-    }
+    crate::process::isolate(&mut command);
     command
         .arg("up")
         .arg("--no-install")
@@ -104,6 +111,27 @@ pub async fn stop_gracefully(mut up: Up) {
     let mut secrets = crate::generated_secrets(&up.data_dir);
     secrets.extend(crate::secrets::ALL.iter().map(|s| s.to_string()));
     crate::assert_no_secret("the log of hookmesh up", &logged, &secrets);
+}
+
+impl Drop for Up {
+    /// A test that ends without [`stop_gracefully`] (it failed) still stops
+    /// the mesh the way an operator would, waiting for it a while.
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else {
+            return;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.start_kill();
+    }
 }
 
 /// A secret `hookmesh up` generated into the data directory.

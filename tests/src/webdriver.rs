@@ -33,7 +33,7 @@ pub struct Browser {
     /// `http://127.0.0.1:<port>/session/<id>`
     session: String,
     driver: Child,
-    _profile: TestDir,
+    profile: TestDir,
 }
 
 /// An element of the page, by its WebDriver reference.
@@ -110,7 +110,7 @@ impl Browser {
             http,
             session: format!("{base}/session/{id}"),
             driver,
-            _profile: profile,
+            profile,
         }
     }
 
@@ -268,5 +268,20 @@ impl Browser {
     pub async fn quit(mut self) {
         let _ = self.http.delete(&self.session).send().await;
         let _ = self.driver.kill().await;
+    }
+}
+
+impl Drop for Browser {
+    /// A test that fails before [`Browser::quit`] leaves no Chromium behind:
+    /// killing the driver alone would orphan the browser it started, so
+    /// every process of this browser's profile goes.
+    fn drop(&mut self) {
+        let _ = self.driver.start_kill();
+        let _ = std::process::Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg("--")
+            .arg(format!("--user-data-dir={}", self.profile.path().display()))
+            .status();
     }
 }
