@@ -28,6 +28,8 @@ pub mod ops;
 pub mod outbox;
 pub mod publish;
 pub mod reads;
+#[cfg(feature = "proptest")]
+pub mod redelivery;
 pub mod supervise;
 
 pub use consume::{ConsumeSettings, Delivery, Handler, Outcome};

@@ -292,6 +292,7 @@ mod properties {
     use std::collections::{BTreeMap, BTreeSet};
 
     use hookmesh_contracts::buddy::BuddyWebhookEvent;
+    use hookmesh_runtime::redelivery::redelivered;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -425,14 +426,7 @@ mod properties {
                 .enumerate()
                 .map(|(n, (kind, who, day))| event(n, *kind, *who, *day))
                 .collect();
-            let redelivered =
-                proptest::collection::vec(proptest::sample::select(events.clone()), 0..16)
-                    .prop_map({
-                        let events = events.clone();
-                        move |repeats| [events.clone(), repeats].concat()
-                    })
-                    .prop_shuffle();
-            (Just(events), redelivered)
+            (Just(events.clone()), redelivered(events, 16))
         })
     }
 

@@ -113,6 +113,7 @@ mod tests {
 /// batches, decides the same status.
 #[cfg(test)]
 mod properties {
+    use hookmesh_runtime::redelivery::redelivered;
     use proptest::prelude::*;
 
     use super::*;
@@ -135,16 +136,8 @@ mod properties {
 
     /// A run's events, and the same events with repeats, shuffled.
     fn run_and_redelivery() -> impl Strategy<Value = (Vec<Decisive>, Vec<Decisive>)> {
-        proptest::collection::vec(event(), 1..10).prop_flat_map(|events| {
-            let redelivered =
-                proptest::collection::vec(proptest::sample::select(events.clone()), 0..10)
-                    .prop_map({
-                        let events = events.clone();
-                        move |repeats| [events.clone(), repeats].concat()
-                    })
-                    .prop_shuffle();
-            (Just(events), redelivered)
-        })
+        proptest::collection::vec(event(), 1..10)
+            .prop_flat_map(|events| (Just(events.clone()), redelivered(events, 10)))
     }
 
     proptest! {

@@ -246,6 +246,7 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use hookmesh_contracts::validation::StrEnum as _;
+    use hookmesh_runtime::redelivery::redelivered;
     use proptest::prelude::*;
 
     use super::*;
@@ -261,15 +262,8 @@ mod properties {
 
     /// The events, and the same events with repeats, shuffled.
     fn events_and_replay() -> impl Strategy<Value = (Vec<DeliveryStatus>, Vec<DeliveryStatus>)> {
-        proptest::collection::vec(status(), 1..12).prop_flat_map(|events| {
-            let replay = proptest::collection::vec(proptest::sample::select(events.clone()), 0..12)
-                .prop_map({
-                    let events = events.clone();
-                    move |repeats| [events.clone(), repeats].concat()
-                })
-                .prop_shuffle();
-            (Just(events), replay)
-        })
+        proptest::collection::vec(status(), 1..12)
+            .prop_flat_map(|events| (Just(events.clone()), redelivered(events, 12)))
     }
 
     /// The state after `events`, and the counters' total move on the way.

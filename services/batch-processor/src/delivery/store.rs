@@ -160,8 +160,6 @@ fn campaign_view(tenant: &TenantId, row: &sqlx::any::AnyRow) -> Result<CampaignV
     })
 }
 
-/// A page of a tenant's campaigns starts after this one: `<created ms>.<id>`.
-
 impl DeliveryStore {
     pub fn new(pool: Pool, backend: Backend, outbox: Outbox) -> Self {
         Self {

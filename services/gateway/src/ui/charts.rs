@@ -340,7 +340,7 @@ pub fn stacked_columns(id: &str, title: &str, days: &[String], series: &[Series]
     );
     let mut frame = DayFrame::new(id, title, &description, days, series, top_value, false);
     let width = (frame.step * 0.7).max(2.0);
-    for day in 0..days.len() {
+    for (day, label) in days.iter().enumerate() {
         let mut base = 0.0;
         for (index, one) in series.iter().enumerate() {
             let Some(value) = one.values.get(day).copied().flatten().filter(|v| *v > 0.0) else {
@@ -351,11 +351,11 @@ pub fn stacked_columns(id: &str, title: &str, days: &[String], series: &[Series]
                 frame.svg,
                 r#"<rect class="bar" data-series="{}" data-day="{}" data-value="{value}" x="{:.1}" y="{y_top:.1}" width="{width:.1}" height="{:.1}" fill="{}"><title>{}: {} {}</title></rect>"#,
                 escape(&one.name),
-                escape(&days[day]),
+                escape(label),
                 frame.x(day) - width / 2.0,
                 y_bottom - y_top,
                 PALETTE[index % PALETTE.len()],
-                escape(&days[day]),
+                escape(label),
                 escape(&one.name),
                 number_label(value, false)
             );
