@@ -12,7 +12,6 @@ use hookmesh_contracts::subjects::{CAMPAIGN_ENDPOINT, CAMPAIGN_LIST_ENDPOINT};
 
 use super::{Layout, UiError, Viewer, field, form_pairs, html, query_escape, utc};
 use crate::Gateway;
-use crate::error::Rejection;
 use crate::trace::TraceContext;
 
 /// Campaigns per page of the list.
@@ -127,17 +126,12 @@ async fn detail(
         tenant_id: tenant,
         campaign_id: id.clone(),
     };
-    let campaign: CampaignView = match gateway
-        .ask_for("campaigns", CAMPAIGN_ENDPOINT, &request, &trace)
-        .await
-    {
-        Err(Rejection::NotFound(_)) => {
-            return Err(UiError::not_found(format!(
-                "There is no campaign {id:?} of yours."
-            )));
-        }
-        other => other?,
-    };
+    let campaign: CampaignView = UiError::unless_missing(
+        gateway
+            .ask_for("campaigns", CAMPAIGN_ENDPOINT, &request, &trace)
+            .await,
+        || format!("There is no campaign {id:?} of yours."),
+    )?;
     Ok(html(&CampaignPageView {
         layout: viewer.layout(format!("Campaign {id}"), "campaigns"),
         campaign: row(&campaign),

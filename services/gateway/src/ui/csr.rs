@@ -223,14 +223,10 @@ async fn journey(
     Path(participant): Path<String>,
 ) -> Result<Response, UiError> {
     let tenant = viewer.tenant()?.clone();
-    let report = match journey_of(&gateway, tenant, participant.clone(), &trace).await {
-        Err(Rejection::NotFound(_)) => {
-            return Err(UiError::not_found(format!(
-                "There is no participant {participant:?} in your programs."
-            )));
-        }
-        other => other?,
-    };
+    let report = UiError::unless_missing(
+        journey_of(&gateway, tenant, participant.clone(), &trace).await,
+        || format!("There is no participant {participant:?} in your programs."),
+    )?;
     Ok(html(&JourneyPage {
         layout: viewer.layout(format!("Journey of {participant}"), "csr"),
         participant,

@@ -83,6 +83,17 @@ impl UiError {
             message: message.into(),
         }
     }
+
+    /// A read's result, with its 404 said the dashboard's way: `message`.
+    pub fn unless_missing<T>(
+        read: Result<T, Rejection>,
+        message: impl FnOnce() -> String,
+    ) -> Result<T, Self> {
+        match read {
+            Err(Rejection::NotFound(_)) => Err(Self::not_found(message())),
+            other => Ok(other?),
+        }
+    }
 }
 
 #[derive(Template)]

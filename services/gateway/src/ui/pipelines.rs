@@ -454,14 +454,9 @@ async fn job_of(
     trace: &TraceContext,
 ) -> Result<PipelineJob, UiError> {
     let tenant = viewer.tenant()?.clone();
-    let (_, job) = match fetch_job(gateway, tenant, id, trace).await {
-        Err(Rejection::NotFound(_)) => {
-            return Err(UiError::not_found(format!(
-                "There is no job {id:?} of yours."
-            )));
-        }
-        other => other?,
-    };
+    let (_, job) = UiError::unless_missing(fetch_job(gateway, tenant, id, trace).await, || {
+        format!("There is no job {id:?} of yours.")
+    })?;
     Ok(read_answer("sweep", &job)?)
 }
 
