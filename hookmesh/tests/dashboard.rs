@@ -871,10 +871,23 @@ async fn csr_charts_campaigns_and_ci_failures_show_what_was_sent() {
         .await;
     assert_eq!(bars, json!([["github", today, "1"]]));
     check_page(&browser, &axe, "ci-failures").await;
+    // The filter form as a person submits it (every field sent, some empty).
     browser
-        .goto(&format!("{dashboard}/ci?platform=jenkins"))
+        .execute(
+            "document.getElementById('platform').value = 'jenkins';",
+            json!([]),
+        )
+        .await;
+    browser
+        .click(&browser.find("form[action='/ui/ci'] button").await)
         .await;
     browser.find("#no-failures").await;
+    assert!(
+        browser
+            .current_url()
+            .await
+            .contains("platform=jenkins&repository=&days=")
+    );
     browser
         .goto(&format!("{dashboard}/ci?platform=bitbucket"))
         .await;

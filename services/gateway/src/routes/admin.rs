@@ -197,7 +197,7 @@ pub(crate) fn ci_failure_query(query: Option<&str>) -> Result<CiFailureListQuery
             platform
         }
     };
-    let days = match query_value(query, "days")? {
+    let days = match query_value(query, "days")?.filter(|d| !d.is_empty()) {
         None => DEFAULT_CI_DAYS,
         Some(text) => match text.parse::<u32>() {
             Ok(days) if (1..=MAX_CI_FAILURE_DAYS).contains(&days) => days,
