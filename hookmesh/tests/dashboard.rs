@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use hookmesh_tests::up::{self, Up, local_secret, stop_gracefully};
 use hookmesh_tests::webdriver::Browser;
-use hookmesh_tests::{TestDir, eventually, free_port, sign, stream_messages, unix_now};
+use hookmesh_tests::{
+    TestDir, buddy_request, eventually, free_port, sign, stream_messages, unix_now,
+};
 use serde_json::{Value, json};
 
 const ACME_KEY: &str = "acme-dashboard-key-0001";
@@ -314,18 +316,8 @@ async fn send_buddy_webhook(gateway: &str, secret: &str, id: &str, match_id: &st
     let body = format!(
         r#"{{"id":"{id}","type":"buddy.match.created","timestamp":"2025-11-14T10:30:00Z","data":{{"tenant_id":"acme","program_id":"ukraine-2025","match_id":"{match_id}","buddy_id":"p-7","newcomer_id":"p-1042"}}}}"#
     );
-    let answer = hookmesh_runtime::http::client_builder()
-        .build()
-        .unwrap()
-        .post(format!("{gateway}/webhooks/buddy-events"))
-        .header("content-type", "application/json")
-        .header("X-Webhook-Id", format!("wh-{id}"))
-        .header("X-Webhook-Timestamp", unix_now().to_string())
-        .header(
-            "X-Webhook-Signature",
-            sign::sha256_header(secret, body.as_bytes()),
-        )
-        .body(body)
+    let http = hookmesh_runtime::http::client_builder().build().unwrap();
+    let answer = buddy_request(&http, gateway, secret, id, body.into_bytes())
         .send()
         .await
         .unwrap();
@@ -573,12 +565,12 @@ async fn buddy_event(gateway: &str, secret: &str, kind: &str, data: Value) {
         "data": data,
     }))
     .unwrap();
-    let headers = [
-        ("X-Webhook-Id", format!("wh-{id}")),
-        ("X-Webhook-Timestamp", unix_now().to_string()),
-        ("X-Webhook-Signature", sign::sha256_header(secret, &body)),
-    ];
-    accepted(gateway, "/webhooks/buddy-events", &headers, body).await;
+    let http = hookmesh_runtime::http::client_builder().build().unwrap();
+    let answer = buddy_request(&http, gateway, secret, &id, body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::ACCEPTED);
 }
 
 /// GET `path` of the API with `key`, as JSON, when it answers 200.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use hookmesh_tests::up::{self, Up, local_secret, stop_gracefully};
-use hookmesh_tests::{TestDir, eventually, free_port, sign, stream_messages, unix_now};
+use hookmesh_tests::{TestDir, buddy_request, eventually, free_port, stream_messages};
 
 async fn start_up(data_dir: &Path, http_port: u16) -> Up {
     start_up_with(data_dir, http_port, |_| {}).await
@@ -31,18 +31,8 @@ async fn post_buddy_webhook(gateway: &str, secret: &str, id: &str) -> reqwest::R
     let body = format!(
         r#"{{"id":"{id}","type":"buddy.match.created","timestamp":"2025-11-14T10:30:00Z","data":{{"tenant_id":"acme","program_id":"ukraine-2025","match_id":"m-77","buddy_id":"p-7","newcomer_id":"p-1042"}}}}"#
     );
-    hookmesh_runtime::http::client_builder()
-        .build()
-        .unwrap()
-        .post(format!("{gateway}/webhooks/buddy-events"))
-        .header("content-type", "application/json")
-        .header("X-Webhook-Id", format!("wh-{id}"))
-        .header("X-Webhook-Timestamp", unix_now().to_string())
-        .header(
-            "X-Webhook-Signature",
-            sign::sha256_header(secret, body.as_bytes()),
-        )
-        .body(body)
+    let http = hookmesh_runtime::http::client_builder().build().unwrap();
+    buddy_request(&http, gateway, secret, id, body.into_bytes())
         .send()
         .await
         .unwrap()

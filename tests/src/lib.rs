@@ -292,6 +292,23 @@ pub mod sign {
     }
 }
 
+/// Seed 002's webhook `body` to `/webhooks/buddy-events`, signed with
+/// `secret` as the platform signs it, delivery id `wh-<id>`, stamped now.
+pub fn buddy_request(
+    http: &reqwest::Client,
+    gateway: &str,
+    secret: &str,
+    id: &str,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    http.post(format!("{gateway}/webhooks/buddy-events"))
+        .header("content-type", "application/json")
+        .header("X-Webhook-Id", format!("wh-{id}"))
+        .header("X-Webhook-Timestamp", unix_now().to_string())
+        .header("X-Webhook-Signature", sign::sha256_header(secret, &body))
+        .body(body)
+}
+
 /// Polls `check` until it yields `Some`, failing the test with `what` after
 /// `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T

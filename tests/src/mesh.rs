@@ -369,15 +369,13 @@ pub fn checkin_request(
         }
     }))
     .unwrap();
-    http.post(format!("{gateway}/webhooks/buddy-events"))
-        .header("content-type", "application/json")
-        .header("X-Webhook-Id", format!("wh-checkin-{run}-{n}"))
-        .header("X-Webhook-Timestamp", unix_now().to_string())
-        .header(
-            "X-Webhook-Signature",
-            sign::sha256_header(secrets::BUDDY, &body),
-        )
-        .body(body)
+    crate::buddy_request(
+        http,
+        gateway,
+        secrets::BUDDY,
+        &format!("checkin-{run}-{n}"),
+        body,
+    )
 }
 
 /// Jenkins' notification that build `n` of job `<run>-job` finished,

@@ -447,6 +447,10 @@ struct JobPage {
     results: String,
 }
 
+fn no_such_job(id: &str) -> String {
+    format!("There is no job {id:?} of yours.")
+}
+
 async fn job_of(
     gateway: &Gateway,
     viewer: &Viewer,
@@ -455,7 +459,7 @@ async fn job_of(
 ) -> Result<PipelineJob, UiError> {
     let tenant = viewer.tenant()?.clone();
     let (_, job) = UiError::unless_missing(fetch_job(gateway, tenant, id, trace).await, || {
-        format!("There is no job {id:?} of yours.")
+        no_such_job(id)
     })?;
     Ok(read_answer("sweep", &job)?)
 }
@@ -515,12 +519,10 @@ async fn events(
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
     let tenant = viewer.tenant()?.clone();
-    match job_event_stream(&gateway, tenant, &id, &trace).await {
-        Err(Rejection::NotFound(_)) => Err(UiError::not_found(format!(
-            "There is no job {id:?} of yours."
-        ))),
-        other => Ok(other?),
-    }
+    UiError::unless_missing(
+        job_event_stream(&gateway, tenant, &id, &trace).await,
+        || no_such_job(&id),
+    )
 }
 
 /// A CSV field, quoted when it must be.
