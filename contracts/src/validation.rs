@@ -159,17 +159,21 @@ impl<'a> Object<'a> {
         self.map.get(key).filter(|value| !value.is_null())
     }
 
-    /// A required field read by a leaf parser.
+    /// A required field read by a leaf parser. The field's path is only
+    /// spelled out for an error: every event of a batch is read this way.
     pub fn required<T>(
         &mut self,
         key: &str,
         parse: impl FnOnce(&Value) -> Result<T, String>,
     ) -> Option<T> {
-        self.required_with(key, |value, path, errors| {
-            parse(value)
-                .map_err(|message| errors.push(path, message))
-                .ok()
-        })
+        match self.raw(key) {
+            None => {
+                let path = self.path_of(key);
+                self.errors.push(path, "is required");
+                None
+            }
+            Some(value) => self.leaf(key, parse(value)),
+        }
     }
 
     /// An optional field read by a leaf parser: `Some(None)` when absent or
@@ -179,11 +183,20 @@ impl<'a> Object<'a> {
         key: &str,
         parse: impl FnOnce(&Value) -> Result<T, String>,
     ) -> Option<Option<T>> {
-        self.optional_with(key, |value, path, errors| {
-            parse(value)
-                .map_err(|message| errors.push(path, message))
-                .ok()
-        })
+        match self.raw(key) {
+            None => Some(None),
+            Some(value) => self.leaf(key, parse(value)).map(Some),
+        }
+    }
+
+    /// A leaf parser's answer for `key`, its error recorded at the field.
+    fn leaf<T>(&mut self, key: &str, parsed: Result<T, String>) -> Option<T> {
+        parsed
+            .map_err(|message| {
+                let path = self.path_of(key);
+                self.errors.push(path, message);
+            })
+            .ok()
     }
 
     /// A required field read by a parser that records its own (nested) errors.

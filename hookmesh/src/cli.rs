@@ -639,6 +639,11 @@ pub struct BatchBenchArgs {
     #[arg(long, default_value_t = 10)]
     pub duration_secs: u64,
 
+    /// The service's KV layer of deduplication (HOOKMESH_DEDUP_KV) in every run of the
+    /// service; false measures memory and the database constraint alone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub dedup_kv: bool,
+
     /// Also measure PostgreSQL: an administrative URL on which a scratch database is created
     /// (and dropped) per run, e.g. postgres://postgres@127.0.0.1:5432/postgres.
     #[arg(long, env = "HOOKMESH_BENCH_POSTGRES_URL", hide_env_values = true)]

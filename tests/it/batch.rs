@@ -117,6 +117,22 @@ async fn assert_matches_model(processor: &TestBatch, database_url: &str, program
     );
 }
 
+/// Waits until `program`'s events, sent a second time, are settled, and
+/// checks that the unique constraint recognised every one.
+async fn database_caught_every_duplicate(processor: &TestBatch, program: &Program) {
+    eventually(
+        Duration::from_secs(60),
+        "the duplicates settled",
+        || async { (settled(&[processor]) == program.events.len() as f64).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        processor.metric("webhook_duplicates_total{family=\"delivery\",layer=\"database\"}"),
+        program.events.len() as f64,
+        "the unique constraint caught every duplicate"
+    );
+}
+
 fn shuffled(program: &Program, seed: u64) -> Vec<Sent> {
     let mut events = program.events.clone();
     Random::new(seed).shuffle(&mut events);
@@ -256,18 +272,43 @@ async fn with_kv_down_dedup_fails_open_and_the_database_keeps_counts_exact() {
     let processor = TestBatch::start(nats.url(), batch_settings(&db.url)).await;
     js.delete_stream("KV_webhook_dedup").await.unwrap();
     publish_natively(&js, &shuffled(&program, 5), "b").await;
-    eventually(
-        Duration::from_secs(60),
-        "the duplicates settled",
-        || async { (settled(&[&processor]) == program.events.len() as f64).then_some(()) },
-    )
-    .await;
-    assert_eq!(
-        processor.metric("webhook_duplicates_total{family=\"delivery\",layer=\"database\"}"),
-        program.events.len() as f64,
-        "the unique constraint caught every duplicate"
-    );
+    database_caught_every_duplicate(&processor, &program).await;
     assert!(processor.metric("webhook_dedup_fail_open_total{family=\"delivery\"}") > 0.0);
+    assert_eq!(logged(&db.url).await, program.events.len() as i64);
+    assert_matches_model(&processor, &db.url, &program).await;
+    processor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_kv_layer_memory_and_the_database_keep_counts_exact() {
+    let db = TestDb::sqlite();
+    let nats = TestNats::start().await;
+    let js = nats.jetstream().await;
+    let settings = BatchSettings {
+        dedup_kv: false,
+        ..batch_settings(&db.url)
+    };
+    let processor = TestBatch::start(nats.url(), settings.clone()).await;
+    let program = generate(23, 2, 100);
+    register(processor.service().delivery_store(), &program).await;
+    publish_natively(&js, &program.events, "a").await;
+    wait_logged(&db.url, program.events.len()).await;
+    processor.stop().await;
+
+    // A fresh process: nothing in memory, nothing in the bucket.
+    let processor = TestBatch::start(nats.url(), settings).await;
+    publish_natively(&js, &shuffled(&program, 6), "b").await;
+    database_caught_every_duplicate(&processor, &program).await;
+    assert_eq!(
+        processor.metric("webhook_dedup_fail_open_total{family=\"delivery\"}"),
+        0.0,
+        "a layer switched off is not a failure"
+    );
+    let keys_written = match js.get_stream("KV_webhook_dedup").await {
+        Ok(bucket) => bucket.cached_info().state.messages,
+        Err(_) => 0,
+    };
+    assert_eq!(keys_written, 0, "no key was written to the bucket");
     assert_eq!(logged(&db.url).await, program.events.len() as i64);
     assert_matches_model(&processor, &db.url, &program).await;
     processor.stop().await;

@@ -353,7 +353,18 @@ async fn a_failure_reported_again_under_a_new_delivery_id_is_announced_once_and_
                 .unwrap(),
             (1, 0)
         );
-        assert_eq!(failures_announced(&nats).await.len(), 2, "{}", db.backend());
+        // The outbox sends after the commit, so the announcements may trail
+        // the settled count; the re-run below shows nothing more comes.
+        let announced = eventually(
+            Duration::from_secs(30),
+            "two failures announced",
+            || async {
+                let announced = failures_announced(&nats).await;
+                (announced.len() >= 2).then_some(announced)
+            },
+        )
+        .await;
+        assert_eq!(announced.len(), 2, "{}", db.backend());
 
         // A re-run of the same workflow run is a new run: announced again.
         let mut rerun: serde_json::Value = serde_json::from_slice(&github_failure).unwrap();

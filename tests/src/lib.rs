@@ -661,6 +661,7 @@ pub fn batch_settings(database_url: &str) -> hookmesh_batch_processor::BatchSett
         batch_interval: Duration::from_millis(50),
         adaptive: true,
         workers: 2,
+        dedup_kv: true,
         enrich: hookmesh_batch_processor::enrich::EnrichSettings::default(),
     }
 }

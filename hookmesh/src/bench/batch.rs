@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt as _;
-use hookmesh_batch_processor::delivery::store::NewRecipient;
+use hookmesh_batch_processor::delivery::store::{DeliveryFact, NewRecipient};
+use hookmesh_batch_processor::delivery::{DeliveryFamily, parse_delivery};
 use hookmesh_batch_processor::telemetry::BatchMetrics;
 use hookmesh_batch_processor::{BatchProcessor, BatchSettings};
 use hookmesh_contracts::ci::{
@@ -34,8 +35,14 @@ use hookmesh_contracts::ci::{
 };
 use hookmesh_contracts::delivery::{DeliveryEvent, DeliveryStatus, DeliveryWebhookEvent};
 use hookmesh_contracts::subjects::{CI_FAILURE_DETECTED, ci_pipeline, provider_delivery};
+use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_contracts::{Envelope, TenantId, Timestamp};
-use hookmesh_nats::definitions::DELIVERY_CONSUMER;
+use hookmesh_nats::definitions::{DELIVERY_CONSUMER, WEBHOOK_DEDUP_BUCKET};
+use hookmesh_runtime::Delivery;
+use hookmesh_runtime::consume::{self, ConsumeSettings};
+use hookmesh_runtime::engine::{
+    Applied, ApplyError, BatchHandler, DedupKey, Deduplicator, Family, Fresh, Observer,
+};
 use hookmesh_runtime::metrics::ConsumeFamilies;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
@@ -47,6 +54,42 @@ use crate::cli::{BatchBenchArgs, CommonArgs};
 
 const PROVIDER: &str = "sendgrid";
 const CAMPAIGNS: usize = 10;
+
+/// Delivery events settled in `registry`: applied, unmatched or duplicate.
+fn settled(registry: &Registry) -> u64 {
+    let mut text = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut text, registry);
+    ["applied", "unmatched", "duplicate"]
+        .iter()
+        .map(|status| {
+            let sample =
+                format!("webhooks_processed_total{{family=\"delivery\",status=\"{status}\"}} ");
+            text.lines()
+                .find_map(|line| line.strip_prefix(&sample))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .unwrap_or(0.0) as u64
+        })
+        .sum()
+}
+
+async fn wait_settled(
+    registry: &Registry,
+    expected: u64,
+    timeout: Duration,
+) -> Result<(), AnyError> {
+    let deadline = Instant::now() + timeout;
+    while settled(registry) < expected {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} of {expected} events settled within {timeout:?}",
+                settled(registry)
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
 
 /// A batch-processor running in this process, with its own metrics.
 struct Running {
@@ -84,35 +127,8 @@ impl Running {
         text
     }
 
-    /// Delivery events settled: applied, unmatched or duplicate.
-    fn settled(&self) -> u64 {
-        let text = self.text();
-        ["applied", "unmatched", "duplicate"]
-            .iter()
-            .map(|status| {
-                let sample =
-                    format!("webhooks_processed_total{{family=\"delivery\",status=\"{status}\"}} ");
-                text.lines()
-                    .find_map(|line| line.strip_prefix(&sample))
-                    .and_then(|value| value.trim().parse::<f64>().ok())
-                    .unwrap_or(0.0) as u64
-            })
-            .sum()
-    }
-
     async fn wait_settled(&self, expected: u64, timeout: Duration) -> Result<(), AnyError> {
-        let deadline = Instant::now() + timeout;
-        while self.settled() < expected {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{} of {expected} events settled within {timeout:?}",
-                    self.settled()
-                )
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
+        wait_settled(&self.registry, expected, timeout).await
     }
 
     /// The `q` quantile of the delivery family's processing lag, in ms,
@@ -346,6 +362,28 @@ async fn publish_all(
     Ok(())
 }
 
+/// The backlog: `events` events, a `delivered` and an `opened` for each of
+/// `events / 2` recipients of run `run`.
+async fn publish_backlog(
+    js: &jetstream::Context,
+    run: &str,
+    events: usize,
+) -> Result<(), AnyError> {
+    publish_all(
+        js,
+        (0..events).map(|n| {
+            let status = if n % 2 == 0 {
+                DeliveryStatus::Delivered
+            } else {
+                DeliveryStatus::Opened
+            };
+            let (id, payload) = delivery_envelope(run, n / 2, status);
+            (provider_delivery(PROVIDER, status), id, payload)
+        }),
+    )
+    .await
+}
+
 /// Registers `recipients` recipients of this run over ten campaigns.
 async fn register(service: &BatchProcessor, run: &str, recipients: usize) -> Result<(), AnyError> {
     let tenant = TenantId::parse("bench")?;
@@ -456,9 +494,21 @@ struct RunReport {
     statements_alone_per_second: f64,
 }
 
+/// The engine with every commit free, per batch size.
+#[derive(Debug, Serialize)]
+struct EngineReport {
+    batch_size: usize,
+    with_kv_per_second: f64,
+    /// Memory layer and database constraint only.
+    without_kv_per_second: f64,
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
+    /// Whether the service's runs had the KV layer of deduplication.
+    dedup_kv: bool,
     raw_consume_per_second: f64,
+    engines: Vec<EngineReport>,
     runs: Vec<RunReport>,
     memory_database: &'static str,
     memory_mib_per_10k_buffered: f64,
@@ -467,7 +517,12 @@ struct Report {
     ci_detection_p99_ms: f64,
 }
 
-fn settings(database_url: &str, batch_size: usize, workers: usize) -> BatchSettings {
+fn settings(
+    database_url: &str,
+    batch_size: usize,
+    workers: usize,
+    dedup_kv: bool,
+) -> BatchSettings {
     BatchSettings {
         database_url: database_url.to_owned(),
         lookup_database_url: None,
@@ -476,6 +531,7 @@ fn settings(database_url: &str, batch_size: usize, workers: usize) -> BatchSetti
         batch_interval: hookmesh_batch_processor::DEFAULT_BATCH_INTERVAL,
         adaptive: true,
         workers,
+        dedup_kv,
         enrich: Default::default(),
     }
 }
@@ -491,26 +547,20 @@ async fn measure(
 ) -> Result<(f64, f64, f64, StageProfile), AnyError> {
     let backlog_recipients = args.events.div_ceil(2);
     let sustained = (u64::from(args.rate) * args.duration_secs) as usize;
-    let service =
-        Running::start(nats_url, settings(database_url, batch_size, args.workers)).await?;
+    let service = Running::start(
+        nats_url,
+        settings(database_url, batch_size, args.workers, args.dedup_kv),
+    )
+    .await?;
     register(&service.service, run, backlog_recipients + sustained).await?;
     service.stop().await;
 
-    publish_all(
-        js,
-        (0..args.events).map(|n| {
-            let status = if n % 2 == 0 {
-                DeliveryStatus::Delivered
-            } else {
-                DeliveryStatus::Opened
-            };
-            let (id, payload) = delivery_envelope(run, n / 2, status);
-            (provider_delivery(PROVIDER, status), id, payload)
-        }),
+    publish_backlog(js, run, args.events).await?;
+    let service = Running::start(
+        nats_url,
+        settings(database_url, batch_size, args.workers, args.dedup_kv),
     )
     .await?;
-    let service =
-        Running::start(nats_url, settings(database_url, batch_size, args.workers)).await?;
     let started = Instant::now();
     service
         .wait_settled(args.events as u64, Duration::from_secs(900))
@@ -520,8 +570,11 @@ async fn measure(
     service.stop().await;
 
     // Sustained: a fresh service, so its lag histogram holds this phase only.
-    let service =
-        Running::start(nats_url, settings(database_url, batch_size, args.workers)).await?;
+    let service = Running::start(
+        nats_url,
+        settings(database_url, batch_size, args.workers, args.dedup_kv),
+    )
+    .await?;
     let period = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
     let started = Instant::now();
     let mut sent = 0;
@@ -565,9 +618,9 @@ async fn statements_ceiling(
     events: usize,
     run: &str,
 ) -> Result<f64, AnyError> {
-    use hookmesh_batch_processor::delivery::store::{DeliveryFact, DeliveryStore, RecipientInfo};
+    use hookmesh_batch_processor::delivery::store::{DeliveryStore, RecipientInfo};
     use hookmesh_batch_processor::enrich::Enrichment;
-    use hookmesh_runtime::engine::{Fresh, Laps};
+    use hookmesh_runtime::engine::Laps;
 
     let backend = hookmesh_runtime::db::Backend::of(database_url)?;
     let pool = hookmesh_runtime::db::connect(database_url).await?;
@@ -636,6 +689,86 @@ async fn statements_ceiling(
     Ok(rate)
 }
 
+/// The delivery family with every commit free: its parsing, identity and
+/// deduplication as the service has them, and an `apply` that touches no
+/// database.
+struct WithoutDatabase;
+
+impl Family for WithoutDatabase {
+    type Event = DeliveryFact;
+
+    const NAME: &'static str = DeliveryFamily::NAME;
+
+    fn parse(&self, delivery: &Delivery) -> Result<DeliveryFact, String> {
+        parse_delivery(delivery.subject(), delivery.payload())
+    }
+
+    fn dedup_key(&self, fact: &DeliveryFact) -> DedupKey {
+        hookmesh_batch_processor::delivery::dedup_key(fact)
+    }
+
+    fn event_type(&self, fact: &DeliveryFact) -> &'static str {
+        fact.status.as_str()
+    }
+
+    async fn apply(&self, events: &[Fresh<DeliveryFact>]) -> Result<Vec<Applied>, ApplyError> {
+        Ok(vec![Applied::New; events.len()])
+    }
+}
+
+/// The engine's ceiling on this broker and these cores: the same backlog as
+/// a run's, drained by the consume loop and the engine (parsing, in-batch
+/// twins, the memory layer, the KV layer when `kv`, acks) with no database.
+async fn engine_ceiling(
+    js: &jetstream::Context,
+    run: &str,
+    events: usize,
+    batch_size: usize,
+    workers: usize,
+    kv: bool,
+) -> Result<f64, AnyError> {
+    publish_backlog(js, run, events).await?;
+    let mut registry = Registry::default();
+    let consume = ConsumeFamilies::register(&mut registry);
+    let metrics = BatchMetrics::register(&mut registry);
+    let observer: Arc<dyn Observer> = Arc::new(metrics.family(WithoutDatabase::NAME));
+    let dedup = if kv {
+        Deduplicator::open(
+            WithoutDatabase::NAME,
+            js,
+            WEBHOOK_DEDUP_BUCKET,
+            1,
+            observer.clone(),
+        )
+        .await
+    } else {
+        Deduplicator::new(WithoutDatabase::NAME, None, observer.clone())
+    };
+    let handler = Arc::new(BatchHandler::new(WithoutDatabase, dedup, observer));
+    let (stop, stopped) = watch::channel(false);
+    let started = Instant::now();
+    let consuming = tokio::spawn(consume::run(
+        js.clone(),
+        ConsumeSettings {
+            definition: DELIVERY_CONSUMER,
+            replicas: 1,
+            max_batch: batch_size.max(1),
+            max_wait: hookmesh_batch_processor::DEFAULT_BATCH_INTERVAL,
+            concurrency: workers.max(1),
+            flush_when_idle: true,
+        },
+        handler,
+        consume.consumer("bench-engine"),
+        stopped,
+    ));
+    let drained = wait_settled(&registry, events as u64, Duration::from_secs(900)).await;
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    let _ = consuming.await;
+    drained?;
+    Ok(rate)
+}
+
 /// Peak resident memory above idle of a fresh `hookmesh batch-processor`
 /// child process while it holds 10 000 events as one batch: a process of
 /// its own, so that memory freed by earlier phases cannot hide the growth.
@@ -644,9 +777,10 @@ async fn memory_per_10k(
     js: &jetstream::Context,
     database_url: &str,
     run: &str,
+    dedup_kv: bool,
 ) -> Result<f64, AnyError> {
     const BUFFERED: usize = 10_000;
-    let service = Running::start(nats_url, settings(database_url, BUFFERED, 1)).await?;
+    let service = Running::start(nats_url, settings(database_url, BUFFERED, 1, dedup_kv)).await?;
     register(&service.service, run, BUFFERED).await?;
     service.stop().await;
 
@@ -669,6 +803,7 @@ async fn memory_per_10k(
         .env("HOOKMESH_BATCH_INTERVAL_MS", "60000")
         .env("HOOKMESH_BATCH_ADAPTIVE", "false")
         .env("HOOKMESH_BATCH_WORKERS", "1")
+        .env("HOOKMESH_DEDUP_KV", dedup_kv.to_string())
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
@@ -731,6 +866,7 @@ async fn ci_detection(
     database_url: &str,
     run: &str,
     count: usize,
+    dedup_kv: bool,
 ) -> Result<Vec<f64>, AnyError> {
     let service = Running::start(
         nats_url,
@@ -738,6 +874,7 @@ async fn ci_detection(
             database_url,
             hookmesh_batch_processor::DEFAULT_BATCH_SIZE,
             hookmesh_batch_processor::DEFAULT_WORKERS,
+            dedup_kv,
         ),
     )
     .await?;
@@ -825,14 +962,47 @@ pub async fn run(args: BatchBenchArgs, common: CommonArgs) -> Result<(), AnyErro
     }
     let sample = delivery_envelope(&run_id, 0, DeliveryStatus::Delivered).1;
     eprintln!(
-        "hookmesh bench batch: {} events per run ({} bytes each), batch sizes {:?}, on {}",
+        "hookmesh bench batch: {} events per run ({} bytes each), batch sizes {:?}, on {}, the service's KV dedup layer {}",
         args.events,
         sample.len(),
         args.batch_sizes,
-        backends.join(" and ")
+        backends.join(" and "),
+        if args.dedup_kv { "on" } else { "off" }
     );
     let raw = raw_consume_rate(&js, args.events, &sample).await?;
     eprintln!("raw JetStream consume: {raw:.0} messages/s");
+
+    let mut engines = Vec::new();
+    for &batch_size in &args.batch_sizes {
+        let with_kv = engine_ceiling(
+            &js,
+            &format!("{run_id}k{batch_size}"),
+            args.events,
+            batch_size,
+            args.workers,
+            true,
+        )
+        .await?;
+        let without_kv = engine_ceiling(
+            &js,
+            &format!("{run_id}n{batch_size}"),
+            args.events,
+            batch_size,
+            args.workers,
+            false,
+        )
+        .await?;
+        eprintln!(
+            "the engine alone (no database) batch {batch_size}: {with_kv:.0} events/s with the KV layer ({:.2} of raw), {without_kv:.0}/s without it ({:.2})",
+            with_kv / raw,
+            without_kv / raw
+        );
+        engines.push(EngineReport {
+            batch_size,
+            with_kv_per_second: with_kv,
+            without_kv_per_second: without_kv,
+        });
+    }
 
     let mut runs = Vec::new();
     for backend in &backends {
@@ -873,13 +1043,15 @@ pub async fn run(args: BatchBenchArgs, common: CommonArgs) -> Result<(), AnyErro
     let run = format!("{run_id}m");
     let database =
         RunDatabase::create(memory_backend, &scratch, args.postgres_url.as_deref(), &run).await?;
-    let memory = memory_per_10k(&nats_url, &js, &database.url, &run).await;
-    let ci = ci_detection(&nats_url, &js, &database.url, &run, 200).await;
+    let memory = memory_per_10k(&nats_url, &js, &database.url, &run, args.dedup_kv).await;
+    let ci = ci_detection(&nats_url, &js, &database.url, &run, 200, args.dedup_kv).await;
     database.drop_database().await;
     let (memory, ci) = (memory?, ci?);
 
     let report = Report {
+        dedup_kv: args.dedup_kv,
         raw_consume_per_second: raw,
+        engines,
         runs,
         memory_database: memory_backend,
         memory_mib_per_10k_buffered: memory,
@@ -888,9 +1060,20 @@ pub async fn run(args: BatchBenchArgs, common: CommonArgs) -> Result<(), AnyErro
         ci_detection_p99_ms: percentile_ms(&ci, 0.99, 1.0),
     };
     println!(
-        "\nraw JetStream consume (pull + ack): {:.0} messages/s",
-        report.raw_consume_per_second
+        "\nraw JetStream consume (pull + ack): {:.0} messages/s; the service's KV dedup layer {}",
+        report.raw_consume_per_second,
+        if report.dedup_kv { "on" } else { "off" }
     );
+    for engine in &report.engines {
+        println!(
+            "engine alone (no database), batch {}: {:.0} events/s with the KV layer ({:.2} of raw), {:.0}/s without it ({:.2})",
+            engine.batch_size,
+            engine.with_kv_per_second,
+            engine.with_kv_per_second / report.raw_consume_per_second,
+            engine.without_kv_per_second,
+            engine.without_kv_per_second / report.raw_consume_per_second
+        );
+    }
     println!(
         "database  batch  events/s  ÷ raw   lag p50  lag p99 (at {}/s)  statements alone",
         args.rate

@@ -3,21 +3,27 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The engine's hasher for maps of its own keys (seeded per map).
+pub type FastHash = foldhash::fast::RandomState;
 
 #[derive(Debug)]
 pub struct TtlCache<K, V> {
-    entries: HashMap<K, (Instant, V)>,
+    /// Each key is held once, shared with `order`: the caches hold hundreds
+    /// of thousands of keys.
+    entries: HashMap<Arc<K>, (Instant, V), FastHash>,
     /// Keys in insertion order with the expiry they were inserted with, for
     /// eviction without scanning the map.
-    order: VecDeque<(Instant, K)>,
+    order: VecDeque<(Instant, Arc<K>)>,
     capacity: usize,
 }
 
-impl<K: Clone + Eq + Hash, V> TtlCache<K, V> {
+impl<K: Eq + Hash, V> TtlCache<K, V> {
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
         }
@@ -32,6 +38,7 @@ impl<K: Clone + Eq + Hash, V> TtlCache<K, V> {
 
     pub fn insert(&mut self, key: K, value: V, ttl: Duration, now: Instant) {
         let expires = now + ttl;
+        let key = Arc::new(key);
         self.order.push_back((expires, key.clone()));
         self.entries.insert(key, (expires, value));
         self.evict(now);

@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use hookmesh_contracts::Timestamp;
 
+use self::cache::FastHash;
 pub use self::dedup::{DedupKey, Deduplicator, Layer};
 use tracing::Instrument as _;
 
@@ -279,14 +280,37 @@ impl<F: Family> Handler for BatchHandler<F> {
         let name = F::NAME;
         let mut outcomes = vec![Outcome::Done; batch.len()];
 
-        let mut parsed = Vec::with_capacity(batch.len());
+        // One vector of events for the batch, built once and compacted in
+        // place: a batch of ten thousand is held whole, so every copy of it
+        // counts (see docs/batch.md, memory).
+        let mut fresh: Vec<Fresh<F::Event>> = Vec::with_capacity(batch.len());
+        let mut fresh_keys = Vec::with_capacity(batch.len());
+        let mut fresh_indexes = Vec::with_capacity(batch.len());
+        // Duplicates within the batch follow their first occurrence.
+        let mut first_of: HashMap<DedupKey, usize, FastHash> =
+            HashMap::with_capacity_and_hasher(batch.len(), FastHash::default());
+        let mut routes = Vec::with_capacity(batch.len());
         let mut invalid = 0;
         for (index, delivery) in batch.iter().enumerate() {
             match self.family.parse(delivery) {
                 Ok(event) => {
                     self.observer.received(self.family.event_type(&event));
                     let key = self.family.dedup_key(&event);
-                    parsed.push((index, key, event));
+                    if let Some(first) = first_of.get(&key) {
+                        routes.push((index, Route::Twin(*first)));
+                        continue;
+                    }
+                    first_of.insert(key.clone(), index);
+                    routes.push((index, Route::First));
+                    fresh.push(Fresh {
+                        event,
+                        received_at: delivery.published,
+                        stream_sequence: delivery.stream_sequence,
+                        correlation_id: delivery.correlation_id().to_owned(),
+                        traceparent: delivery.traceparent().to_owned(),
+                    });
+                    fresh_keys.push(key);
+                    fresh_indexes.push(index);
                 }
                 Err(reason) => {
                     invalid += 1;
@@ -303,48 +327,17 @@ impl<F: Family> Handler for BatchHandler<F> {
             }
         }
         self.observer.processed(Processed::Invalid, invalid);
-
-        // Duplicates within the batch follow their first occurrence.
-        let mut first_of: HashMap<DedupKey, usize> = HashMap::new();
-        let mut routes = Vec::with_capacity(parsed.len());
-        let mut firsts = Vec::new();
-        let mut keys = Vec::new();
-        for (index, key, event) in parsed {
-            match first_of.get(&key) {
-                Some(first) => routes.push((index, Route::Twin(*first))),
-                None => {
-                    first_of.insert(key.clone(), index);
-                    routes.push((index, Route::First));
-                    firsts.push((index, event));
-                    keys.push(key);
-                }
-            }
-        }
         drop(first_of);
         laps.lap(Stage::PARSE);
 
-        let verdicts = self.dedup.seen(&keys).await;
+        let verdicts = self.dedup.seen(&fresh_keys).await;
         let mut layer_hits: HashMap<Layer, u64> = HashMap::new();
-        let mut fresh = Vec::new();
-        let mut fresh_keys = Vec::new();
-        let mut fresh_indexes = Vec::new();
-        for (((index, event), key), verdict) in firsts.into_iter().zip(keys).zip(verdicts) {
-            match verdict {
-                Some(layer) => *layer_hits.entry(layer).or_default() += 1,
-                None => {
-                    let delivery = &batch[index];
-                    fresh.push(Fresh {
-                        event,
-                        received_at: delivery.published,
-                        stream_sequence: delivery.stream_sequence,
-                        correlation_id: delivery.correlation_id().to_owned(),
-                        traceparent: delivery.traceparent().to_owned(),
-                    });
-                    fresh_keys.push(key);
-                    fresh_indexes.push(index);
-                }
-            }
+        for layer in verdicts.iter().flatten() {
+            *layer_hits.entry(*layer).or_default() += 1;
         }
+        keep_unseen(&mut fresh, &verdicts);
+        keep_unseen(&mut fresh_keys, &verdicts);
+        keep_unseen(&mut fresh_indexes, &verdicts);
 
         laps.lap(Stage::DEDUP_READ);
 
@@ -428,6 +421,12 @@ impl<F: Family> Handler for BatchHandler<F> {
             .batch(batch.len(), started.elapsed().as_secs_f64());
         outcomes
     }
+}
+
+/// Keeps the items whose verdict is `None` (seen by no layer), in order.
+fn keep_unseen<T>(items: &mut Vec<T>, verdicts: &[Option<Layer>]) {
+    let mut verdicts = verdicts.iter();
+    items.retain(|_| verdicts.next().is_some_and(Option::is_none));
 }
 
 impl<F: Family> BatchHandler<F> {

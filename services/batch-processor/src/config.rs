@@ -31,6 +31,12 @@ pub struct BatchArgs {
     #[arg(long, env = "HOOKMESH_BATCH_WORKERS", default_value_t = DEFAULT_WORKERS, value_parser = clap::value_parser!(u16).range(1..=32).map(usize::from))]
     pub batch_workers: usize,
 
+    /// Seed 004's distributed layer of deduplication: the KV bucket webhook_dedup, shared by
+    /// every replica. false: the memory layer and the database constraint alone decide, which
+    /// are exact too; it saves a KV read and write per event (see docs/batch.md, deduplication).
+    #[arg(long, env = "HOOKMESH_DEDUP_KV", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dedup_kv: bool,
+
     /// Database the recipients are looked up in for enrichment (a read replica, say). Unset:
     /// DATABASE_URL.
     #[arg(long, env = "HOOKMESH_LOOKUP_DATABASE_URL", hide_env_values = true)]
@@ -53,6 +59,7 @@ impl std::fmt::Debug for BatchArgs {
             .field("batch_interval_ms", &self.batch_interval_ms)
             .field("batch_adaptive", &self.batch_adaptive)
             .field("batch_workers", &self.batch_workers)
+            .field("dedup_kv", &self.dedup_kv)
             .field(
                 "lookup_database_url",
                 &self
@@ -78,6 +85,7 @@ impl BatchArgs {
             batch_interval: Duration::from_millis(self.batch_interval_ms),
             adaptive: self.batch_adaptive,
             workers: self.batch_workers,
+            dedup_kv: self.dedup_kv,
             enrich: EnrichSettings {
                 timeout: Duration::from_millis(self.enrich_timeout_ms),
                 concurrency: self.enrich_concurrency,

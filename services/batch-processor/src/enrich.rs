@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 
-use hookmesh_runtime::engine::cache::TtlCache;
+use hookmesh_runtime::engine::cache::{FastHash, TtlCache};
 
 use crate::telemetry::BatchMetrics;
 
@@ -23,7 +23,7 @@ pub trait Lookup: Send + Sync + 'static {
     /// The values of those `keys` the table has.
     fn lookup(
         &self,
-        keys: Vec<Self::Key>,
+        keys: &[Self::Key],
     ) -> impl Future<Output = Result<HashMap<Self::Key, Self::Value>, String>> + Send;
 }
 
@@ -98,9 +98,14 @@ impl<L: Lookup> Enricher<L> {
     }
 
     /// Enrichment for each key, in order.
+    ///
+    /// Each distinct key is copied once at most (a miss, for its lookup and
+    /// then the cache): a batch of ten thousand is enriched at once, so the
+    /// working set is kept to references into `keys`.
     pub async fn enrich(&self, keys: &[L::Key]) -> Vec<Enrichment<Arc<L::Value>>> {
         let now = Instant::now();
-        let mut answers: HashMap<L::Key, Enrichment<Arc<L::Value>>> = HashMap::new();
+        let mut answers: HashMap<&L::Key, Enrichment<Arc<L::Value>>, FastHash> =
+            HashMap::with_capacity_and_hasher(keys.len(), FastHash::default());
         let mut misses = Vec::new();
         {
             let cache = self.cache.lock().expect("the cache is never poisoned");
@@ -108,47 +113,38 @@ impl<L: Lookup> Enricher<L> {
                 if answers.contains_key(key) {
                     continue;
                 }
-                match cache.get(key, now) {
-                    Some(Some(value)) => {
-                        answers.insert(key.clone(), Enrichment::Found(value.clone()));
-                    }
-                    Some(None) => {
-                        answers.insert(key.clone(), Enrichment::Unknown);
-                    }
+                let answer = match cache.get(key, now) {
+                    Some(Some(value)) => Enrichment::Found(value.clone()),
+                    Some(None) => Enrichment::Unknown,
                     None => {
-                        answers.insert(key.clone(), Enrichment::Skipped);
-                        misses.push(key.clone());
+                        misses.push(key);
+                        Enrichment::Skipped
                     }
-                }
+                };
+                answers.insert(key, answer);
             }
         }
         self.metrics
             .enrichment("cached", (answers.len() - misses.len()) as u64);
         if !misses.is_empty() {
-            self.look_up(misses, &mut answers).await;
+            self.look_up(&misses, &mut answers).await;
         }
         keys.iter()
             .map(|key| answers.get(key).cloned().unwrap_or(Enrichment::Skipped))
             .collect()
     }
 
-    async fn look_up(
+    async fn look_up<'k>(
         &self,
-        misses: Vec<L::Key>,
-        answers: &mut HashMap<L::Key, Enrichment<Arc<L::Value>>>,
+        misses: &[&'k L::Key],
+        answers: &mut HashMap<&'k L::Key, Enrichment<Arc<L::Value>>, FastHash>,
     ) {
-        let chunks: Vec<Vec<L::Key>> = misses
+        let chunks: Vec<_> = misses
             .chunks(self.settings.chunk.max(1))
-            .map(<[L::Key]>::to_vec)
+            .map(|chunk| self.look_up_chunk(chunk))
             .collect();
-        let lookups = futures_util::stream::iter(chunks.into_iter().map(|chunk| {
-            let lookup = self.lookup.clone();
-            async move {
-                let result = lookup.lookup(chunk.clone()).await;
-                (chunk, result)
-            }
-        }))
-        .buffer_unordered(self.settings.concurrency.max(1));
+        let lookups =
+            futures_util::stream::iter(chunks).buffer_unordered(self.settings.concurrency.max(1));
         tokio::pin!(lookups);
         let deadline = tokio::time::sleep(self.settings.timeout);
         tokio::pin!(deadline);
@@ -157,26 +153,26 @@ impl<L: Lookup> Enricher<L> {
         loop {
             tokio::select! {
                 next = lookups.next() => match next {
-                    Some((chunk, Ok(values))) => {
+                    Some((chunk, owned, Ok(mut values))) => {
                         let now = Instant::now();
                         let mut cache = self.cache.lock().expect("the cache is never poisoned");
-                        for key in chunk {
-                            match values.get(&key) {
+                        for (key, owned) in chunk.iter().zip(owned) {
+                            match values.remove(&owned) {
                                 Some(value) => {
                                     found += 1;
-                                    let value = Arc::new(value.clone());
-                                    cache.insert(key.clone(), Some(value.clone()), self.settings.found_ttl, now);
-                                    answers.insert(key, Enrichment::Found(value));
+                                    let value = Arc::new(value);
+                                    cache.insert(owned, Some(value.clone()), self.settings.found_ttl, now);
+                                    answers.insert(*key, Enrichment::Found(value));
                                 }
                                 None => {
                                     unknown += 1;
-                                    cache.insert(key.clone(), None, self.settings.unknown_ttl, now);
-                                    answers.insert(key, Enrichment::Unknown);
+                                    cache.insert(owned, None, self.settings.unknown_ttl, now);
+                                    answers.insert(*key, Enrichment::Unknown);
                                 }
                             }
                         }
                     }
-                    Some((chunk, Err(error))) => {
+                    Some((chunk, _, Err(error))) => {
                         self.metrics.enrichment_fallback("error", chunk.len() as u64);
                         tracing::warn!(%error, keys = chunk.len(), "Enrichment lookup failed; those events go on unenriched.");
                     }
@@ -193,9 +189,24 @@ impl<L: Lookup> Enricher<L> {
         self.metrics.enrichment("found", found);
         self.metrics.enrichment("unknown", unknown);
     }
+
+    /// One lookup: `chunk`, its keys' copies (they go on to the cache) and
+    /// what the table has of them.
+    async fn look_up_chunk<'c, 'k>(
+        &self,
+        chunk: &'c [&'k L::Key],
+    ) -> (
+        &'c [&'k L::Key],
+        Vec<L::Key>,
+        Result<HashMap<L::Key, L::Value>, String>,
+    ) {
+        let owned: Vec<L::Key> = chunk.iter().map(|key| (*key).clone()).collect();
+        let result = self.lookup.lookup(&owned).await;
+        (chunk, owned, result)
+    }
 }
 
-fn misses_left<K, V>(answers: &HashMap<K, Enrichment<V>>) -> usize {
+fn misses_left<K, V, S>(answers: &HashMap<K, Enrichment<V>, S>) -> usize {
     answers
         .values()
         .filter(|answer| matches!(answer, Enrichment::Skipped))
@@ -220,7 +231,7 @@ mod tests {
         type Key = u32;
         type Value = u32;
 
-        async fn lookup(&self, keys: Vec<u32>) -> Result<HashMap<u32, u32>, String> {
+        async fn lookup(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, String> {
             self.calls.fetch_add(1, Ordering::Relaxed);
             if keys.contains(&99) {
                 std::future::pending::<()>().await;
@@ -229,9 +240,9 @@ mod tests {
                 return Err("unlucky".into());
             }
             Ok(keys
-                .into_iter()
-                .filter(|k| k % 2 == 0)
-                .map(|k| (k, k * k))
+                .iter()
+                .filter(|k| *k % 2 == 0)
+                .map(|k| (*k, k * k))
                 .collect())
         }
     }

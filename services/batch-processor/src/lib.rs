@@ -82,6 +82,10 @@ pub struct BatchSettings {
     pub adaptive: bool,
     /// Batches of one family handled at once.
     pub workers: usize,
+    /// Whether the KV bucket is a layer of deduplication (seed 004's
+    /// distributed cache); without it, memory and the database constraint
+    /// decide.
+    pub dedup_kv: bool,
     pub enrich: EnrichSettings,
 }
 
@@ -251,7 +255,7 @@ impl Families {
     ) {
         let (js, metrics, database) =
             (self.js.clone(), self.metrics.clone(), self.database.clone());
-        let replicas = self.settings.stream_replicas;
+        let (replicas, dedup_kv) = (self.settings.stream_replicas, self.settings.dedup_kv);
         let family = Arc::new(family);
         loops.consume(
             self.js.clone(),
@@ -274,14 +278,18 @@ impl Families {
                 async move {
                     ensure_streams(&js, STREAMS, replicas).await?;
                     let observer = Arc::new(metrics.family(F::NAME));
-                    let dedup = Deduplicator::open(
-                        F::NAME,
-                        &js,
-                        WEBHOOK_DEDUP_BUCKET,
-                        replicas,
-                        observer.clone(),
-                    )
-                    .await;
+                    let dedup = if dedup_kv {
+                        Deduplicator::open(
+                            F::NAME,
+                            &js,
+                            WEBHOOK_DEDUP_BUCKET,
+                            replicas,
+                            observer.clone(),
+                        )
+                        .await
+                    } else {
+                        Deduplicator::new(F::NAME, None, observer.clone())
+                    };
                     Ok(BatchHandler::new(family(), dedup, observer).recording(database))
                 }
             },

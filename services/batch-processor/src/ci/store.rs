@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use futures_util::TryStreamExt as _;
 use hookmesh_contracts::ci::{CiFailureDetected, CiPipelineEvent, ErrorPattern, PipelineEventType};
 use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects::CI_FAILURE_DETECTED;
@@ -219,14 +220,13 @@ impl CiStore {
             ))
             .execute(&mut **tx)
             .await?;
-            let rows = bind_keys(format!(
+            let mut rows = bind_keys(format!(
                 "SELECT platform, repository, pipeline_id, job_key, status, status_at, started_at \
                  FROM ci_runs WHERE (platform, repository, pipeline_id, job_key) IN (VALUES {values}) \
                  ORDER BY platform, repository, pipeline_id, job_key{lock}"
             ))
-            .fetch_all(&mut **tx)
-            .await?;
-            for row in rows {
+            .fetch(&mut **tx);
+            while let Some(row) = rows.try_next().await? {
                 let status: Option<String> = row.try_get("status")?;
                 let status_at: Option<i64> = row.try_get("status_at")?;
                 let decisive = match (status, status_at.and_then(Timestamp::from_unix_millis)) {
@@ -354,7 +354,8 @@ async fn insert_events(
         for column in columns {
             query = query.bind(column.finish());
         }
-        for row in query.bind(now_millis).fetch_all(&mut **tx).await? {
+        let mut rows = query.bind(now_millis).fetch(&mut **tx);
+        while let Some(row) = rows.try_next().await? {
             let sequence: i64 = row.try_get(0)?;
             new.insert(sequence as u64);
         }
@@ -384,7 +385,8 @@ async fn insert_events(
                 .bind(fresh.stream_sequence as i64)
                 .bind(patterns_json(&fact.error_patterns));
         }
-        for row in query.fetch_all(&mut **tx).await? {
+        let mut rows = query.fetch(&mut **tx);
+        while let Some(row) = rows.try_next().await? {
             let sequence: i64 = row.try_get(0)?;
             new.insert(sequence as u64);
         }
@@ -632,7 +634,8 @@ async fn announce<'e>(
                 .bind(&fresh.event.event.id)
                 .bind(now_millis);
         }
-        for row in query.fetch_all(&mut **tx).await? {
+        let mut rows = query.fetch(&mut **tx);
+        while let Some(row) = rows.try_next().await? {
             recorded.insert((
                 row.try_get::<String, _>("platform")?,
                 row.try_get::<String, _>("repository")?,

@@ -70,6 +70,17 @@ pub fn parse_delivery(subject: &str, payload: &[u8]) -> Result<DeliveryFact, Str
     })
 }
 
+/// A delivery event's identity: provider, event type and the provider's
+/// message id.
+pub fn dedup_key(fact: &DeliveryFact) -> DedupKey {
+    DedupKey::of_source(
+        DeliveryFamily::NAME,
+        &fact.provider,
+        fact.status.as_str(),
+        &fact.message_id,
+    )
+}
+
 impl Family for DeliveryFamily {
     type Event = DeliveryFact;
 
@@ -80,12 +91,7 @@ impl Family for DeliveryFamily {
     }
 
     fn dedup_key(&self, fact: &DeliveryFact) -> DedupKey {
-        DedupKey::of_source(
-            Self::NAME,
-            &fact.provider,
-            fact.status.as_str(),
-            &fact.message_id,
-        )
+        dedup_key(fact)
     }
 
     fn event_type(&self, fact: &DeliveryFact) -> &'static str {

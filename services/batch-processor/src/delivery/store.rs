@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use futures_util::TryStreamExt as _;
 use hookmesh_contracts::delivery::{
     CampaignCompleted, CampaignCounts, CampaignView, DeliveryStatus, RejectedRegistration,
 };
@@ -330,7 +331,10 @@ impl DeliveryStore {
                     query
                 }
             };
-            for row in query.fetch_all(&mut **tx).await? {
+            // Each row is used as it arrives: collecting a batch's rows first
+            // held about 6 MB of the driver's rows per 10 000 recipients.
+            let mut rows = query.fetch(&mut **tx);
+            while let Some(row) = rows.try_next().await? {
                 let state = RecipientState {
                     status: status(row.try_get("status")?)?,
                     evidence: row.try_get("evidence")?,
@@ -746,7 +750,8 @@ async fn insert_events(
         for column in columns {
             query = query.bind(column.finish());
         }
-        for row in query.bind(now_millis).fetch_all(&mut **tx).await? {
+        let mut rows = query.bind(now_millis).fetch(&mut **tx);
+        while let Some(row) = rows.try_next().await? {
             let sequence: i64 = row.try_get(0)?;
             new.insert(sequence as u64);
         }
@@ -783,7 +788,8 @@ async fn insert_events(
                 .bind(fact.reason.clone())
                 .bind(fact.url.clone());
         }
-        for row in query.fetch_all(&mut **tx).await? {
+        let mut rows = query.fetch(&mut **tx);
+        while let Some(row) = rows.try_next().await? {
             let sequence: i64 = row.try_get(0)?;
             new.insert(sequence as u64);
         }
@@ -953,7 +959,8 @@ async fn complete_campaigns(
         for (tenant, campaign) in chunk {
             query = query.bind(tenant).bind(campaign);
         }
-        for row in query.fetch_all(&mut **tx).await? {
+        let mut rows = query.fetch(&mut **tx);
+        while let Some(row) = rows.try_next().await? {
             let tenant: String = row.try_get("tenant_id")?;
             completed.push(CampaignCompleted {
                 tenant_id: TenantId::parse(&tenant).map_err(|e| sqlx::Error::Decode(e.into()))?,
@@ -1051,7 +1058,7 @@ impl Lookup for RecipientLookup {
 
     async fn lookup(
         &self,
-        keys: Vec<RecipientKey>,
+        keys: &[RecipientKey],
     ) -> Result<HashMap<RecipientKey, RecipientInfo>, String> {
         let mut found = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(rows_per_statement(2)) {
