@@ -23,6 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::consumer::pull::{MessagesError, MessagesErrorKind};
 use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
@@ -323,6 +324,16 @@ pub async fn run<H: Handler>(
             }
         }};
     }
+    // The caller restarts the loop; what is in hand is finished first, as
+    // cancelling a handler mid-work would leave its messages to their ack
+    // wait.
+    macro_rules! end_pulling {
+        ($reason:expr) => {{
+            hand_over!();
+            while in_flight.next().await.is_some() {}
+            return Err(pull_error($reason));
+        }};
+    }
     let idle_flush = |batch: &Vec<Delivery>, busy: usize| {
         settings.flush_when_idle && !batch.is_empty() && busy < concurrency
     };
@@ -356,18 +367,18 @@ pub async fn run<H: Handler>(
                     }
                     Err(reason) => tracing::warn!(consumer = %durable, %reason, "A message without JetStream metadata was skipped."),
                 },
+                // The consumer or its stream is gone: its deletion was
+                // announced, or a pull found no one to answer it (the
+                // notice can be missed). Pulling again cannot succeed;
+                // the caller ensures the consumer again.
+                Some(Err(error)) if consumer_gone(&error) => {
+                    end_pulling!(&error);
+                }
                 Some(Err(error)) => {
                     // Missed heartbeats and similar: the stream carries on.
                     tracing::warn!(consumer = %durable, %error, "Pulling messages failed; continuing.");
                 }
-                None => {
-                    // The caller restarts the loop; finish what is in hand
-                    // first, as cancelling a handler mid-work would leave
-                    // its messages to their ack wait.
-                    hand_over!();
-                    while in_flight.next().await.is_some() {}
-                    return Err(pull_error(&"the message stream ended"));
-                }
+                None => end_pulling!(&"the message stream ended"),
             },
             // Polled only when no message is ready (biased): a worker is
             // idle, so waiting for more would only add latency.
@@ -412,6 +423,14 @@ pub async fn run<H: Handler>(
     }
     tracing::info!(consumer = %durable, "Stopped consuming.");
     Ok(())
+}
+
+/// Whether a pull failed because its consumer or stream no longer exists.
+fn consumer_gone(error: &MessagesError) -> bool {
+    matches!(
+        error.kind(),
+        MessagesErrorKind::ConsumerDeleted | MessagesErrorKind::NoResponders
+    )
 }
 
 /// Applies outcomes to messages: the one place where ack, nak, term and
