@@ -117,6 +117,24 @@ async fn assert_matches_model(processor: &TestBatch, database_url: &str, program
     );
 }
 
+/// A program of seed `seed` registered, published and applied by a
+/// processor with `settings`, which is then stopped: a later one starts
+/// with nothing in memory.
+async fn applied_by_a_stopped_processor(
+    nats: &TestNats,
+    db: &TestDb,
+    settings: BatchSettings,
+    seed: u64,
+) -> Program {
+    let processor = TestBatch::start(nats.url(), settings).await;
+    let program = generate(seed, 2, 100);
+    register(processor.service().delivery_store(), &program).await;
+    publish_natively(&nats.jetstream().await, &program.events, "a").await;
+    wait_logged(&db.url, program.events.len()).await;
+    processor.stop().await;
+    program
+}
+
 /// Waits until `program`'s events, sent a second time, are settled, and
 /// checks that the unique constraint recognised every one.
 async fn database_caught_every_duplicate(processor: &TestBatch, program: &Program) {
@@ -261,12 +279,7 @@ async fn with_kv_down_dedup_fails_open_and_the_database_keeps_counts_exact() {
     let db = TestDb::sqlite();
     let nats = TestNats::start().await;
     let js = nats.jetstream().await;
-    let processor = TestBatch::start(nats.url(), batch_settings(&db.url)).await;
-    let program = generate(21, 2, 100);
-    register(processor.service().delivery_store(), &program).await;
-    publish_natively(&js, &program.events, "a").await;
-    wait_logged(&db.url, program.events.len()).await;
-    processor.stop().await;
+    let program = applied_by_a_stopped_processor(&nats, &db, batch_settings(&db.url), 21).await;
 
     // A fresh process (nothing in memory), then the bucket disappears.
     let processor = TestBatch::start(nats.url(), batch_settings(&db.url)).await;
@@ -288,12 +301,7 @@ async fn without_the_kv_layer_memory_and_the_database_keep_counts_exact() {
         dedup_kv: false,
         ..batch_settings(&db.url)
     };
-    let processor = TestBatch::start(nats.url(), settings.clone()).await;
-    let program = generate(23, 2, 100);
-    register(processor.service().delivery_store(), &program).await;
-    publish_natively(&js, &program.events, "a").await;
-    wait_logged(&db.url, program.events.len()).await;
-    processor.stop().await;
+    let program = applied_by_a_stopped_processor(&nats, &db, settings.clone(), 23).await;
 
     // A fresh process: nothing in memory, nothing in the bucket.
     let processor = TestBatch::start(nats.url(), settings).await;

@@ -22,6 +22,21 @@ use crate::fixture;
 
 const REPOSITORY: &str = "acme/payments-api";
 
+/// The `ci.failure.detected` events on the stream once there are at least
+/// `count`: the outbox sends them after the commit, so they may trail the
+/// settled count.
+async fn at_least_announced(nats: &TestNats, count: usize) -> Vec<StoredMessage> {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{count} failure announcements"),
+        || async {
+            let announced = failures_announced(nats).await;
+            (announced.len() >= count).then_some(announced)
+        },
+    )
+    .await
+}
+
 async fn failures_announced(nats: &TestNats) -> Vec<StoredMessage> {
     let js = nats.jetstream().await;
     stream_messages(&js, "CI")
@@ -83,15 +98,7 @@ async fn webhooks_from_four_platforms_become_runs_classified_failures_and_one_an
         }
 
         // Seed 001: failures detected within 30 seconds of the webhook.
-        let announced = eventually(
-            Duration::from_secs(30),
-            "seven failure announcements",
-            || async {
-                let announced = failures_announced(&nats).await;
-                (announced.len() >= 7).then_some(announced)
-            },
-        )
-        .await;
+        let announced = at_least_announced(&nats, 7).await;
         let detected_within = posted.elapsed();
         assert_eq!(
             announced.len(),
@@ -259,15 +266,7 @@ async fn events_out_of_order_never_move_a_run_backwards() {
         })
         .await;
     }
-    let announced = eventually(
-        Duration::from_secs(30),
-        "the two failures announced",
-        || async {
-            let announced = failures_announced(&nats).await;
-            (announced.len() >= 2).then_some(announced)
-        },
-    )
-    .await;
+    let announced = at_least_announced(&nats, 2).await;
     let store = processor.service().ci_store();
     let status = |pipeline: &'static str| async move {
         store
@@ -353,17 +352,8 @@ async fn a_failure_reported_again_under_a_new_delivery_id_is_announced_once_and_
                 .unwrap(),
             (1, 0)
         );
-        // The outbox sends after the commit, so the announcements may trail
-        // the settled count; the re-run below shows nothing more comes.
-        let announced = eventually(
-            Duration::from_secs(30),
-            "two failures announced",
-            || async {
-                let announced = failures_announced(&nats).await;
-                (announced.len() >= 2).then_some(announced)
-            },
-        )
-        .await;
+        // The re-run below shows that nothing more comes.
+        let announced = at_least_announced(&nats, 2).await;
         assert_eq!(announced.len(), 2, "{}", db.backend());
 
         // A re-run of the same workflow run is a new run: announced again.
@@ -376,11 +366,7 @@ async fn a_failure_reported_again_under_a_new_delivery_id_is_announced_once_and_
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::ACCEPTED);
-        let announced = eventually(Duration::from_secs(30), "the re-run announced", || async {
-            let announced = failures_announced(&nats).await;
-            (announced.len() >= 3).then_some(announced)
-        })
-        .await;
+        let announced = at_least_announced(&nats, 3).await;
         assert_eq!(announced.len(), 3);
         assert_eq!(
             store

@@ -37,11 +37,11 @@ use hookmesh_contracts::delivery::{DeliveryEvent, DeliveryStatus, DeliveryWebhoo
 use hookmesh_contracts::subjects::{CI_FAILURE_DETECTED, ci_pipeline, provider_delivery};
 use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_contracts::{Envelope, TenantId, Timestamp};
-use hookmesh_nats::definitions::{DELIVERY_CONSUMER, WEBHOOK_DEDUP_BUCKET};
+use hookmesh_nats::definitions::DELIVERY_CONSUMER;
 use hookmesh_runtime::Delivery;
 use hookmesh_runtime::consume::{self, ConsumeSettings};
 use hookmesh_runtime::engine::{
-    Applied, ApplyError, BatchHandler, DedupKey, Deduplicator, Family, Fresh, Observer,
+    Applied, ApplyError, BatchHandler, DedupKey, Family, Fresh, Observer,
 };
 use hookmesh_runtime::metrics::ConsumeFamilies;
 use prometheus_client::registry::Registry;
@@ -55,10 +55,16 @@ use crate::cli::{BatchBenchArgs, CommonArgs};
 const PROVIDER: &str = "sendgrid";
 const CAMPAIGNS: usize = 10;
 
-/// Delivery events settled in `registry`: applied, unmatched or duplicate.
-fn settled(registry: &Registry) -> u64 {
+/// `registry`'s metrics in the text format.
+fn metrics_text(registry: &Registry) -> String {
     let mut text = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut text, registry);
+    text
+}
+
+/// Delivery events settled in `registry`: applied, unmatched or duplicate.
+fn settled(registry: &Registry) -> u64 {
+    let text = metrics_text(registry);
     ["applied", "unmatched", "duplicate"]
         .iter()
         .map(|status| {
@@ -122,9 +128,7 @@ impl Running {
     }
 
     fn text(&self) -> String {
-        let mut text = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        metrics_text(&self.registry)
     }
 
     async fn wait_settled(&self, expected: u64, timeout: Duration) -> Result<(), AnyError> {
@@ -732,18 +736,9 @@ async fn engine_ceiling(
     let consume = ConsumeFamilies::register(&mut registry);
     let metrics = BatchMetrics::register(&mut registry);
     let observer: Arc<dyn Observer> = Arc::new(metrics.family(WithoutDatabase::NAME));
-    let dedup = if kv {
-        Deduplicator::open(
-            WithoutDatabase::NAME,
-            js,
-            WEBHOOK_DEDUP_BUCKET,
-            1,
-            observer.clone(),
-        )
-        .await
-    } else {
-        Deduplicator::new(WithoutDatabase::NAME, None, observer.clone())
-    };
+    let dedup =
+        hookmesh_batch_processor::deduplicator(WithoutDatabase::NAME, js, 1, kv, observer.clone())
+            .await;
     let handler = Arc::new(BatchHandler::new(WithoutDatabase, dedup, observer));
     let (stop, stopped) = watch::channel(false);
     let started = Instant::now();

@@ -18,7 +18,7 @@ use crate::telemetry::BatchMetrics;
 /// Where enrichment comes from.
 pub trait Lookup: Send + Sync + 'static {
     type Key: Clone + Eq + Hash + Send + Sync + 'static;
-    type Value: Clone + Send + Sync + 'static;
+    type Value: Send + Sync + 'static;
 
     /// The values of those `keys` the table has.
     fn lookup(

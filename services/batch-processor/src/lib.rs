@@ -37,7 +37,7 @@ use hookmesh_nats::{ConsumerDefinition, STREAMS, ensure_streams};
 use hookmesh_runtime::Loops;
 use hookmesh_runtime::consume::ConsumeSettings;
 use hookmesh_runtime::db::{self, Backend, DbError};
-use hookmesh_runtime::engine::{BatchHandler, Deduplicator, Family};
+use hookmesh_runtime::engine::{BatchHandler, Deduplicator, Family, Observer};
 use hookmesh_runtime::metrics::ConsumeFamilies;
 use hookmesh_runtime::ops::{self, Check, DatabaseHealth};
 use hookmesh_runtime::outbox::Outbox;
@@ -278,22 +278,28 @@ impl Families {
                 async move {
                     ensure_streams(&js, STREAMS, replicas).await?;
                     let observer = Arc::new(metrics.family(F::NAME));
-                    let dedup = if dedup_kv {
-                        Deduplicator::open(
-                            F::NAME,
-                            &js,
-                            WEBHOOK_DEDUP_BUCKET,
-                            replicas,
-                            observer.clone(),
-                        )
-                        .await
-                    } else {
-                        Deduplicator::new(F::NAME, None, observer.clone())
-                    };
+                    let dedup =
+                        deduplicator(F::NAME, &js, replicas, dedup_kv, observer.clone()).await;
                     Ok(BatchHandler::new(family(), dedup, observer).recording(database))
                 }
             },
         );
+    }
+}
+
+/// A family's layers of deduplication before the database: memory, and the
+/// `webhook_dedup` bucket unless `kv` is false (`HOOKMESH_DEDUP_KV`).
+pub async fn deduplicator(
+    family: &'static str,
+    js: &jetstream::Context,
+    replicas: usize,
+    kv: bool,
+    observer: Arc<dyn Observer>,
+) -> Deduplicator {
+    if kv {
+        Deduplicator::open(family, js, WEBHOOK_DEDUP_BUCKET, replicas, observer).await
+    } else {
+        Deduplicator::new(family, None, observer)
     }
 }
 
