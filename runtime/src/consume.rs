@@ -39,20 +39,49 @@ use crate::metrics::ConsumeMetrics;
 /// are redelivered after it.
 const RETURN_WINDOW: Duration = Duration::from_secs(1);
 
-/// One message as a handler sees it.
+/// One message as a handler sees it, in a form of our own: a batch of ten
+/// thousand is held at once, so what each message keeps matters (see
+/// docs/batch.md, memory).
 ///
-/// Only the core message is kept: each JetStream message carries a copy of
-/// its JetStream context, which the consume loop has once; acknowledgements
-/// go out through the loop's client. A batch of ten thousand is held at
-/// once, so this matters for memory.
+/// The client's message is dropped as soon as it is read. Its payload is a
+/// view into the connection's read buffer, which it would keep alive, so it
+/// is copied out at its exact size; its header map (a hash map and an
+/// allocation per name and value) becomes one block of lines; its reply
+/// subject is kept apart, in [`Reply`], for the consume loop's acks. A
+/// handler that has read the payload may release it
+/// ([`Delivery::release_payload`]): a dead letter then copies the message
+/// from the stream, where it stays until acknowledged.
 #[derive(Debug)]
 pub struct Delivery {
-    message: async_nats::Message,
+    subject: async_nats::Subject,
+    /// `name: value` lines, one per header value, in the order received.
+    headers: Box<str>,
+    /// `None` once released.
+    payload: Option<bytes::Bytes>,
     pub stream_sequence: u64,
     /// Which delivery of this message this is (1 for the first).
     pub delivered: u64,
     /// When the broker stored the message.
     pub published: Timestamp,
+}
+
+/// Where a delivery's acknowledgement goes: its reply subject, absent for
+/// a detached delivery.
+#[derive(Debug, Clone)]
+pub struct Reply(Option<async_nats::Subject>);
+
+impl Reply {
+    /// Sends `kind` (ack, nak, progress, term).
+    async fn send(
+        &self,
+        client: &async_nats::Client,
+        kind: AckKind,
+    ) -> Result<(), async_nats::PublishError> {
+        match &self.0 {
+            Some(reply) => client.publish(reply.clone(), kind.into()).await,
+            None => Ok(()),
+        }
+    }
 }
 
 impl Delivery {
@@ -61,27 +90,23 @@ impl Delivery {
     /// one; it is the first delivery of sequence 1, stored now.
     pub fn detached(subject: &str, payload: impl Into<bytes::Bytes>) -> Self {
         Self {
-            message: async_nats::Message {
-                subject: subject.into(),
-                reply: None,
-                payload: payload.into(),
-                headers: None,
-                status: None,
-                description: None,
-                length: 0,
-            },
+            subject: subject.into(),
+            headers: Box::default(),
+            payload: Some(payload.into()),
             stream_sequence: 1,
             delivered: 1,
             published: Timestamp::now(),
         }
     }
 
-    /// The same, with header `name` set to `value`.
+    /// The same, with header `name` set to `value` (replacing its values).
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.message
-            .headers
-            .get_or_insert_with(async_nats::HeaderMap::new)
-            .insert(name, value);
+        let mut lines: String = header_lines(&self.headers)
+            .filter(|(line_name, _)| *line_name != name)
+            .map(|(name, value)| format!("{name}: {value}\n"))
+            .collect();
+        lines.push_str(&format!("{name}: {value}\n"));
+        self.headers = lines.into_boxed_str();
         self
     }
 
@@ -92,48 +117,59 @@ impl Delivery {
         self
     }
 
-    fn new(message: jetstream::Message) -> Result<Self, String> {
+    /// Reads a pulled message into our form, with where its acknowledgement
+    /// goes.
+    fn new(message: jetstream::Message) -> Result<(Self, Reply), String> {
         let info = message.info().map_err(|e| e.to_string())?;
         let (stream_sequence, delivered) = (info.stream_sequence, info.delivered.max(1) as u64);
         let published = Timestamp::from(info.published);
+        let message = message.message;
         if message.reply.is_none() {
             return Err("a message without a reply subject cannot be acknowledged".to_owned());
         }
-        Ok(Self {
+        let mut headers = String::new();
+        for (name, values) in message.headers.iter().flat_map(|headers| headers.iter()) {
+            let name: &str = name.as_ref();
+            for value in values {
+                headers.push_str(name);
+                headers.push_str(": ");
+                headers.push_str(value.as_str());
+                headers.push('\n');
+            }
+        }
+        let delivery = Self {
+            subject: message.subject,
+            headers: headers.into_boxed_str(),
+            payload: Some(bytes::Bytes::copy_from_slice(&message.payload)),
             stream_sequence,
             delivered,
             published,
-            message: message.message,
-        })
+        };
+        Ok((delivery, Reply(message.reply)))
     }
 
     /// The subject it was published on.
     pub fn subject(&self) -> &str {
-        self.message.subject.as_str()
+        self.subject.as_str()
     }
 
-    /// Sends `kind` (ack, nak, progress, term) for this delivery.
-    async fn acknowledge(
-        &self,
-        client: &async_nats::Client,
-        kind: AckKind,
-    ) -> Result<(), async_nats::PublishError> {
-        match &self.message.reply {
-            Some(reply) => client.publish(reply.clone(), kind.into()).await,
-            None => Ok(()),
-        }
-    }
-
+    /// The payload; empty once released.
     pub fn payload(&self) -> &[u8] {
-        &self.message.payload
+        self.payload.as_deref().unwrap_or_default()
     }
 
+    /// Lets the payload go once the handler holds what it read from it.
+    /// Should the message be dead-lettered after all, the copy is made from
+    /// the stream.
+    pub fn release_payload(&mut self) {
+        self.payload = None;
+    }
+
+    /// The first value of header `name` (names match exactly, as in NATS).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(name))
-            .map(|value| value.as_str())
+        header_lines(&self.headers)
+            .find(|(line_name, _)| *line_name == name)
+            .map(|(_, value)| value)
     }
 
     /// The correlation id the gateway (or a native publisher) attached.
@@ -145,9 +181,19 @@ impl Delivery {
         self.header("traceparent").unwrap_or("")
     }
 
-    pub(crate) fn headers(&self) -> Option<&async_nats::HeaderMap> {
-        self.message.headers.as_ref()
+    /// The headers as the client's map, for a copy of the message.
+    pub(crate) fn header_map(&self) -> async_nats::HeaderMap {
+        let mut map = async_nats::HeaderMap::new();
+        for (name, value) in header_lines(&self.headers) {
+            map.append(name, value);
+        }
+        map
     }
+}
+
+/// The `(name, value)` pairs of a block of header lines.
+fn header_lines(block: &str) -> impl Iterator<Item = (&str, &str)> {
+    block.lines().filter_map(|line| line.split_once(": "))
 }
 
 /// What to do with a message, decided by the handler.
@@ -222,8 +268,9 @@ impl Settlement {
 
 /// A service's processing of batches.
 pub trait Handler: Send + Sync + 'static {
-    /// Handles `batch`; returns one outcome per delivery, in order.
-    fn handle(&self, batch: &[Delivery]) -> impl Future<Output = Vec<Outcome>> + Send;
+    /// Handles `batch`; returns one outcome per delivery, in order. The
+    /// batch is lent mutably so that payloads can be released once read.
+    fn handle(&self, batch: &mut [Delivery]) -> impl Future<Output = Vec<Outcome>> + Send;
 }
 
 /// How a service consumes.
@@ -307,6 +354,7 @@ pub async fn run<H: Handler>(
         .await
         .map_err(|e| pull_error(&e))?;
     let mut batch: Vec<Delivery> = Vec::with_capacity(settings.max_batch);
+    let mut replies: Vec<Reply> = Vec::with_capacity(settings.max_batch);
     let mut deadline = None;
     let mut in_flight = FuturesUnordered::new();
     // A macro rather than a closure: it awaits, and borrows the loop's
@@ -318,9 +366,15 @@ pub async fn run<H: Handler>(
                     in_flight.next().await;
                 }
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(settings.max_batch));
+                let full_replies =
+                    std::mem::replace(&mut replies, Vec::with_capacity(settings.max_batch));
                 // A task of its own, so that reading, deduplicating and
                 // settling one batch run beside the pulling of the next.
-                in_flight.push(tokio::spawn(settler.clone().process(handler.clone(), full)));
+                in_flight.push(tokio::spawn(settler.clone().process(
+                    handler.clone(),
+                    full,
+                    full_replies,
+                )));
             }
         }};
     }
@@ -355,11 +409,12 @@ pub async fn run<H: Handler>(
             Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
             next = messages.next() => match next {
                 Some(Ok(message)) => match Delivery::new(message) {
-                    Ok(delivery) => {
+                    Ok((delivery, reply)) => {
                         if batch.is_empty() {
                             deadline = Some(tokio::time::Instant::now() + settings.max_wait);
                         }
                         batch.push(delivery);
+                        replies.push(reply);
                         if batch.len() >= settings.max_batch {
                             hand_over!();
                             deadline = None;
@@ -453,7 +508,12 @@ impl Settler {
     /// spans are exported it is OpenTelemetry's consumer span: a child of
     /// the message's producer span for a batch of one, else linked to each
     /// message's.
-    async fn process<H: Handler>(self: Arc<Self>, handler: Arc<H>, batch: Vec<Delivery>) {
+    async fn process<H: Handler>(
+        self: Arc<Self>,
+        handler: Arc<H>,
+        batch: Vec<Delivery>,
+        replies: Vec<Reply>,
+    ) {
         let span = tracing::info_span!(
             "batch",
             otel.name = %format_args!("process {}", self.stream),
@@ -484,19 +544,26 @@ impl Settler {
             }
         }
         hookmesh_nats::trace::record_ids(&span);
-        self.process_in_span(handler, batch).instrument(span).await;
+        self.process_in_span(handler, batch, replies)
+            .instrument(span)
+            .await;
     }
 
-    async fn process_in_span<H: Handler>(self: Arc<Self>, handler: Arc<H>, batch: Vec<Delivery>) {
+    async fn process_in_span<H: Handler>(
+        self: Arc<Self>,
+        handler: Arc<H>,
+        mut batch: Vec<Delivery>,
+        replies: Vec<Reply>,
+    ) {
         let started = Instant::now();
         let outcomes = {
-            let batch: &[Delivery] = &batch;
             let client = &self.client;
+            let replies = &replies;
             let trace = batch
                 .last()
                 .map(crate::publish::TraceHeaders::of)
                 .unwrap_or_default();
-            let handling = trace.scope(handler.handle(batch));
+            let handling = trace.scope(handler.handle(&mut batch));
             tokio::pin!(handling);
             let mut progress = tokio::time::interval(self.progress_every);
             progress.tick().await;
@@ -504,8 +571,8 @@ impl Settler {
                 tokio::select! {
                     outcomes = &mut handling => break outcomes,
                     _ = progress.tick() => {
-                        for delivery in batch {
-                            let _ = delivery.acknowledge(client, AckKind::Progress).await;
+                        for reply in replies {
+                            let _ = reply.send(client, AckKind::Progress).await;
                         }
                     }
                 }
@@ -528,13 +595,13 @@ impl Settler {
         // which sends them together; the rarer outcomes take their own way.
         let settling = Instant::now();
         let mut acked = 0;
-        for (delivery, outcome) in batch.into_iter().zip(outcomes) {
+        for ((delivery, reply), outcome) in batch.into_iter().zip(replies).zip(outcomes) {
             if outcome != Outcome::Done {
-                self.settle(delivery, outcome).await;
+                self.settle(delivery, reply, outcome).await;
                 continue;
             }
             acked += 1;
-            if let Err(error) = delivery.acknowledge(&self.client, AckKind::Ack).await {
+            if let Err(error) = reply.send(&self.client, AckKind::Ack).await {
                 // The broker redelivers after ack_wait; idempotency makes that safe.
                 tracing::warn!(consumer = %self.consumer, %error, "Could not acknowledge a message to the broker.");
             }
@@ -543,7 +610,7 @@ impl Settler {
         self.metrics.settled_batch(settling.elapsed().as_secs_f64());
     }
 
-    async fn settle(&self, delivery: Delivery, outcome: Outcome) {
+    async fn settle(&self, delivery: Delivery, reply: Reply, outcome: Outcome) {
         let client = &self.client;
         let retry_reason = match &outcome {
             Outcome::Retry { reason, .. } => Some(reason.clone()),
@@ -559,7 +626,7 @@ impl Settler {
             1,
         );
         let settled = match settlement {
-            Settlement::Ack => delivery.acknowledge(client, AckKind::Ack).await,
+            Settlement::Ack => reply.send(client, AckKind::Ack).await,
             Settlement::Nak(delay) => {
                 if let Some(reason) = retry_reason {
                     tracing::warn!(
@@ -573,22 +640,38 @@ impl Settler {
                         "Processing failed; the message will be redelivered."
                     );
                 }
-                delivery
-                    .acknowledge(client, AckKind::Nak(Some(delay)))
-                    .await
+                reply.send(client, AckKind::Nak(Some(delay))).await
             }
             Settlement::DeadLetter(reason) => {
-                let letter = DeadLetter {
-                    stream: &self.stream,
-                    consumer: &self.consumer,
-                    subject: delivery.subject(),
-                    sequence: delivery.stream_sequence,
-                    deliveries: delivery.delivered,
-                    reason: &reason,
-                    headers: delivery.headers(),
-                    payload: delivery.message.payload.clone(),
+                let copied = match &delivery.payload {
+                    Some(payload) => {
+                        let letter = DeadLetter {
+                            stream: &self.stream,
+                            consumer: &self.consumer,
+                            subject: delivery.subject(),
+                            sequence: delivery.stream_sequence,
+                            deliveries: delivery.delivered,
+                            reason: &reason,
+                            headers: Some(&delivery.header_map()),
+                            payload: payload.clone(),
+                        };
+                        dead_letter::publish(&self.js, &letter).await
+                    }
+                    // Released by the handler: the stream still holds it,
+                    // as it is not acknowledged.
+                    None => {
+                        dead_letter::copy_from_stream(
+                            &self.js,
+                            &self.stream,
+                            &self.consumer,
+                            delivery.stream_sequence,
+                            delivery.delivered,
+                            &reason,
+                        )
+                        .await
+                    }
                 };
-                match dead_letter::publish(&self.js, &letter).await {
+                match copied {
                     Ok(()) => {
                         tracing::warn!(
                             consumer = %self.consumer,
@@ -600,12 +683,12 @@ impl Settler {
                             "Moved a message to the dead-letter stream."
                         );
                         self.metrics.dead_lettered();
-                        delivery.acknowledge(client, AckKind::Term).await
+                        reply.send(client, AckKind::Term).await
                     }
                     Err(error) => {
                         tracing::error!(consumer = %self.consumer, %error, "Could not dead-letter a message; it will be redelivered.");
-                        delivery
-                            .acknowledge(client, AckKind::Nak(Some(Duration::from_secs(5))))
+                        reply
+                            .send(client, AckKind::Nak(Some(Duration::from_secs(5))))
                             .await
                     }
                 }
@@ -676,5 +759,20 @@ mod tests {
         assert_eq!(delivery.payload(), b"{}");
         assert_eq!(delivery.correlation_id(), "req-1");
         assert_eq!((delivery.stream_sequence, delivery.delivered), (42, 3));
+    }
+
+    #[test]
+    fn headers_are_read_from_their_block_by_exact_name() {
+        let delivery = Delivery::detached("s", &b""[..])
+            .with_header("traceparent", "00-aa-bb-01")
+            .with_header("X-Note", "a: b")
+            .with_header("traceparent", "00-cc-dd-01");
+        assert_eq!(delivery.traceparent(), "00-cc-dd-01", "replaced");
+        assert_eq!(delivery.header("X-Note"), Some("a: b"));
+        assert_eq!(delivery.header("x-note"), None);
+        assert_eq!(delivery.correlation_id(), "");
+        let map = delivery.header_map();
+        assert_eq!(map.get("X-Note").map(|v| v.as_str()), Some("a: b"));
+        assert_eq!(map.iter().count(), 2);
     }
 }

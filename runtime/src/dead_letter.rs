@@ -145,31 +145,54 @@ async fn forward_one(
     consumer: &str,
     advisory: &MaxDeliveriesAdvisory,
 ) -> Result<(), String> {
-    let source = js.get_stream(stream).await.map_err(|e| e.to_string())?;
-    let message = source
-        .get_raw_message(advisory.stream_seq)
-        .await
-        .map_err(|e| e.to_string())?;
     let reason = format!(
         "exhausted its {} deliveries without being acknowledged (the consumer timed out or stopped)",
         advisory.deliveries
     );
+    copy_from_stream(
+        js,
+        stream,
+        consumer,
+        advisory.stream_seq,
+        advisory.deliveries,
+        &reason,
+    )
+    .await?;
+    tracing::warn!(%consumer, sequence = advisory.stream_seq, "Moved an exhausted message to the dead-letter stream.");
+    Ok(())
+}
+
+/// Dead-letters message `sequence` of `stream` as the stream holds it, with
+/// its original subject, headers and payload: for a message whose copy in
+/// hand is gone or was never there. The streams keep messages by limits,
+/// so an unacknowledged message is still there.
+pub async fn copy_from_stream(
+    js: &jetstream::Context,
+    stream: &str,
+    consumer: &str,
+    sequence: u64,
+    deliveries: u64,
+    reason: &str,
+) -> Result<(), String> {
+    let source = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+    let message = source
+        .get_raw_message(sequence)
+        .await
+        .map_err(|e| format!("cannot read sequence {sequence} of {stream}: {e}"))?;
     publish(
         js,
         &DeadLetter {
             stream,
             consumer,
             subject: &message.subject,
-            sequence: advisory.stream_seq,
-            deliveries: advisory.deliveries,
-            reason: &reason,
+            sequence,
+            deliveries,
+            reason,
             headers: Some(&message.headers),
             payload: message.payload.clone(),
         },
     )
-    .await?;
-    tracing::warn!(%consumer, sequence = advisory.stream_seq, "Moved an exhausted message to the dead-letter stream.");
-    Ok(())
+    .await
 }
 
 #[cfg(test)]

@@ -75,7 +75,10 @@ impl SeenKeys {
     /// Which of `keys` are recorded, in one request per thousand keys: a
     /// JetStream batched direct get (`multi_last`) answers with the keys it
     /// has and then an end-of-batch status, instead of one round trip each.
-    pub async fn contains_many(&self, keys: &[String]) -> Result<HashSet<String>, SeenKeysError> {
+    pub async fn contains_many(
+        &self,
+        keys: &[impl AsRef<str> + Sync],
+    ) -> Result<HashSet<String>, SeenKeysError> {
         let span = hookmesh_nats::trace::kv_span("get", self.bucket);
         async {
             let mut found = HashSet::new();
@@ -94,12 +97,22 @@ impl SeenKeys {
 
     async fn read_chunk(
         &self,
-        keys: &[String],
+        keys: &[impl AsRef<str>],
         found: &mut HashSet<String>,
     ) -> Result<(), SeenKeysError> {
+        #[derive(serde::Serialize)]
+        struct MultiLast {
+            multi_last: Vec<String>,
+            batch: usize,
+        }
         let prefix = format!("$KV.{}.", self.bucket);
-        let subjects: Vec<String> = keys.iter().map(|key| format!("{prefix}{key}")).collect();
-        let request = serde_json::json!({ "multi_last": subjects, "batch": subjects.len() });
+        let multi_last: Vec<String> = keys
+            .iter()
+            .map(|key| format!("{prefix}{}", key.as_ref()))
+            .collect();
+        let batch = multi_last.len();
+        let request = serde_json::to_vec(&MultiLast { multi_last, batch })
+            .expect("a list of strings always serialises");
         let client = self.js.client();
         let inbox = client.new_inbox();
         let mut replies = client
@@ -110,7 +123,7 @@ impl SeenKeys {
             .publish_with_reply(
                 format!("$JS.API.DIRECT.GET.KV_{}", self.bucket),
                 inbox,
-                request.to_string().into(),
+                request.into(),
             )
             .await
             .map_err(|e| self.unavailable(e))?;
@@ -149,7 +162,7 @@ impl SeenKeys {
     /// Across a leader change in a cluster, earlier keys can be lost; that
     /// costs only a later duplicate's early exit, which the database
     /// layer's uniqueness still catches.
-    pub async fn insert_many(&self, keys: &[String]) -> Result<(), SeenKeysError> {
+    pub async fn insert_many(&self, keys: &[impl AsRef<str>]) -> Result<(), SeenKeysError> {
         let Some((last, rest)) = keys.split_last() else {
             return Ok(());
         };
@@ -163,12 +176,12 @@ impl SeenKeys {
         };
         for key in rest {
             client
-                .publish(subject(key), bytes::Bytes::from_static(b"1"))
+                .publish(subject(key.as_ref()), bytes::Bytes::from_static(b"1"))
                 .await
                 .map_err(|e| self.unavailable(e))?;
         }
         self.js
-            .publish(subject(last), bytes::Bytes::from_static(b"1"))
+            .publish(subject(last.as_ref()), bytes::Bytes::from_static(b"1"))
             .await
             .map_err(|e| self.unavailable(e))?
             .await

@@ -400,24 +400,35 @@ async fn a_batch_of_twins_and_reordered_statuses_commits_what_one_by_one_does() 
         // meets some of them again at the database layer (a fresh handler
         // has no memory of them).
         let split = deliveries.len() / 4;
-        batched.delivery.handle(&copy(&deliveries[..split])).await;
+        batched
+            .delivery
+            .handle(&mut copy(&deliveries[..split]))
+            .await;
         let again = batched.forgetful();
-        let outcomes = again.0.handle(&copy(&deliveries)).await;
+        let outcomes = again.0.handle(&mut copy(&deliveries)).await;
         assert_eq!(outcomes.len(), deliveries.len());
-        let ci_outcomes = again.1.handle(&copy(&ci)).await;
+        let ci_outcomes = again.1.handle(&mut copy(&ci)).await;
         batched.register(&program, late).await;
 
         single.register(&program, early).await;
         let mut single_outcomes = Vec::new();
-        for message in copy(&deliveries[..split]) {
-            single.delivery.handle(std::slice::from_ref(&message)).await;
+        for mut message in copy(&deliveries[..split]) {
+            single
+                .delivery
+                .handle(std::slice::from_mut(&mut message))
+                .await;
         }
-        for message in copy(&deliveries) {
-            single_outcomes.extend(single.delivery.handle(std::slice::from_ref(&message)).await);
+        for mut message in copy(&deliveries) {
+            single_outcomes.extend(
+                single
+                    .delivery
+                    .handle(std::slice::from_mut(&mut message))
+                    .await,
+            );
         }
         let mut single_ci = Vec::new();
-        for message in copy(&ci) {
-            single_ci.extend(single.ci.handle(std::slice::from_ref(&message)).await);
+        for mut message in copy(&ci) {
+            single_ci.extend(single.ci.handle(std::slice::from_mut(&mut message)).await);
         }
         single.register(&program, late).await;
 

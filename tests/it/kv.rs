@@ -21,7 +21,7 @@ async fn batched_reads_find_exactly_the_recorded_keys_and_fail_loudly_without_th
     let found = seen.contains_many(&keys).await.unwrap();
     assert_eq!(found.len(), recorded.len());
     assert!(recorded.iter().all(|key| found.contains(key)));
-    assert!(seen.contains_many(&[]).await.unwrap().is_empty());
+    assert!(seen.contains_many(&[] as &[&str]).await.unwrap().is_empty());
 
     js.delete_stream("KV_webhook_dedup").await.unwrap();
     assert!(matches!(

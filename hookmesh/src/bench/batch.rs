@@ -665,8 +665,8 @@ async fn statements_ceiling(
             },
             received_at: Timestamp::now(),
             stream_sequence: n as u64 + 1,
-            correlation_id: String::new(),
-            traceparent: String::new(),
+            correlation_id: "",
+            traceparent: "",
         })
         .collect();
     let batches: Vec<&[Fresh<DeliveryFact>]> = facts.chunks(batch_size.max(1)).collect();
@@ -715,7 +715,7 @@ impl Family for WithoutDatabase {
         fact.status.as_str()
     }
 
-    async fn apply(&self, events: &[Fresh<DeliveryFact>]) -> Result<Vec<Applied>, ApplyError> {
+    async fn apply(&self, events: &[Fresh<'_, DeliveryFact>]) -> Result<Vec<Applied>, ApplyError> {
         Ok(vec![Applied::New; events.len()])
     }
 }

@@ -32,16 +32,18 @@ const KV_WRITES_IN_FLIGHT: usize = 4;
 /// How often a bucket that could not be opened is tried again.
 const REOPEN_EVERY: Duration = Duration::from_secs(30);
 
-/// An event's identity for deduplication, valid as a KV key.
+/// An event's identity for deduplication, valid as a KV key. Shared, not
+/// copied: a batch's key goes to its in-batch index, the memory layer and
+/// the KV writes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DedupKey(String);
+pub struct DedupKey(Arc<str>);
 
 impl DedupKey {
     /// The key of `id` within `scope`; `scope` must be made of
     /// `A-Z a-z 0-9 _ - .` (tenant ids, provider and platform names and
     /// event types are), `id` may hold anything.
     pub fn new(scope: &str, id: &str) -> Self {
-        Self(SeenKeys::key(scope, id))
+        Self(SeenKeys::key(scope, id).into())
     }
 
     /// A key isolated by family, source (provider or CI platform) and event
@@ -52,6 +54,12 @@ impl DedupKey {
     }
 
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for DedupKey {
+    fn as_ref(&self) -> &str {
         &self.0
     }
 }
@@ -170,11 +178,11 @@ impl Deduplicator {
             }
             return verdicts;
         };
-        let unknown: Vec<String> = keys
+        let unknown: Vec<&str> = keys
             .iter()
             .zip(&verdicts)
             .filter(|(_, verdict)| verdict.is_none())
-            .map(|(key, _)| key.0.clone())
+            .map(|(key, _)| key.as_str())
             .collect();
         if unknown.is_empty() {
             return verdicts;
@@ -182,7 +190,7 @@ impl Deduplicator {
         match kv.contains_many(&unknown).await {
             Ok(found) => {
                 for (key, verdict) in keys.iter().zip(verdicts.iter_mut()) {
-                    if verdict.is_none() && found.contains(&key.0) {
+                    if verdict.is_none() && found.contains(key.as_str()) {
                         *verdict = Some(Layer::Kv);
                     }
                 }
@@ -214,7 +222,7 @@ impl Deduplicator {
         // a key that arrives late there costs only a later duplicate's early
         // exit. A few writes at most are in flight; more wait their turn.
         if let Some(kv) = self.bucket().await {
-            let keys: Vec<String> = keys.iter().map(|key| key.0.clone()).collect();
+            let keys = keys.to_vec();
             let Ok(permit) = self.writes.clone().acquire_owned().await else {
                 return;
             };

@@ -36,24 +36,25 @@ use crate::consume::{Delivery, Handler, Outcome};
 use crate::ops::DatabaseHealth;
 use crate::publish::TraceHeaders;
 
-/// An event read from a delivery, with what the broker says about it.
+/// An event read from a delivery, with what the broker says about it; its
+/// headers are borrowed from the delivery rather than copied per event.
 #[derive(Debug, Clone)]
-pub struct Fresh<E> {
+pub struct Fresh<'d, E> {
     pub event: E,
     /// When JetStream stored it: the webhook's arrival, for lag figures.
     pub received_at: Timestamp,
     pub stream_sequence: u64,
-    pub correlation_id: String,
+    pub correlation_id: &'d str,
     /// The message's W3C `traceparent`, carried on to the events it causes.
-    pub traceparent: String,
+    pub traceparent: &'d str,
 }
 
-impl<E> Fresh<E> {
+impl<E> Fresh<'_, E> {
     /// The trace headers of the events this one causes downstream.
     pub fn trace(&self) -> TraceHeaders {
         TraceHeaders {
-            traceparent: self.traceparent.clone(),
-            correlation_id: self.correlation_id.clone(),
+            traceparent: self.traceparent.to_owned(),
+            correlation_id: self.correlation_id.to_owned(),
         }
     }
 }
@@ -116,7 +117,7 @@ pub trait Family: Send + Sync + 'static {
     /// An error rolls the whole batch back.
     fn apply(
         &self,
-        events: &[Fresh<Self::Event>],
+        events: &[Fresh<'_, Self::Event>],
     ) -> impl Future<Output = Result<Vec<Applied>, ApplyError>> + Send;
 }
 
@@ -274,7 +275,7 @@ enum Settled {
 type Settling<'a> = Pin<Box<dyn Future<Output = Vec<Settled>> + Send + 'a>>;
 
 impl<F: Family> Handler for BatchHandler<F> {
-    async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
+    async fn handle(&self, batch: &mut [Delivery]) -> Vec<Outcome> {
         let started = Instant::now();
         let mut laps = Laps::start();
         let name = F::NAME;
@@ -284,6 +285,9 @@ impl<F: Family> Handler for BatchHandler<F> {
         // place: a batch of ten thousand is held whole, so every copy of it
         // counts (see docs/batch.md, memory).
         let mut fresh: Vec<Fresh<F::Event>> = Vec::with_capacity(batch.len());
+        // Each delivery, read-only once its payload is released; the fresh
+        // events borrow their headers from it.
+        let mut deliveries: Vec<&Delivery> = Vec::with_capacity(batch.len());
         let mut fresh_keys = Vec::with_capacity(batch.len());
         let mut fresh_indexes = Vec::with_capacity(batch.len());
         // Duplicates within the batch follow their first occurrence.
@@ -291,8 +295,16 @@ impl<F: Family> Handler for BatchHandler<F> {
             HashMap::with_capacity_and_hasher(batch.len(), FastHash::default());
         let mut routes = Vec::with_capacity(batch.len());
         let mut invalid = 0;
-        for (index, delivery) in batch.iter().enumerate() {
-            match self.family.parse(delivery) {
+        for (index, delivery) in batch.iter_mut().enumerate() {
+            let parsed = self.family.parse(delivery);
+            if parsed.is_ok() {
+                // The event holds what it needs; a dead letter of it would
+                // be copied from the stream.
+                delivery.release_payload();
+            }
+            let delivery: &Delivery = delivery;
+            deliveries.push(delivery);
+            match parsed {
                 Ok(event) => {
                     self.observer.received(self.family.event_type(&event));
                     let key = self.family.dedup_key(&event);
@@ -306,8 +318,8 @@ impl<F: Family> Handler for BatchHandler<F> {
                         event,
                         received_at: delivery.published,
                         stream_sequence: delivery.stream_sequence,
-                        correlation_id: delivery.correlation_id().to_owned(),
-                        traceparent: delivery.traceparent().to_owned(),
+                        correlation_id: delivery.correlation_id(),
+                        traceparent: delivery.traceparent(),
                     });
                     fresh_keys.push(key);
                     fresh_indexes.push(index);
@@ -354,7 +366,7 @@ impl<F: Family> Handler for BatchHandler<F> {
                 .zip(fresh_keys)
                 .zip(fresh_indexes)
             {
-                let delivery = &batch[index];
+                let delivery = deliveries[index];
                 match settled {
                     Settled::Committed(applied) => {
                         if applied != Applied::Duplicate {
@@ -433,7 +445,7 @@ impl<F: Family> BatchHandler<F> {
     /// Applies `events`; when the database refuses the batch's data, applies
     /// each half apart, down to single events, so that only the events it
     /// refuses are left out. One answer per event, in order.
-    fn settle_isolating<'a>(&'a self, events: &'a [Fresh<F::Event>]) -> Settling<'a> {
+    fn settle_isolating<'a>(&'a self, events: &'a [Fresh<'_, F::Event>]) -> Settling<'a> {
         Box::pin(async move {
             // One client span for the batch's transaction.
             let transaction = hookmesh_nats::trace::database_span(

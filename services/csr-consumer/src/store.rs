@@ -111,7 +111,7 @@ impl Store {
     /// answer per event, in order.
     pub async fn apply(
         &self,
-        events: &[Fresh<EventFacts>],
+        events: &[Fresh<'_, EventFacts>],
         now: Timestamp,
     ) -> Result<Vec<Applied>, sqlx::Error> {
         let processed_at = now.unix_millis();
@@ -495,7 +495,7 @@ fn participant_of(transition: &Transition) -> ParticipantKey {
 async fn record_events(
     backend: Backend,
     tx: &mut Transaction<'static, Any>,
-    events: &[Fresh<EventFacts>],
+    events: &[Fresh<'_, EventFacts>],
     processed_at: i64,
 ) -> Result<HashSet<(String, String)>, sqlx::Error> {
     let mut ordered: Vec<&EventFacts> = events.iter().map(|fresh| &fresh.event).collect();

@@ -515,7 +515,8 @@ impl StepHandler {
 }
 
 impl Handler for StepHandler {
-    async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
+    async fn handle(&self, batch: &mut [Delivery]) -> Vec<Outcome> {
+        let batch: &[Delivery] = batch;
         let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
         for (index, delivery) in batch.iter().enumerate() {
             let key = job_key(delivery);

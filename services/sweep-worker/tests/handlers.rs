@@ -130,7 +130,7 @@ async fn twin_triggers_in_one_batch_make_one_job_and_one_sweep() {
     let f = fixture("twins").await;
     let handler = f.handler(Step::Trigger);
     let outcomes = handler
-        .handle(&[trigger("job_a"), trigger("job_a"), trigger("job_b")])
+        .handle(&mut [trigger("job_a"), trigger("job_a"), trigger("job_b")])
         .await;
     assert_eq!(outcomes, vec![Outcome::Done; 3]);
     assert_eq!(f.simulator.sweeps_accepted(), 2, "one sweep per job");
@@ -156,7 +156,7 @@ async fn a_poison_trigger_is_dead_lettered_and_its_batch_goes_on() {
     let f = fixture("poison").await;
     let handler = f.handler(Step::Trigger);
     let outcomes = handler
-        .handle(&[
+        .handle(&mut [
             Delivery::detached("sweeps.trigger", &b"{\"specversion\": 1}"[..]),
             trigger("job_c"),
         ])
@@ -187,9 +187,9 @@ async fn a_callback_for_a_job_nobody_recorded_is_retried_then_dead_lettered() {
         .unwrap(),
     );
     let delivery = || Delivery::detached("sweeps.callback", callback.to_json());
-    let early = handler.handle(&[delivery()]).await;
+    let early = handler.handle(&mut [delivery()]).await;
     assert!(matches!(&early[0], Outcome::Retry { .. }), "{early:?}");
-    let late = handler.handle(&[delivery().at(1, 5)]).await;
+    let late = handler.handle(&mut [delivery().at(1, 5)]).await;
     assert!(
         matches!(&late[0], Outcome::DeadLetter { reason } if reason.contains("does not exist")),
         "{late:?}"
@@ -237,7 +237,7 @@ async fn a_trading_api_that_redirects_fails_the_job_and_no_key_leaves_for_the_ot
     .unwrap();
     let handler = f.handler(Step::Trigger);
     assert_eq!(
-        handler.handle(&[trigger("job_r")]).await,
+        handler.handle(&mut [trigger("job_r")]).await,
         vec![Outcome::Done]
     );
     let job = f.store.job("job_r").await.unwrap().unwrap();

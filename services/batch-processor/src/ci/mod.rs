@@ -86,7 +86,7 @@ impl Family for CiFamily {
         fact.event.kind()
     }
 
-    async fn apply(&self, events: &[Fresh<CiFact>]) -> Result<Vec<Applied>, ApplyError> {
+    async fn apply(&self, events: &[Fresh<'_, CiFact>]) -> Result<Vec<Applied>, ApplyError> {
         let mut laps = Laps::start();
         let outcome = self.store.apply(events, Timestamp::now(), &mut laps).await;
         laps.report(&self.metrics.family(Self::NAME));

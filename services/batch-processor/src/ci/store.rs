@@ -118,7 +118,7 @@ impl CiStore {
     /// statement's time goes to `laps`.
     pub async fn apply(
         &self,
-        events: &[Fresh<CiFact>],
+        events: &[Fresh<'_, CiFact>],
         now: Timestamp,
         laps: &mut Laps,
     ) -> Result<CiOutcome, sqlx::Error> {
@@ -304,7 +304,7 @@ impl CiStore {
 async fn insert_events(
     backend: Backend,
     tx: &mut Transaction<'static, Any>,
-    events: &[Fresh<CiFact>],
+    events: &[Fresh<'_, CiFact>],
     now_millis: i64,
 ) -> Result<HashSet<u64>, sqlx::Error> {
     const COLUMNS: usize = 11;
@@ -602,9 +602,9 @@ type FailureKey = (String, String, String, String, i64);
 async fn announce<'e>(
     backend: Backend,
     tx: &mut Transaction<'static, Any>,
-    failures: &[&'e Fresh<CiFact>],
+    failures: &[&'e Fresh<'e, CiFact>],
     now_millis: i64,
-) -> Result<Vec<&'e Fresh<CiFact>>, sqlx::Error> {
+) -> Result<Vec<&'e Fresh<'e, CiFact>>, sqlx::Error> {
     let mut first: BTreeMap<FailureKey, &Fresh<CiFact>> = BTreeMap::new();
     for fresh in failures {
         let (platform, repository, pipeline, job) = fresh.event.run_key();

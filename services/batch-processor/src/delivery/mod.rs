@@ -98,13 +98,16 @@ impl Family for DeliveryFamily {
         fact.status.as_str()
     }
 
-    async fn apply(&self, events: &[Fresh<DeliveryFact>]) -> Result<Vec<Applied>, ApplyError> {
-        let keys: Vec<_> = events
-            .iter()
-            .map(|fresh| (fresh.event.provider.clone(), fresh.event.message_id.clone()))
-            .collect();
+    async fn apply(&self, events: &[Fresh<'_, DeliveryFact>]) -> Result<Vec<Applied>, ApplyError> {
         let mut laps = Laps::start();
-        let enrichment = self.enricher.enrich(&keys).await;
+        let enrichment = {
+            // Gone before the statements: a batch holds ten thousand.
+            let keys: Vec<_> = events
+                .iter()
+                .map(|fresh| (fresh.event.provider.clone(), fresh.event.message_id.clone()))
+                .collect();
+            self.enricher.enrich(&keys).await
+        };
         laps.lap("enrich");
         let outcome = self
             .store

@@ -122,7 +122,7 @@ impl RegistrationHandler {
 
 impl Handler for RegistrationHandler {
     /// One registration at a time: each may hold ten thousand recipients.
-    async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
+    async fn handle(&self, batch: &mut [Delivery]) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(batch.len());
         for delivery in batch {
             outcomes.push(self.register(delivery).await);

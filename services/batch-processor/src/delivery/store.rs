@@ -48,11 +48,15 @@ pub struct RecipientInfo {
 /// `(provider, message id)`: a recipient's key.
 pub type RecipientKey = (String, String);
 
+/// A recipient's key borrowed from the event or row that names it: a batch
+/// names ten thousand, and each copy was two allocations.
+type KeyRef<'a> = (&'a str, &'a str);
+
 /// `(tenant, campaign)`, shared by its recipients.
 type Campaign = Arc<(String, String)>;
 
 /// Recipients as the database holds them: their campaign and state.
-type Current<'k> = HashMap<&'k RecipientKey, (Campaign, RecipientState)>;
+type Current<'k> = HashMap<KeyRef<'k>, (Campaign, RecipientState)>;
 
 /// A recipient the sending application registers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +178,7 @@ impl DeliveryStore {
     /// transaction; each statement's time goes to `laps`.
     pub async fn apply(
         &self,
-        events: &[Fresh<DeliveryFact>],
+        events: &[Fresh<'_, DeliveryFact>],
         enrichment: &[Enrichment<Arc<RecipientInfo>>],
         now: Timestamp,
         laps: &mut Laps,
@@ -188,21 +192,26 @@ impl DeliveryStore {
         let new = insert_events(self.backend, &mut tx, events, now_millis).await?;
         laps.lap("insert_events");
 
-        let keys: Vec<RecipientKey> = events
+        let keys: Vec<KeyRef> = events
             .iter()
-            .map(|(fresh, _)| (fresh.event.provider.clone(), fresh.event.message_id.clone()))
+            .map(|(fresh, _)| {
+                (
+                    fresh.event.provider.as_str(),
+                    fresh.event.message_id.as_str(),
+                )
+            })
             .collect();
-        let mut statuses: BTreeMap<&RecipientKey, Vec<DeliveryStatus>> = BTreeMap::new();
+        let mut statuses: BTreeMap<KeyRef, Vec<DeliveryStatus>> = BTreeMap::new();
         for ((fresh, _), key) in events.iter().zip(&keys) {
             if new.contains(&fresh.stream_sequence) {
-                statuses.entry(key).or_default().push(fresh.event.status);
+                statuses.entry(*key).or_default().push(fresh.event.status);
             }
         }
-        let locking: Vec<&RecipientKey> = statuses.keys().copied().collect();
+        let locking: Vec<KeyRef> = statuses.keys().copied().collect();
         let mut current = self.lock_recipients(&mut tx, &locking).await?;
-        let missing: Vec<&RecipientKey> = locking
+        let missing: Vec<KeyRef> = locking
             .iter()
-            .filter(|key| !current.contains_key(**key))
+            .filter(|key| !current.contains_key(*key))
             .copied()
             .collect();
         if !missing.is_empty() && self.backend == Backend::Postgres {
@@ -245,7 +254,7 @@ impl DeliveryStore {
     async fn apply_statuses(
         &self,
         tx: &mut Transaction<'static, Any>,
-        statuses: &BTreeMap<&RecipientKey, Vec<DeliveryStatus>>,
+        statuses: &BTreeMap<KeyRef<'_>, Vec<DeliveryStatus>>,
         current: &Current<'_>,
         now: Timestamp,
     ) -> Result<Vec<CampaignCompleted>, sqlx::Error> {
@@ -253,7 +262,7 @@ impl DeliveryStore {
         let mut changes = Vec::new();
         let mut deltas: BTreeMap<(String, String), CounterDelta> = BTreeMap::new();
         for (key, events) in statuses {
-            let Some((campaign, before)) = current.get(*key) else {
+            let Some((campaign, before)) = current.get(key) else {
                 continue;
             };
             let after = events.iter().fold(*before, |state, s| state.with(*s));
@@ -289,14 +298,11 @@ impl DeliveryStore {
     async fn lock_recipients<'k>(
         &self,
         tx: &mut Transaction<'static, Any>,
-        keys: &[&'k RecipientKey],
+        keys: &[KeyRef<'k>],
     ) -> Result<Current<'k>, sqlx::Error> {
         // Rows are matched back to the caller's keys, and each campaign is
         // held once, not once per recipient: a batch reads ten thousand.
-        let index: HashMap<(&str, &str), &'k RecipientKey> = keys
-            .iter()
-            .map(|key| ((key.0.as_str(), key.1.as_str()), *key))
-            .collect();
+        let index: HashMap<KeyRef, KeyRef<'k>> = keys.iter().map(|key| (*key, *key)).collect();
         let mut campaigns: HashMap<(String, String), Campaign> = HashMap::new();
         let mut current = HashMap::with_capacity(keys.len());
         let chunk_rows = match self.backend {
@@ -481,9 +487,12 @@ impl DeliveryStore {
                 ));
             }
         }
-        let mut statuses: BTreeMap<&RecipientKey, Vec<DeliveryStatus>> = BTreeMap::new();
-        for (key, event) in &late {
-            statuses.entry(key).or_default().push(*event);
+        let mut statuses: BTreeMap<KeyRef, Vec<DeliveryStatus>> = BTreeMap::new();
+        for ((provider, message_id), event) in &late {
+            statuses
+                .entry((provider.as_str(), message_id.as_str()))
+                .or_default()
+                .push(*event);
         }
         let campaign = (tenant.as_str().to_owned(), campaign_id.to_owned());
         let campaign = Arc::new(campaign);
@@ -494,7 +503,7 @@ impl DeliveryStore {
         let completed = self
             .apply_statuses(&mut tx, &statuses, &current, now)
             .await?;
-        let late_keys: Vec<&RecipientKey> = statuses.keys().copied().collect();
+        let late_keys: Vec<KeyRef> = statuses.keys().copied().collect();
         for chunk in late_keys.chunks(rows_per_statement(2) - 1) {
             let sql = format!(
                 "UPDATE delivery_events SET matched = TRUE, tenant_id = {}, campaign_id = {} \
@@ -683,7 +692,7 @@ impl DeliveryStore {
 async fn insert_events(
     backend: Backend,
     tx: &mut Transaction<'static, Any>,
-    events: &[(&Fresh<DeliveryFact>, &Enrichment<Arc<RecipientInfo>>)],
+    events: &[(&Fresh<'_, DeliveryFact>, &Enrichment<Arc<RecipientInfo>>)],
     now_millis: i64,
 ) -> Result<HashSet<u64>, sqlx::Error> {
     const COLUMNS: usize = 13;
@@ -798,7 +807,7 @@ async fn insert_events(
 }
 
 /// Recipients' keys as two PostgreSQL arrays: providers and message ids.
-fn key_arrays<'k>(keys: impl Iterator<Item = &'k RecipientKey>) -> (String, String) {
+fn key_arrays<'k>(keys: impl Iterator<Item = KeyRef<'k>>) -> (String, String) {
     let (mut providers, mut message_ids) = (PgArray::new(), PgArray::new());
     for (provider, message_id) in keys {
         providers.text(Some(provider));
@@ -819,7 +828,7 @@ async fn serialise_registrations(tx: &mut Transaction<'static, Any>) -> Result<(
 async fn update_recipients(
     backend: Backend,
     tx: &mut Transaction<'static, Any>,
-    changes: &[(&RecipientKey, RecipientState)],
+    changes: &[(KeyRef<'_>, RecipientState)],
     now_millis: i64,
 ) -> Result<(), sqlx::Error> {
     if backend == Backend::Postgres {
@@ -1064,7 +1073,8 @@ impl Lookup for RecipientLookup {
         for chunk in keys.chunks(rows_per_statement(2)) {
             let query = match self.backend {
                 Backend::Postgres => {
-                    let (providers, message_ids) = key_arrays(chunk.iter());
+                    let (providers, message_ids) =
+                        key_arrays(chunk.iter().map(|(p, m)| (p.as_str(), m.as_str())));
                     sqlx::query(
                         "SELECT r.provider, r.message_id, r.tenant_id, r.campaign_id, r.address \
                          FROM delivery_recipients r \

@@ -362,7 +362,7 @@ pub struct RouteHandler {
 }
 
 impl Handler for RouteHandler {
-    async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
+    async fn handle(&self, batch: &mut [Delivery]) -> Vec<Outcome> {
         join_all(
             batch
                 .iter()
@@ -465,7 +465,7 @@ pub struct DeliverHandler {
 }
 
 impl Handler for DeliverHandler {
-    async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
+    async fn handle(&self, batch: &mut [Delivery]) -> Vec<Outcome> {
         join_all(
             batch
                 .iter()
