@@ -235,6 +235,13 @@ pub async fn migrate(pool: &Pool, migrator: &Migrator) -> Result<(), DbError> {
 /// PostgreSQL's 65 535.
 const MAX_BINDS: usize = 30_000;
 
+/// Most rows one PostgreSQL statement of arrays (`UNNEST`) carries. Its
+/// arrays are held twice while it is sent, as text and then in the
+/// connection's write buffer, which keeps that size afterwards: ten thousand
+/// events were 5.4 MB. Batches up to this size are one statement per table;
+/// a larger one takes a statement per this many rows.
+pub const ARRAY_ROWS_PER_STATEMENT: usize = 2_048;
+
 /// Rows of `columns` values each that fit in one statement.
 pub fn rows_per_statement(columns: usize) -> usize {
     (MAX_BINDS / columns.max(1)).max(1)

@@ -489,3 +489,52 @@ fn handlers(
         ),
     )
 }
+
+/// A batch larger than one PostgreSQL statement carries
+/// (`ARRAY_ROWS_PER_STATEMENT`) and than SQLite's bind limit: its events,
+/// recipients, status changes and unmatched events each span several
+/// statements, and commit the same rows as the same messages in batches of
+/// a thousand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_spanning_several_statements_commits_what_smaller_batches_do() {
+    let mut pairs = vec![(TestDb::sqlite(), TestDb::sqlite())];
+    if let (Some(a), Some(b)) = (TestDb::postgres().await, TestDb::postgres().await) {
+        pairs.push((a, b));
+    }
+    // 4 800 recipients; half registered before their events, half after.
+    let program = generate(21, 8, 600);
+    let deliveries = delivery_batch(&program);
+    let early = |index: usize| index < 4;
+    let late = |index: usize| index >= 4;
+    assert!(
+        program
+            .campaigns
+            .values()
+            .take(4)
+            .map(Vec::len)
+            .sum::<usize>()
+            > db::ARRAY_ROWS_PER_STATEMENT
+    );
+    for (whole, parts) in pairs {
+        let (whole, parts) = (
+            Engine::open(&whole.url).await,
+            Engine::open(&parts.url).await,
+        );
+        whole.register(&program, early).await;
+        parts.register(&program, early).await;
+        let outcomes = whole.delivery.handle(&mut copy(&deliveries)).await;
+        let mut part_outcomes = Vec::new();
+        for chunk in deliveries.chunks(1_000) {
+            part_outcomes.extend(parts.delivery.handle(&mut copy(chunk)).await);
+        }
+        whole.register(&program, late).await;
+        parts.register(&program, late).await;
+
+        assert_eq!(outcomes, part_outcomes, "each message settles the same way");
+        let (whole_rows, part_rows) = (snapshot(&whole.pool).await, snapshot(&parts.pool).await);
+        assert!(whole_rows["delivery_events"].len() > 2 * db::ARRAY_ROWS_PER_STATEMENT);
+        for (table, rows) in &part_rows {
+            assert_eq!(&whole_rows[table], rows, "table {table}");
+        }
+    }
+}

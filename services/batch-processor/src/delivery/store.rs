@@ -14,7 +14,9 @@ use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects::CAMPAIGN_COMPLETED;
 use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_contracts::{TenantId, Timestamp};
-use hookmesh_runtime::db::{Backend, Keyset, PgArray, Pool, rows_per_statement};
+use hookmesh_runtime::db::{
+    ARRAY_ROWS_PER_STATEMENT, Backend, Keyset, PgArray, Pool, rows_per_statement,
+};
 use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
 use hookmesh_runtime::publish::TraceHeaders;
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
@@ -306,7 +308,7 @@ impl DeliveryStore {
         let mut campaigns: HashMap<(String, String), Campaign> = HashMap::new();
         let mut current = HashMap::with_capacity(keys.len());
         let chunk_rows = match self.backend {
-            Backend::Postgres => keys.len().max(1),
+            Backend::Postgres => ARRAY_ROWS_PER_STATEMENT,
             Backend::Sqlite => rows_per_statement(2),
         };
         for chunk in keys.chunks(chunk_rows) {
@@ -709,60 +711,62 @@ async fn insert_events(
     });
     let mut new = HashSet::with_capacity(events.len());
     if backend == Backend::Postgres {
-        let mut columns: [PgArray; 12] = Default::default();
-        for (fresh, enrichment) in &events {
-            let fact = &fresh.event;
-            let info = match enrichment {
-                Enrichment::Found(info) => Some(info),
-                Enrichment::Unknown | Enrichment::Skipped => None,
-            };
-            let [
-                provider,
-                event_type,
-                message_id,
-                event_id,
-                occurred_at,
-                received_at,
-                sequence,
-                tenant,
-                campaign,
-                recipient,
-                reason,
-                url,
-            ] = &mut columns;
-            provider.text(Some(&fact.provider));
-            event_type.text(Some(fact.status.as_str()));
-            message_id.text(Some(&fact.message_id));
-            event_id.text(Some(&fact.event_id));
-            occurred_at.int(Some(fact.occurred_at.unix_millis()));
-            received_at.int(Some(fresh.received_at.unix_millis()));
-            sequence.int(Some(fresh.stream_sequence as i64));
-            tenant.text(info.map(|i| i.tenant_id.as_str()));
-            campaign.text(info.map(|i| i.campaign_id.as_str()));
-            recipient.text(info.map(|i| i.address.as_str()));
-            reason.text(fact.reason.as_deref());
-            url.text(fact.url.as_deref());
-        }
-        let mut query = sqlx::query(
-            "INSERT INTO delivery_events (provider, event_type, message_id, event_id, \
-             occurred_at, received_at, processed_at, stream_sequence, tenant_id, campaign_id, \
-             recipient, reason, url) \
-             SELECT provider, event_type, message_id, event_id, occurred_at, received_at, $13, \
-             stream_sequence, tenant_id, campaign_id, recipient, reason, url \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
-             $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[], \
-             $12::text[]) AS v(provider, event_type, message_id, event_id, occurred_at, \
-             received_at, stream_sequence, tenant_id, campaign_id, recipient, reason, url) \
-             ON CONFLICT (provider, event_type, message_id) DO NOTHING \
-             RETURNING stream_sequence",
-        );
-        for column in columns {
-            query = query.bind(column.finish());
-        }
-        let mut rows = query.bind(now_millis).fetch(&mut **tx);
-        while let Some(row) = rows.try_next().await? {
-            let sequence: i64 = row.try_get(0)?;
-            new.insert(sequence as u64);
+        for chunk in events.chunks(ARRAY_ROWS_PER_STATEMENT) {
+            let mut columns: [PgArray; 12] = Default::default();
+            for (fresh, enrichment) in chunk {
+                let fact = &fresh.event;
+                let info = match enrichment {
+                    Enrichment::Found(info) => Some(info),
+                    Enrichment::Unknown | Enrichment::Skipped => None,
+                };
+                let [
+                    provider,
+                    event_type,
+                    message_id,
+                    event_id,
+                    occurred_at,
+                    received_at,
+                    sequence,
+                    tenant,
+                    campaign,
+                    recipient,
+                    reason,
+                    url,
+                ] = &mut columns;
+                provider.text(Some(&fact.provider));
+                event_type.text(Some(fact.status.as_str()));
+                message_id.text(Some(&fact.message_id));
+                event_id.text(Some(&fact.event_id));
+                occurred_at.int(Some(fact.occurred_at.unix_millis()));
+                received_at.int(Some(fresh.received_at.unix_millis()));
+                sequence.int(Some(fresh.stream_sequence as i64));
+                tenant.text(info.map(|i| i.tenant_id.as_str()));
+                campaign.text(info.map(|i| i.campaign_id.as_str()));
+                recipient.text(info.map(|i| i.address.as_str()));
+                reason.text(fact.reason.as_deref());
+                url.text(fact.url.as_deref());
+            }
+            let mut query = sqlx::query(
+                "INSERT INTO delivery_events (provider, event_type, message_id, event_id, \
+                 occurred_at, received_at, processed_at, stream_sequence, tenant_id, campaign_id, \
+                 recipient, reason, url) \
+                 SELECT provider, event_type, message_id, event_id, occurred_at, received_at, $13, \
+                 stream_sequence, tenant_id, campaign_id, recipient, reason, url \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+                 $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[], \
+                 $12::text[]) AS v(provider, event_type, message_id, event_id, occurred_at, \
+                 received_at, stream_sequence, tenant_id, campaign_id, recipient, reason, url) \
+                 ON CONFLICT (provider, event_type, message_id) DO NOTHING \
+                 RETURNING stream_sequence",
+            );
+            for column in columns {
+                query = query.bind(column.finish());
+            }
+            let mut rows = query.bind(now_millis).fetch(&mut **tx);
+            while let Some(row) = rows.try_next().await? {
+                let sequence: i64 = row.try_get(0)?;
+                new.insert(sequence as u64);
+            }
         }
         return Ok(new);
     }
@@ -835,26 +839,28 @@ async fn update_recipients(
         if changes.is_empty() {
             return Ok(());
         }
-        let (providers, message_ids) = key_arrays(changes.iter().map(|(key, _)| *key));
-        let (mut statuses, mut evidence) = (PgArray::new(), PgArray::new());
-        for (_, state) in changes {
-            statuses.text(Some(state.status.as_str()));
-            evidence.int(Some(state.evidence));
+        for chunk in changes.chunks(ARRAY_ROWS_PER_STATEMENT) {
+            let (providers, message_ids) = key_arrays(chunk.iter().map(|(key, _)| *key));
+            let (mut statuses, mut evidence) = (PgArray::new(), PgArray::new());
+            for (_, state) in chunk {
+                statuses.text(Some(state.status.as_str()));
+                evidence.int(Some(state.evidence));
+            }
+            sqlx::query(
+                "UPDATE delivery_recipients r SET status = v.status, evidence = v.evidence, \
+                 updated_at = $5 \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) \
+                 AS v(provider, message_id, status, evidence) \
+                 WHERE r.provider = v.provider AND r.message_id = v.message_id",
+            )
+            .bind(providers)
+            .bind(message_ids)
+            .bind(statuses.finish())
+            .bind(evidence.finish())
+            .bind(now_millis)
+            .execute(&mut **tx)
+            .await?;
         }
-        sqlx::query(
-            "UPDATE delivery_recipients r SET status = v.status, evidence = v.evidence, \
-             updated_at = $5 \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) \
-             AS v(provider, message_id, status, evidence) \
-             WHERE r.provider = v.provider AND r.message_id = v.message_id",
-        )
-        .bind(providers)
-        .bind(message_ids)
-        .bind(statuses.finish())
-        .bind(evidence.finish())
-        .bind(now_millis)
-        .execute(&mut **tx)
-        .await?;
         return Ok(());
     }
     for chunk in changes.chunks(rows_per_statement(4) - 1) {
@@ -992,23 +998,26 @@ async fn mark_unmatched(
         if unmatched.is_empty() {
             return Ok(());
         }
-        let [mut providers, mut types, mut message_ids]: [PgArray; 3] = Default::default();
-        for fact in unmatched {
-            providers.text(Some(&fact.provider));
-            types.text(Some(fact.status.as_str()));
-            message_ids.text(Some(&fact.message_id));
+        for chunk in unmatched.chunks(ARRAY_ROWS_PER_STATEMENT) {
+            let [mut providers, mut types, mut message_ids]: [PgArray; 3] = Default::default();
+            for fact in chunk {
+                providers.text(Some(&fact.provider));
+                types.text(Some(fact.status.as_str()));
+                message_ids.text(Some(&fact.message_id));
+            }
+            sqlx::query(
+                "UPDATE delivery_events e SET matched = FALSE \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[]) \
+                 AS v(provider, event_type, message_id) \
+                 WHERE e.provider = v.provider AND e.event_type = v.event_type \
+                 AND e.message_id = v.message_id",
+            )
+            .bind(providers.finish())
+            .bind(types.finish())
+            .bind(message_ids.finish())
+            .execute(&mut **tx)
+            .await?;
         }
-        sqlx::query(
-            "UPDATE delivery_events e SET matched = FALSE \
-             FROM UNNEST($1::text[], $2::text[], $3::text[]) AS v(provider, event_type, message_id) \
-             WHERE e.provider = v.provider AND e.event_type = v.event_type \
-             AND e.message_id = v.message_id",
-        )
-        .bind(providers.finish())
-        .bind(types.finish())
-        .bind(message_ids.finish())
-        .execute(&mut **tx)
-        .await?;
         return Ok(());
     }
     for chunk in unmatched.chunks(rows_per_statement(3)) {
