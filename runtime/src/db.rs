@@ -360,6 +360,31 @@ impl PgArray {
     }
 }
 
+/// Runs one chunk of an events log's insert on PostgreSQL: `sql` is an
+/// `INSERT … SELECT … FROM UNNEST(…) ON CONFLICT DO NOTHING RETURNING
+/// stream_sequence` taking `columns` in order and then `now_millis`; the
+/// sequences it returns (the events new to the log) are added to `new`.
+pub async fn insert_returning_sequences(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    sql: &'static str,
+    columns: impl IntoIterator<Item = PgArray>,
+    now_millis: i64,
+    new: &mut std::collections::HashSet<u64>,
+) -> Result<(), sqlx::Error> {
+    use futures_util::TryStreamExt as _;
+    use sqlx::Row as _;
+    let mut query = sqlx::query(sql);
+    for column in columns {
+        query = query.bind(column.finish());
+    }
+    let mut rows = query.bind(now_millis).fetch(&mut **tx);
+    while let Some(row) = rows.try_next().await? {
+        let sequence: i64 = row.try_get(0)?;
+        new.insert(sequence as u64);
+    }
+    Ok(())
+}
+
 /// Where a page of a newest-first list resumes: the last row's time (Unix
 /// milliseconds) and id. As a cursor it reads `<millis>.<id>`.
 #[derive(Debug, Clone, PartialEq, Eq)]

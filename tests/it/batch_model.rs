@@ -297,12 +297,12 @@ fn delivery_batch(program: &Program) -> Vec<Delivery> {
 
 /// Runs and jobs with their events out of order: completed before started,
 /// a failure reported twice under two ids, a retried attempt failing
-/// again, twins of every event.
-fn ci_batch() -> Vec<Delivery> {
+/// again, twins of every event; `runs` runs.
+fn ci_batch(runs: i64) -> Vec<Delivery> {
     use PipelineEventType::{Completed, Failed, Started};
     let mut random = Random::new(1500);
     let mut messages = Vec::new();
-    for run in 0..30 {
+    for run in 0..runs {
         let pipeline = format!("run-{run}");
         let job = (run % 3 == 0).then(|| format!("job-{run}"));
         let job = job.as_deref();
@@ -384,7 +384,7 @@ async fn a_batch_of_twins_and_reordered_statuses_commits_what_one_by_one_does() 
     }
     let program = generate(15, 6, 40);
     let deliveries = delivery_batch(&program);
-    let ci = ci_batch();
+    let ci = ci_batch(30);
     // The last campaign is registered after its events: they are logged
     // unmatched, then applied by the registration.
     let early = |index: usize| index + 1 < program.campaigns.len();
@@ -491,10 +491,10 @@ fn handlers(
 }
 
 /// A batch larger than one PostgreSQL statement carries
-/// (`ARRAY_ROWS_PER_STATEMENT`) and than SQLite's bind limit: its events,
-/// recipients, status changes and unmatched events each span several
-/// statements, and commit the same rows as the same messages in batches of
-/// a thousand.
+/// (`ARRAY_ROWS_PER_STATEMENT`) and than SQLite's bind limit: its delivery
+/// events, recipients, status changes and unmatched events, and its CI
+/// events, each span several statements, and commit the same rows as the
+/// same messages in batches of a thousand.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_spanning_several_statements_commits_what_smaller_batches_do() {
     let mut pairs = vec![(TestDb::sqlite(), TestDb::sqlite())];
@@ -504,6 +504,8 @@ async fn a_batch_spanning_several_statements_commits_what_smaller_batches_do() {
     // 4 800 recipients; half registered before their events, half after.
     let program = generate(21, 8, 600);
     let deliveries = delivery_batch(&program);
+    let ci = ci_batch(1_000);
+    assert!(ci.len() > db::ARRAY_ROWS_PER_STATEMENT);
     let early = |index: usize| index < 4;
     let late = |index: usize| index >= 4;
     assert!(
@@ -522,10 +524,14 @@ async fn a_batch_spanning_several_statements_commits_what_smaller_batches_do() {
         );
         whole.register(&program, early).await;
         parts.register(&program, early).await;
-        let outcomes = whole.delivery.handle(&mut copy(&deliveries)).await;
+        let mut outcomes = whole.delivery.handle(&mut copy(&deliveries)).await;
+        outcomes.extend(whole.ci.handle(&mut copy(&ci)).await);
         let mut part_outcomes = Vec::new();
         for chunk in deliveries.chunks(1_000) {
             part_outcomes.extend(parts.delivery.handle(&mut copy(chunk)).await);
+        }
+        for chunk in ci.chunks(1_000) {
+            part_outcomes.extend(parts.ci.handle(&mut copy(chunk)).await);
         }
         whole.register(&program, late).await;
         parts.register(&program, late).await;
@@ -533,6 +539,7 @@ async fn a_batch_spanning_several_statements_commits_what_smaller_batches_do() {
         assert_eq!(outcomes, part_outcomes, "each message settles the same way");
         let (whole_rows, part_rows) = (snapshot(&whole.pool).await, snapshot(&parts.pool).await);
         assert!(whole_rows["delivery_events"].len() > 2 * db::ARRAY_ROWS_PER_STATEMENT);
+        assert!(whole_rows["ci_events"].len() > db::ARRAY_ROWS_PER_STATEMENT);
         for (table, rows) in &part_rows {
             assert_eq!(&whole_rows[table], rows, "table {table}");
         }

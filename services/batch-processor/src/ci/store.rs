@@ -10,7 +10,9 @@ use hookmesh_contracts::envelope::Envelope;
 use hookmesh_contracts::subjects::CI_FAILURE_DETECTED;
 use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_contracts::{TenantId, Timestamp};
-use hookmesh_runtime::db::{Backend, PgArray, Pool, rows_per_statement};
+use hookmesh_runtime::db::{
+    self, ARRAY_ROWS_PER_STATEMENT, Backend, PgArray, Pool, rows_per_statement,
+};
 use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
 use hookmesh_runtime::publish::TraceHeaders;
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
@@ -313,51 +315,50 @@ async fn insert_events(
     events.sort_by_key(|fresh| fresh.event.log_key());
     let mut new = HashSet::with_capacity(events.len());
     if backend == Backend::Postgres {
-        let mut columns: [PgArray; 10] = Default::default();
-        for fresh in &events {
-            let fact = &fresh.event;
-            let [
-                platform,
-                kind,
-                id,
-                repository,
-                pipeline,
-                job,
-                occurred_at,
-                received_at,
-                sequence,
-                patterns,
-            ] = &mut columns;
-            platform.text(Some(fact.event.platform.as_str()));
-            kind.text(Some(fact.event.kind()));
-            id.text(Some(&fact.event.id));
-            repository.text(Some(&fact.event.repository));
-            pipeline.text(Some(&fact.event.pipeline_id));
-            job.text(Some(fact.job_key()));
-            occurred_at.int(Some(fact.event.timestamp.unix_millis()));
-            received_at.int(Some(fresh.received_at.unix_millis()));
-            sequence.int(Some(fresh.stream_sequence as i64));
-            patterns.text(patterns_json(&fact.error_patterns).as_deref());
-        }
-        let mut query = sqlx::query(
-            "INSERT INTO ci_events (platform, event_type, event_id, repository, pipeline_id, \
-             job_key, occurred_at, received_at, processed_at, stream_sequence, error_patterns) \
-             SELECT platform, event_type, event_id, repository, pipeline_id, job_key, \
-             occurred_at, received_at, $11, stream_sequence, error_patterns \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-             $7::bigint[], $8::bigint[], $9::bigint[], $10::text[]) AS v(platform, event_type, \
-             event_id, repository, pipeline_id, job_key, occurred_at, received_at, \
-             stream_sequence, error_patterns) \
-             ON CONFLICT (platform, event_type, event_id) DO NOTHING \
-             RETURNING stream_sequence",
-        );
-        for column in columns {
-            query = query.bind(column.finish());
-        }
-        let mut rows = query.bind(now_millis).fetch(&mut **tx);
-        while let Some(row) = rows.try_next().await? {
-            let sequence: i64 = row.try_get(0)?;
-            new.insert(sequence as u64);
+        for chunk in events.chunks(ARRAY_ROWS_PER_STATEMENT) {
+            let mut columns: [PgArray; 10] = Default::default();
+            for fresh in chunk {
+                let fact = &fresh.event;
+                let [
+                    platform,
+                    kind,
+                    id,
+                    repository,
+                    pipeline,
+                    job,
+                    occurred_at,
+                    received_at,
+                    sequence,
+                    patterns,
+                ] = &mut columns;
+                platform.text(Some(fact.event.platform.as_str()));
+                kind.text(Some(fact.event.kind()));
+                id.text(Some(&fact.event.id));
+                repository.text(Some(&fact.event.repository));
+                pipeline.text(Some(&fact.event.pipeline_id));
+                job.text(Some(fact.job_key()));
+                occurred_at.int(Some(fact.event.timestamp.unix_millis()));
+                received_at.int(Some(fresh.received_at.unix_millis()));
+                sequence.int(Some(fresh.stream_sequence as i64));
+                patterns.text(patterns_json(&fact.error_patterns).as_deref());
+            }
+            db::insert_returning_sequences(
+                tx,
+                "INSERT INTO ci_events (platform, event_type, event_id, repository, pipeline_id, \
+                 job_key, occurred_at, received_at, processed_at, stream_sequence, error_patterns) \
+                 SELECT platform, event_type, event_id, repository, pipeline_id, job_key, \
+                 occurred_at, received_at, $11, stream_sequence, error_patterns \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[]) \
+                 AS v(platform, event_type, event_id, repository, pipeline_id, job_key, \
+                 occurred_at, received_at, stream_sequence, error_patterns) \
+                 ON CONFLICT (platform, event_type, event_id) DO NOTHING \
+                 RETURNING stream_sequence",
+                columns,
+                now_millis,
+                &mut new,
+            )
+            .await?;
         }
         return Ok(new);
     }

@@ -15,7 +15,7 @@ use hookmesh_contracts::subjects::CAMPAIGN_COMPLETED;
 use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_contracts::{TenantId, Timestamp};
 use hookmesh_runtime::db::{
-    ARRAY_ROWS_PER_STATEMENT, Backend, Keyset, PgArray, Pool, rows_per_statement,
+    self, ARRAY_ROWS_PER_STATEMENT, Backend, Keyset, PgArray, Pool, rows_per_statement,
 };
 use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
 use hookmesh_runtime::publish::TraceHeaders;
@@ -746,7 +746,8 @@ async fn insert_events(
                 reason.text(fact.reason.as_deref());
                 url.text(fact.url.as_deref());
             }
-            let mut query = sqlx::query(
+            db::insert_returning_sequences(
+                tx,
                 "INSERT INTO delivery_events (provider, event_type, message_id, event_id, \
                  occurred_at, received_at, processed_at, stream_sequence, tenant_id, campaign_id, \
                  recipient, reason, url) \
@@ -758,15 +759,11 @@ async fn insert_events(
                  received_at, stream_sequence, tenant_id, campaign_id, recipient, reason, url) \
                  ON CONFLICT (provider, event_type, message_id) DO NOTHING \
                  RETURNING stream_sequence",
-            );
-            for column in columns {
-                query = query.bind(column.finish());
-            }
-            let mut rows = query.bind(now_millis).fetch(&mut **tx);
-            while let Some(row) = rows.try_next().await? {
-                let sequence: i64 = row.try_get(0)?;
-                new.insert(sequence as u64);
-            }
+                columns,
+                now_millis,
+                &mut new,
+            )
+            .await?;
         }
         return Ok(new);
     }
