@@ -67,8 +67,8 @@ pub struct Delivery {
 
 /// Where a delivery's acknowledgement goes: its reply subject, absent for
 /// a detached delivery.
-#[derive(Debug, Clone)]
-pub struct Reply(Option<async_nats::Subject>);
+#[derive(Debug)]
+struct Reply(Option<async_nats::Subject>);
 
 impl Reply {
     /// Sends `kind` (ack, nak, progress, term).

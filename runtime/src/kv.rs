@@ -112,7 +112,7 @@ impl SeenKeys {
             .collect();
         let batch = multi_last.len();
         let request = serde_json::to_vec(&MultiLast { multi_last, batch })
-            .expect("a list of strings always serialises");
+            .map_err(|e| self.unavailable(e))?;
         let client = self.js.client();
         let inbox = client.new_inbox();
         let mut replies = client
