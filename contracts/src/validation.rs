@@ -168,8 +168,7 @@ impl<'a> Object<'a> {
     ) -> Option<T> {
         match self.raw(key) {
             None => {
-                let path = self.path_of(key);
-                self.errors.push(path, "is required");
+                self.refuse(key, "is required");
                 None
             }
             Some(value) => self.leaf(key, parse(value)),
@@ -191,12 +190,13 @@ impl<'a> Object<'a> {
 
     /// A leaf parser's answer for `key`, its error recorded at the field.
     fn leaf<T>(&mut self, key: &str, parsed: Result<T, String>) -> Option<T> {
-        parsed
-            .map_err(|message| {
-                let path = self.path_of(key);
-                self.errors.push(path, message);
-            })
-            .ok()
+        parsed.map_err(|message| self.refuse(key, message)).ok()
+    }
+
+    /// Records `message` at field `key`; its path is spelled out only now.
+    fn refuse(&mut self, key: &str, message: impl Into<String>) {
+        let path = self.path_of(key);
+        self.errors.push(path, message);
     }
 
     /// A required field read by a parser that records its own (nested) errors.
@@ -231,8 +231,7 @@ impl<'a> Object<'a> {
     /// Records a rule that spans fields (a refinement) when `holds` is false.
     pub fn refine(&mut self, field: &str, holds: bool, message: impl Into<String>) {
         if !holds {
-            let path = self.path_of(field);
-            self.errors.push(path, message);
+            self.refuse(field, message);
         }
     }
 
