@@ -644,29 +644,31 @@ async fn statements_ceiling(
         .register_campaign(&tenant, run, recipients as u64, &list, Timestamp::now())
         .await?;
     let info = Arc::new(RecipientInfo {
-        tenant_id: "bench".to_owned(),
-        campaign_id: run.to_owned(),
+        campaign: Arc::new(("bench".to_owned(), run.to_owned())),
         address: "r@example.com".to_owned(),
     });
-    let facts: Vec<Fresh<DeliveryFact>> = (0..events)
-        .map(|n| Fresh {
+    let subject = provider_delivery(PROVIDER, DeliveryStatus::Delivered);
+    let deliveries: Vec<Delivery> = (0..events)
+        .map(|n| Delivery::detached(&subject, bytes::Bytes::new()).at(n as u64 + 1, 1))
+        .collect();
+    let facts: Vec<Fresh<DeliveryFact>> = deliveries
+        .iter()
+        .enumerate()
+        .map(|(n, delivery)| Fresh {
             event: DeliveryFact {
-                provider: PROVIDER.to_owned(),
+                provider: PROVIDER.into(),
                 status: if n % 2 == 0 {
                     DeliveryStatus::Delivered
                 } else {
                     DeliveryStatus::Opened
                 },
-                message_id: message_id(run, n / 2),
-                event_id: format!("{run}:{n}"),
+                message_id: message_id(run, n / 2).into(),
+                event_id: format!("{run}:{n}").into(),
                 occurred_at: Timestamp::now(),
                 reason: None,
                 url: None,
             },
-            received_at: Timestamp::now(),
-            stream_sequence: n as u64 + 1,
-            correlation_id: "",
-            traceparent: "",
+            delivery,
         })
         .collect();
     let batches: Vec<&[Fresh<DeliveryFact>]> = facts.chunks(batch_size.max(1)).collect();

@@ -36,25 +36,39 @@ use crate::consume::{Delivery, Handler, Outcome};
 use crate::ops::DatabaseHealth;
 use crate::publish::TraceHeaders;
 
-/// An event read from a delivery, with what the broker says about it; its
-/// headers are borrowed from the delivery rather than copied per event.
+/// An event read from a delivery, with the delivery it came in: what the
+/// broker says about it is read from there rather than copied per event (a
+/// batch holds ten thousand).
 #[derive(Debug, Clone)]
 pub struct Fresh<'d, E> {
     pub event: E,
-    /// When JetStream stored it: the webhook's arrival, for lag figures.
-    pub received_at: Timestamp,
-    pub stream_sequence: u64,
-    pub correlation_id: &'d str,
-    /// The message's W3C `traceparent`, carried on to the events it causes.
-    pub traceparent: &'d str,
+    pub delivery: &'d Delivery,
 }
 
 impl<E> Fresh<'_, E> {
+    /// When JetStream stored it: the webhook's arrival, for lag figures.
+    pub fn received_at(&self) -> Timestamp {
+        self.delivery.published
+    }
+
+    pub fn stream_sequence(&self) -> u64 {
+        self.delivery.stream_sequence
+    }
+
+    pub fn correlation_id(&self) -> &str {
+        self.delivery.correlation_id()
+    }
+
+    /// The message's W3C `traceparent`, carried on to the events it causes.
+    pub fn traceparent(&self) -> &str {
+        self.delivery.traceparent()
+    }
+
     /// The trace headers of the events this one causes downstream.
     pub fn trace(&self) -> TraceHeaders {
         TraceHeaders {
-            traceparent: self.traceparent.to_owned(),
-            correlation_id: self.correlation_id.to_owned(),
+            traceparent: self.traceparent().to_owned(),
+            correlation_id: self.correlation_id().to_owned(),
         }
     }
 }
@@ -314,13 +328,7 @@ impl<F: Family> Handler for BatchHandler<F> {
                     }
                     first_of.insert(key.clone(), index);
                     routes.push((index, Route::First));
-                    fresh.push(Fresh {
-                        event,
-                        received_at: delivery.published,
-                        stream_sequence: delivery.stream_sequence,
-                        correlation_id: delivery.correlation_id(),
-                        traceparent: delivery.traceparent(),
-                    });
+                    fresh.push(Fresh { event, delivery });
                     fresh_keys.push(key);
                     fresh_indexes.push(index);
                 }
@@ -371,7 +379,7 @@ impl<F: Family> Handler for BatchHandler<F> {
                     Settled::Committed(applied) => {
                         if applied != Applied::Duplicate {
                             self.observer
-                                .lag(event.received_at.seconds_until(committed_at));
+                                .lag(event.received_at().seconds_until(committed_at));
                         }
                         *counts.entry(applied).or_default() += 1;
                         committed_keys.push(key);

@@ -70,7 +70,7 @@ impl Family for CsrFamily {
                     event_id = %facts.event_id,
                     event_type = %facts.event_type,
                     tenant = %facts.tenant_id,
-                    correlation_id = %fresh.correlation_id,
+                    correlation_id = %fresh.correlation_id(),
                     "Applied a buddy event."
                 );
             }

@@ -131,7 +131,7 @@ impl CiStore {
         laps.lap("insert_events");
         let fresh: Vec<&Fresh<CiFact>> = events
             .iter()
-            .filter(|fresh| new.contains(&fresh.stream_sequence))
+            .filter(|fresh| new.contains(&fresh.stream_sequence()))
             .collect();
 
         let mut by_run: BTreeMap<RunKey, Vec<&Fresh<CiFact>>> = BTreeMap::new();
@@ -182,7 +182,7 @@ impl CiStore {
         let applied = events
             .iter()
             .map(|fresh| {
-                if new.contains(&fresh.stream_sequence) {
+                if new.contains(&fresh.stream_sequence()) {
                     Applied::New
                 } else {
                     Applied::Duplicate
@@ -338,8 +338,8 @@ async fn insert_events(
                 pipeline.text(Some(&fact.event.pipeline_id));
                 job.text(Some(fact.job_key()));
                 occurred_at.int(Some(fact.event.timestamp.unix_millis()));
-                received_at.int(Some(fresh.received_at.unix_millis()));
-                sequence.int(Some(fresh.stream_sequence as i64));
+                received_at.int(Some(fresh.received_at().unix_millis()));
+                sequence.int(Some(fresh.stream_sequence() as i64));
                 patterns.text(patterns_json(&fact.error_patterns).as_deref());
             }
             db::insert_returning_sequences(
@@ -381,9 +381,9 @@ async fn insert_events(
                 .bind(&fact.event.pipeline_id)
                 .bind(fact.job_key())
                 .bind(fact.event.timestamp.unix_millis())
-                .bind(fresh.received_at.unix_millis())
+                .bind(fresh.received_at().unix_millis())
                 .bind(now_millis)
-                .bind(fresh.stream_sequence as i64)
+                .bind(fresh.stream_sequence() as i64)
                 .bind(patterns_json(&fact.error_patterns));
         }
         let mut rows = query.fetch(&mut **tx);
@@ -672,7 +672,7 @@ fn detection(fresh: &Fresh<CiFact>, now: Timestamp) -> CiFailureDetected {
         failure_context,
         metadata: event.metadata.clone(),
         failed_at: event.timestamp,
-        received_at: fresh.received_at,
+        received_at: fresh.received_at(),
         detected_at: now,
     }
 }

@@ -4,8 +4,10 @@
 //!
 //! - [`status`]: the status order and the counters (plain code);
 //! - [`store`]: the tables and the one-transaction batch;
+//! - [`by_recipient`]: a batch's statuses grouped by recipient (plain code);
 //! - [`registration`]: campaigns' recipients, from `POST /api/campaigns`.
 
+pub mod by_recipient;
 pub mod registration;
 pub mod status;
 pub mod store;
@@ -18,7 +20,7 @@ use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_runtime::Delivery;
 use hookmesh_runtime::engine::{Applied, ApplyError, DedupKey, Family, Fresh, Laps};
 
-use self::store::{DeliveryFact, DeliveryStore, RecipientLookup};
+use self::store::{DeliveryFact, DeliveryStore, RecipientKey, RecipientLookup};
 use crate::enrich::Enricher;
 use crate::telemetry::BatchMetrics;
 
@@ -60,13 +62,13 @@ pub fn parse_delivery(subject: &str, payload: &[u8]) -> Result<DeliveryFact, Str
         ));
     }
     Ok(DeliveryFact {
-        provider: event.provider,
+        provider: event.provider.into(),
         status: event.delivery.event_type,
-        message_id: event.delivery.message_id,
-        event_id: envelope.id,
+        message_id: event.delivery.message_id.into(),
+        event_id: envelope.id.into(),
         occurred_at: event.delivery.timestamp,
-        reason: event.delivery.reason,
-        url: event.delivery.url,
+        reason: event.delivery.reason.map(String::into_boxed_str),
+        url: event.delivery.url.map(String::into_boxed_str),
     })
 }
 
@@ -104,7 +106,7 @@ impl Family for DeliveryFamily {
             // Gone before the statements: a batch holds ten thousand.
             let keys: Vec<_> = events
                 .iter()
-                .map(|fresh| (fresh.event.provider.clone(), fresh.event.message_id.clone()))
+                .map(|fresh| RecipientKey::new(&fresh.event.provider, &fresh.event.message_id))
                 .collect();
             self.enricher.enrich(&keys).await
         };

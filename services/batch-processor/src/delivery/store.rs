@@ -21,44 +21,80 @@ use hookmesh_runtime::outbox::{Outbox, OutboxMessage};
 use hookmesh_runtime::publish::TraceHeaders;
 use sqlx::{Any, AssertSqlSafe, Row as _, Transaction};
 
+use super::by_recipient::{ByRecipient, KeyRef};
 use super::status::{CounterDelta, RecipientState};
 use hookmesh_runtime::engine::{Applied, Fresh, Laps};
 
 use crate::enrich::{Enrichment, Lookup};
 
-/// A delivery event as the family applies it.
+/// A delivery event as the family applies it. Its text is boxed, not
+/// growable: a batch holds ten thousand, and a `String` is a word larger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryFact {
-    pub provider: String,
+    pub provider: Box<str>,
     pub status: DeliveryStatus,
-    pub message_id: String,
+    pub message_id: Box<str>,
     /// The envelope id.
-    pub event_id: String,
+    pub event_id: Box<str>,
     pub occurred_at: Timestamp,
-    pub reason: Option<String>,
-    pub url: Option<String>,
+    pub reason: Option<Box<str>>,
+    pub url: Option<Box<str>>,
 }
 
-/// A recipient as the lookup table knows it.
+/// A recipient as the lookup table knows it. The enrichment cache holds one
+/// per recipient seen in the last ten minutes, so its campaign is shared
+/// with the other recipients a lookup finds of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecipientInfo {
-    pub tenant_id: String,
-    pub campaign_id: String,
+    pub campaign: Campaign,
     pub address: String,
 }
 
-/// `(provider, message id)`: a recipient's key.
-pub type RecipientKey = (String, String);
+impl RecipientInfo {
+    pub fn tenant_id(&self) -> &str {
+        &self.campaign.0
+    }
 
-/// A recipient's key borrowed from the event or row that names it: a batch
-/// names ten thousand, and each copy was two allocations.
-type KeyRef<'a> = (&'a str, &'a str);
+    pub fn campaign_id(&self) -> &str {
+        &self.campaign.1
+    }
+}
+
+/// `(provider, message id)`: a recipient's key, in one allocation (the
+/// enrichment cache holds one per recipient it knows).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RecipientKey {
+    /// The provider, then the message id.
+    text: Box<str>,
+    provider_len: usize,
+}
+
+impl RecipientKey {
+    pub fn new(provider: &str, message_id: &str) -> Self {
+        Self {
+            text: [provider, message_id].concat().into_boxed_str(),
+            provider_len: provider.len(),
+        }
+    }
+
+    pub fn provider(&self) -> &str {
+        &self.text[..self.provider_len]
+    }
+
+    pub fn message_id(&self) -> &str {
+        &self.text[self.provider_len..]
+    }
+}
+
+/// `(provider, message id)`, as a registration names a recipient.
+type OwnedKey = (String, String);
 
 /// `(tenant, campaign)`, shared by its recipients.
-type Campaign = Arc<(String, String)>;
+pub type Campaign = Arc<(String, String)>;
 
-/// Recipients as the database holds them: their campaign and state.
-type Current<'k> = HashMap<KeyRef<'k>, (Campaign, RecipientState)>;
+/// Each recipient of a [`ByRecipient`] as the database holds it (its
+/// campaign and state), by position; `None` where none is registered.
+type Current = Vec<Option<(Campaign, RecipientState)>>;
 
 /// A recipient the sending application registers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,46 +230,45 @@ impl DeliveryStore {
         let new = insert_events(self.backend, &mut tx, events, now_millis).await?;
         laps.lap("insert_events");
 
-        let keys: Vec<KeyRef> = events
-            .iter()
-            .map(|(fresh, _)| {
-                (
-                    fresh.event.provider.as_str(),
-                    fresh.event.message_id.as_str(),
-                )
-            })
-            .collect();
-        let mut statuses: BTreeMap<KeyRef, Vec<DeliveryStatus>> = BTreeMap::new();
-        for ((fresh, _), key) in events.iter().zip(&keys) {
-            if new.contains(&fresh.stream_sequence) {
-                statuses.entry(*key).or_default().push(fresh.event.status);
-            }
-        }
-        let locking: Vec<KeyRef> = statuses.keys().copied().collect();
-        let mut current = self.lock_recipients(&mut tx, &locking).await?;
-        let missing: Vec<KeyRef> = locking
-            .iter()
-            .filter(|key| !current.contains_key(*key))
-            .copied()
+        let recipients = ByRecipient::new(
+            events
+                .iter()
+                .filter(|(fresh, _)| new.contains(&fresh.stream_sequence()))
+                .map(|(fresh, _)| (key_of(&fresh.event), fresh.event.status))
+                .collect(),
+        );
+        let mut current: Current = vec![None; recipients.len()];
+        let all: Vec<usize> = (0..recipients.len()).collect();
+        self.lock_recipients(&mut tx, &recipients, &all, &mut current)
+            .await?;
+        let missing: Vec<usize> = all
+            .into_iter()
+            .filter(|position| current[*position].is_none())
             .collect();
         if !missing.is_empty() && self.backend == Backend::Postgres {
             // A registration that committed while this batch ran is seen by
             // the next statement; one that has not yet will see these events.
             serialise_registrations(&mut tx).await?;
-            current.extend(self.lock_recipients(&mut tx, &missing).await?);
+            self.lock_recipients(&mut tx, &recipients, &missing, &mut current)
+                .await?;
         }
         laps.lap("lock_recipients");
         let completed = self
-            .apply_statuses(&mut tx, &statuses, &current, now)
+            .apply_statuses(&mut tx, &recipients, &current, now)
             .await?;
         laps.lap("update_statuses");
 
         let mut applied = Vec::with_capacity(events.len());
         let mut unmatched = Vec::new();
-        for ((fresh, _), key) in events.iter().zip(&keys) {
-            applied.push(if !new.contains(&fresh.stream_sequence) {
+        for (fresh, _) in events {
+            let registered = || {
+                recipients
+                    .position(key_of(&fresh.event))
+                    .is_some_and(|position| current[position].is_some())
+            };
+            applied.push(if !new.contains(&fresh.stream_sequence()) {
                 Applied::Duplicate
-            } else if current.contains_key(key) {
+            } else if registered() {
                 Applied::New
             } else {
                 unmatched.push(&fresh.event);
@@ -250,33 +285,35 @@ impl DeliveryStore {
         Ok(DeliveryOutcome { applied, completed })
     }
 
-    /// Moves every recipient of `statuses` that `current` knows through its
-    /// events, and its campaign's counters; completes the campaigns it
+    /// Moves every recipient of `recipients` that `current` knows through
+    /// its events, and its campaign's counters; completes the campaigns it
     /// settles (their events go to the outbox). Returns those completed.
     async fn apply_statuses(
         &self,
         tx: &mut Transaction<'static, Any>,
-        statuses: &BTreeMap<KeyRef<'_>, Vec<DeliveryStatus>>,
-        current: &Current<'_>,
+        recipients: &ByRecipient<'_>,
+        current: &Current,
         now: Timestamp,
     ) -> Result<Vec<CampaignCompleted>, sqlx::Error> {
         let now_millis = now.unix_millis();
         let mut changes = Vec::new();
         let mut deltas: BTreeMap<(String, String), CounterDelta> = BTreeMap::new();
-        for (key, events) in statuses {
-            let Some((campaign, before)) = current.get(key) else {
+        for (position, known) in current.iter().enumerate() {
+            let Some((campaign, before)) = known else {
                 continue;
             };
-            let after = events.iter().fold(*before, |state, s| state.with(*s));
+            let after = recipients
+                .statuses(position)
+                .fold(*before, |state, status| state.with(status));
             if after != *before {
-                changes.push((*key, after));
+                changes.push((position, after));
                 deltas
                     .entry((**campaign).clone())
                     .or_default()
                     .add(CounterDelta::between(*before, after));
             }
         }
-        update_recipients(self.backend, tx, &changes, now_millis).await?;
+        update_recipients(self.backend, tx, recipients, &changes, now_millis).await?;
         if self.backend == Backend::Postgres {
             lock_campaigns(self.backend, tx, &deltas).await?;
         }
@@ -294,27 +331,29 @@ impl DeliveryStore {
         Ok(completed)
     }
 
-    /// The current state of `keys`, locked until the transaction ends (on
-    /// PostgreSQL; SQLite's write lock already excludes other writers), in
-    /// key order so that replicas never deadlock on each other.
-    async fn lock_recipients<'k>(
+    /// Reads into `current` the state of the recipients at `positions` (in
+    /// key order), locked until the transaction ends (on PostgreSQL;
+    /// SQLite's write lock already excludes other writers), in key order so
+    /// that replicas never deadlock on each other.
+    async fn lock_recipients(
         &self,
         tx: &mut Transaction<'static, Any>,
-        keys: &[KeyRef<'k>],
-    ) -> Result<Current<'k>, sqlx::Error> {
-        // Rows are matched back to the caller's keys, and each campaign is
-        // held once, not once per recipient: a batch reads ten thousand.
-        let index: HashMap<KeyRef, KeyRef<'k>> = keys.iter().map(|key| (*key, *key)).collect();
+        recipients: &ByRecipient<'_>,
+        positions: &[usize],
+        current: &mut Current,
+    ) -> Result<(), sqlx::Error> {
+        // Each campaign is held once, not once per recipient: a batch reads
+        // ten thousand.
         let mut campaigns: HashMap<(String, String), Campaign> = HashMap::new();
-        let mut current = HashMap::with_capacity(keys.len());
         let chunk_rows = match self.backend {
             Backend::Postgres => ARRAY_ROWS_PER_STATEMENT,
             Backend::Sqlite => rows_per_statement(2),
         };
-        for chunk in keys.chunks(chunk_rows) {
+        for chunk in positions.chunks(chunk_rows) {
             let query = match self.backend {
                 Backend::Postgres => {
-                    let (providers, message_ids) = key_arrays(chunk.iter().copied());
+                    let (providers, message_ids) =
+                        key_arrays(chunk.iter().map(|position| recipients.key(*position)));
                     sqlx::query(
                         "SELECT r.provider, r.message_id, r.tenant_id, r.campaign_id, r.status, \
                          r.evidence FROM delivery_recipients r \
@@ -333,7 +372,8 @@ impl DeliveryStore {
                         self.backend.values(chunk.len(), 2, 1)
                     );
                     let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-                    for (provider, message_id) in chunk {
+                    for position in chunk {
+                        let (provider, message_id) = recipients.key(*position);
                         query = query.bind(provider).bind(message_id);
                     }
                     query
@@ -349,17 +389,17 @@ impl DeliveryStore {
                 };
                 let (provider, message_id): (String, String) =
                     (row.try_get("provider")?, row.try_get("message_id")?);
-                let Some(key) = index.get(&(provider.as_str(), message_id.as_str())) else {
+                let Some(position) = recipients.position((&provider, &message_id)) else {
                     continue;
                 };
                 let campaign = campaigns
                     .entry((row.try_get("tenant_id")?, row.try_get("campaign_id")?))
                     .or_insert_with_key(|owner| Arc::new(owner.clone()))
                     .clone();
-                current.insert(*key, (campaign, state));
+                current[position] = Some((campaign, state));
             }
         }
-        Ok(current)
+        Ok(())
     }
 
     /// Registers recipients of a campaign of `size` recipients, each in
@@ -406,7 +446,7 @@ impl DeliveryStore {
             )));
         }
 
-        let keys: Vec<RecipientKey> = recipients
+        let keys: Vec<OwnedKey> = recipients
             .iter()
             .map(|r| (r.provider.clone(), r.message_id.clone()))
             .collect();
@@ -467,11 +507,11 @@ impl DeliveryStore {
         // Events that named these messages before they were registered
         // were kept unmatched; applying them now is what lets a provider's
         // events arrive before the campaign does.
-        let new_keys: Vec<RecipientKey> = new
+        let new_keys: Vec<OwnedKey> = new
             .iter()
             .map(|r| (r.provider.clone(), r.message_id.clone()))
             .collect();
-        let mut late: Vec<(RecipientKey, DeliveryStatus)> = Vec::new();
+        let mut late: Vec<(OwnedKey, DeliveryStatus)> = Vec::new();
         for chunk in new_keys.chunks(rows_per_statement(2)) {
             let sql = format!(
                 "SELECT provider, message_id, event_type FROM delivery_events \
@@ -489,23 +529,22 @@ impl DeliveryStore {
                 ));
             }
         }
-        let mut statuses: BTreeMap<KeyRef, Vec<DeliveryStatus>> = BTreeMap::new();
-        for ((provider, message_id), event) in &late {
-            statuses
-                .entry((provider.as_str(), message_id.as_str()))
-                .or_default()
-                .push(*event);
-        }
+        let recipients = ByRecipient::new(
+            late.iter()
+                .map(|((provider, message_id), status)| {
+                    ((provider.as_str(), message_id.as_str()), *status)
+                })
+                .collect(),
+        );
         let campaign = (tenant.as_str().to_owned(), campaign_id.to_owned());
-        let campaign = Arc::new(campaign);
-        let current: Current<'_> = statuses
-            .keys()
-            .map(|key| (*key, (campaign.clone(), RecipientState::NEW)))
-            .collect();
+        let current: Current =
+            vec![Some((Arc::new(campaign), RecipientState::NEW)); recipients.len()];
         let completed = self
-            .apply_statuses(&mut tx, &statuses, &current, now)
+            .apply_statuses(&mut tx, &recipients, &current, now)
             .await?;
-        let late_keys: Vec<KeyRef> = statuses.keys().copied().collect();
+        let late_keys: Vec<KeyRef> = (0..recipients.len())
+            .map(|position| recipients.key(position))
+            .collect();
         for chunk in late_keys.chunks(rows_per_statement(2) - 1) {
             let sql = format!(
                 "UPDATE delivery_events SET matched = TRUE, tenant_id = {}, campaign_id = {} \
@@ -738,10 +777,10 @@ async fn insert_events(
                 message_id.text(Some(&fact.message_id));
                 event_id.text(Some(&fact.event_id));
                 occurred_at.int(Some(fact.occurred_at.unix_millis()));
-                received_at.int(Some(fresh.received_at.unix_millis()));
-                sequence.int(Some(fresh.stream_sequence as i64));
-                tenant.text(info.map(|i| i.tenant_id.as_str()));
-                campaign.text(info.map(|i| i.campaign_id.as_str()));
+                received_at.int(Some(fresh.received_at().unix_millis()));
+                sequence.int(Some(fresh.stream_sequence() as i64));
+                tenant.text(info.map(|i| i.tenant_id()));
+                campaign.text(info.map(|i| i.campaign_id()));
                 recipient.text(info.map(|i| i.address.as_str()));
                 reason.text(fact.reason.as_deref());
                 url.text(fact.url.as_deref());
@@ -784,19 +823,19 @@ async fn insert_events(
                 Enrichment::Unknown | Enrichment::Skipped => None,
             };
             query = query
-                .bind(&fact.provider)
+                .bind(&*fact.provider)
                 .bind(fact.status.as_str())
-                .bind(&fact.message_id)
-                .bind(&fact.event_id)
+                .bind(&*fact.message_id)
+                .bind(&*fact.event_id)
                 .bind(fact.occurred_at.unix_millis())
-                .bind(fresh.received_at.unix_millis())
+                .bind(fresh.received_at().unix_millis())
                 .bind(now_millis)
-                .bind(fresh.stream_sequence as i64)
-                .bind(info.map(|i| i.tenant_id.clone()))
-                .bind(info.map(|i| i.campaign_id.clone()))
+                .bind(fresh.stream_sequence() as i64)
+                .bind(info.map(|i| i.tenant_id().to_owned()))
+                .bind(info.map(|i| i.campaign_id().to_owned()))
                 .bind(info.map(|i| i.address.clone()))
-                .bind(fact.reason.clone())
-                .bind(fact.url.clone());
+                .bind(fact.reason.as_deref())
+                .bind(fact.url.as_deref());
         }
         let mut rows = query.fetch(&mut **tx);
         while let Some(row) = rows.try_next().await? {
@@ -805,6 +844,11 @@ async fn insert_events(
         }
     }
     Ok(new)
+}
+
+/// The recipient a delivery event is about.
+fn key_of(fact: &DeliveryFact) -> KeyRef<'_> {
+    (&fact.provider, &fact.message_id)
 }
 
 /// Recipients' keys as two PostgreSQL arrays: providers and message ids.
@@ -826,10 +870,12 @@ async fn serialise_registrations(tx: &mut Transaction<'static, Any>) -> Result<(
     Ok(())
 }
 
+/// Writes the new state of the recipients at the changes' positions.
 async fn update_recipients(
     backend: Backend,
     tx: &mut Transaction<'static, Any>,
-    changes: &[(KeyRef<'_>, RecipientState)],
+    recipients: &ByRecipient<'_>,
+    changes: &[(usize, RecipientState)],
     now_millis: i64,
 ) -> Result<(), sqlx::Error> {
     if backend == Backend::Postgres {
@@ -837,7 +883,8 @@ async fn update_recipients(
             return Ok(());
         }
         for chunk in changes.chunks(ARRAY_ROWS_PER_STATEMENT) {
-            let (providers, message_ids) = key_arrays(chunk.iter().map(|(key, _)| *key));
+            let (providers, message_ids) =
+                key_arrays(chunk.iter().map(|(position, _)| recipients.key(*position)));
             let (mut statuses, mut evidence) = (PgArray::new(), PgArray::new());
             for (_, state) in chunk {
                 statuses.text(Some(state.status.as_str()));
@@ -872,7 +919,8 @@ async fn update_recipients(
         let mut query = sqlx::query(AssertSqlSafe(sql))
             .persistent(false)
             .bind(now_millis);
-        for ((provider, message_id), state) in chunk {
+        for (position, state) in chunk {
+            let (provider, message_id) = recipients.key(*position);
             query = query
                 .bind(provider)
                 .bind(message_id)
@@ -1026,9 +1074,9 @@ async fn mark_unmatched(
         let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
         for fact in chunk {
             query = query
-                .bind(&fact.provider)
+                .bind(&*fact.provider)
                 .bind(fact.status.as_str())
-                .bind(&fact.message_id);
+                .bind(&*fact.message_id);
         }
         query.execute(&mut **tx).await?;
     }
@@ -1076,11 +1124,12 @@ impl Lookup for RecipientLookup {
         keys: &[RecipientKey],
     ) -> Result<HashMap<RecipientKey, RecipientInfo>, String> {
         let mut found = HashMap::with_capacity(keys.len());
+        let mut campaigns: HashMap<(String, String), Campaign> = HashMap::new();
         for chunk in keys.chunks(rows_per_statement(2)) {
             let query = match self.backend {
                 Backend::Postgres => {
                     let (providers, message_ids) =
-                        key_arrays(chunk.iter().map(|(p, m)| (p.as_str(), m.as_str())));
+                        key_arrays(chunk.iter().map(|key| (key.provider(), key.message_id())));
                     sqlx::query(
                         "SELECT r.provider, r.message_id, r.tenant_id, r.campaign_id, r.address \
                          FROM delivery_recipients r \
@@ -1097,8 +1146,8 @@ impl Lookup for RecipientLookup {
                         self.backend.values(chunk.len(), 2, 1)
                     );
                     let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-                    for (provider, message_id) in chunk {
-                        query = query.bind(provider).bind(message_id);
+                    for key in chunk {
+                        query = query.bind(key.provider()).bind(key.message_id());
                     }
                     query
                 }
@@ -1108,12 +1157,17 @@ impl Lookup for RecipientLookup {
                 .await
                 .map_err(|e| e.to_string())?;
             for row in rows {
-                let read = || -> Result<_, sqlx::Error> {
+                let mut read = || -> Result<_, sqlx::Error> {
+                    let campaign = campaigns
+                        .entry((row.try_get("tenant_id")?, row.try_get("campaign_id")?))
+                        .or_insert_with_key(|owner| Arc::new(owner.clone()))
+                        .clone();
+                    let (provider, message_id): (String, String) =
+                        (row.try_get("provider")?, row.try_get("message_id")?);
                     Ok((
-                        (row.try_get("provider")?, row.try_get("message_id")?),
+                        RecipientKey::new(&provider, &message_id),
                         RecipientInfo {
-                            tenant_id: row.try_get("tenant_id")?,
-                            campaign_id: row.try_get("campaign_id")?,
+                            campaign,
                             address: row.try_get("address")?,
                         },
                     ))
