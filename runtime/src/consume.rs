@@ -118,8 +118,12 @@ impl Delivery {
     }
 
     /// Reads a pulled message into our form, with where its acknowledgement
-    /// goes.
-    fn new(message: jetstream::Message) -> Result<(Self, Reply), String> {
+    /// goes. Messages in a row mostly share their subject, so they share
+    /// one copy of it: `previous_subject` is the last one read.
+    fn new(
+        message: jetstream::Message,
+        previous_subject: &mut Option<async_nats::Subject>,
+    ) -> Result<(Self, Reply), String> {
         let info = message.info().map_err(|e| e.to_string())?;
         let (stream_sequence, delivered) = (info.stream_sequence, info.delivered.max(1) as u64);
         let published = Timestamp::from(info.published);
@@ -137,8 +141,12 @@ impl Delivery {
                 headers.push('\n');
             }
         }
+        let subject = match previous_subject {
+            Some(previous) if *previous == message.subject => previous.clone(),
+            _ => previous_subject.insert(message.subject).clone(),
+        };
         let delivery = Self {
-            subject: message.subject,
+            subject,
             headers: headers.into_boxed_str(),
             payload: Some(bytes::Bytes::copy_from_slice(&message.payload)),
             stream_sequence,
@@ -353,6 +361,7 @@ pub async fn run<H: Handler>(
         .messages()
         .await
         .map_err(|e| pull_error(&e))?;
+    let mut previous_subject = None;
     let mut batch: Vec<Delivery> = Vec::with_capacity(settings.max_batch);
     let mut replies: Vec<Reply> = Vec::with_capacity(settings.max_batch);
     let mut deadline = None;
@@ -408,7 +417,7 @@ pub async fn run<H: Handler>(
             }
             Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
             next = messages.next() => match next {
-                Some(Ok(message)) => match Delivery::new(message) {
+                Some(Ok(message)) => match Delivery::new(message, &mut previous_subject) {
                     Ok((delivery, reply)) => {
                         if batch.is_empty() {
                             deadline = Some(tokio::time::Instant::now() + settings.max_wait);

@@ -655,19 +655,17 @@ async fn statements_ceiling(
         .iter()
         .enumerate()
         .map(|(n, delivery)| Fresh {
-            event: DeliveryFact {
-                provider: PROVIDER.into(),
-                status: if n % 2 == 0 {
+            event: DeliveryFact::new(
+                PROVIDER,
+                if n % 2 == 0 {
                     DeliveryStatus::Delivered
                 } else {
                     DeliveryStatus::Opened
                 },
-                message_id: message_id(run, n / 2).into(),
-                event_id: format!("{run}:{n}").into(),
-                occurred_at: Timestamp::now(),
-                reason: None,
-                url: None,
-            },
+                &message_id(run, n / 2),
+                &format!("{run}:{n}"),
+                Timestamp::now(),
+            ),
             delivery,
         })
         .collect();

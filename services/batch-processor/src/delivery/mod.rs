@@ -61,15 +61,16 @@ pub fn parse_delivery(subject: &str, payload: &[u8]) -> Result<DeliveryFact, Str
             event.provider
         ));
     }
-    Ok(DeliveryFact {
-        provider: event.provider.into(),
-        status: event.delivery.event_type,
-        message_id: event.delivery.message_id.into(),
-        event_id: envelope.id.into(),
-        occurred_at: event.delivery.timestamp,
-        reason: event.delivery.reason.map(String::into_boxed_str),
-        url: event.delivery.url.map(String::into_boxed_str),
-    })
+    let mut fact = DeliveryFact::new(
+        &event.provider,
+        event.delivery.event_type,
+        &event.delivery.message_id,
+        &envelope.id,
+        event.delivery.timestamp,
+    );
+    fact.reason = event.delivery.reason.map(String::into_boxed_str);
+    fact.url = event.delivery.url.map(String::into_boxed_str);
+    Ok(fact)
 }
 
 /// A delivery event's identity: provider, event type and the provider's
@@ -77,9 +78,9 @@ pub fn parse_delivery(subject: &str, payload: &[u8]) -> Result<DeliveryFact, Str
 pub fn dedup_key(fact: &DeliveryFact) -> DedupKey {
     DedupKey::of_source(
         DeliveryFamily::NAME,
-        &fact.provider,
+        fact.provider(),
         fact.status.as_str(),
-        &fact.message_id,
+        fact.message_id(),
     )
 }
 
@@ -106,7 +107,7 @@ impl Family for DeliveryFamily {
             // Gone before the statements: a batch holds ten thousand.
             let keys: Vec<_> = events
                 .iter()
-                .map(|fresh| RecipientKey::new(&fresh.event.provider, &fresh.event.message_id))
+                .map(|fresh| RecipientKey::new(fresh.event.provider(), fresh.event.message_id()))
                 .collect();
             self.enricher.enrich(&keys).await
         };
