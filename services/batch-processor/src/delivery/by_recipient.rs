@@ -103,3 +103,57 @@ mod tests {
         assert!(ByRecipient::new(Vec::new()).is_empty());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use hookmesh_contracts::validation::StrEnum as _;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn status() -> impl Strategy<Value = DeliveryStatus> {
+        proptest::sample::select(
+            DeliveryStatus::VARIANTS
+                .iter()
+                .map(|(_, status)| *status)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    proptest! {
+        /// The grouping it replaced, a map from each recipient to its
+        /// statuses in arrival order, is what it gives, position by
+        /// position; every recipient is found at its position, and a
+        /// recipient the batch does not name is not found.
+        #[test]
+        fn it_groups_as_a_map_of_recipients_to_their_statuses_does(
+            events in proptest::collection::vec(
+                (("[ab]{0,2}", "[a-c]{0,3}"), status()),
+                0..60,
+            ),
+            absent in ("[ab]{0,2}", "[d-e]{1,2}"),
+        ) {
+            let mut expected: BTreeMap<(&str, &str), Vec<DeliveryStatus>> = BTreeMap::new();
+            for ((provider, message_id), status) in &events {
+                expected.entry((provider, message_id)).or_default().push(*status);
+            }
+            let recipients = ByRecipient::new(
+                events
+                    .iter()
+                    .map(|((provider, message_id), status)| {
+                        ((provider.as_str(), message_id.as_str()), *status)
+                    })
+                    .collect(),
+            );
+            prop_assert_eq!(recipients.len(), expected.len());
+            for (position, (key, statuses)) in expected.iter().enumerate() {
+                prop_assert_eq!(recipients.key(position), *key);
+                prop_assert_eq!(&recipients.statuses(position).collect::<Vec<_>>(), statuses);
+                prop_assert_eq!(recipients.position(*key), Some(position));
+            }
+            prop_assert_eq!(recipients.position((&absent.0, &absent.1)), None);
+        }
+    }
+}
