@@ -65,10 +65,9 @@ pub struct Delivery {
     pub published: Timestamp,
 }
 
-/// Where a delivery's acknowledgement goes: its reply subject, absent for
-/// a detached delivery.
+/// Where a pulled delivery's acknowledgement goes: its reply subject.
 #[derive(Debug)]
-struct Reply(Option<async_nats::Subject>);
+struct Reply(async_nats::Subject);
 
 impl Reply {
     /// Sends `kind` (ack, nak, progress, term).
@@ -77,17 +76,14 @@ impl Reply {
         client: &async_nats::Client,
         kind: AckKind,
     ) -> Result<(), async_nats::PublishError> {
-        match &self.0 {
-            Some(reply) => client.publish(reply.clone(), kind.into()).await,
-            None => Ok(()),
-        }
+        client.publish(self.0.clone(), kind.into()).await
     }
 }
 
 impl Delivery {
     /// A delivery made here rather than pulled from a broker: for testing a
-    /// handler without one. It has no reply subject, so settling it tells no
-    /// one; it is the first delivery of sequence 1, stored now.
+    /// handler without one (nothing acknowledges it). It is the first
+    /// delivery of sequence 1, stored now.
     pub fn detached(subject: &str, payload: impl Into<bytes::Bytes>) -> Self {
         Self {
             subject: subject.into(),
@@ -101,11 +97,13 @@ impl Delivery {
 
     /// The same, with header `name` set to `value` (replacing its values).
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        let mut lines: String = header_lines(&self.headers)
-            .filter(|(line_name, _)| *line_name != name)
-            .map(|(name, value)| format!("{name}: {value}\n"))
-            .collect();
-        lines.push_str(&format!("{name}: {value}\n"));
+        let mut lines = String::new();
+        for (line_name, line_value) in header_lines(&self.headers) {
+            if line_name != name {
+                push_header_line(&mut lines, line_name, line_value);
+            }
+        }
+        push_header_line(&mut lines, name, value);
         self.headers = lines.into_boxed_str();
         self
     }
@@ -128,17 +126,13 @@ impl Delivery {
         let (stream_sequence, delivered) = (info.stream_sequence, info.delivered.max(1) as u64);
         let published = Timestamp::from(info.published);
         let message = message.message;
-        if message.reply.is_none() {
+        let Some(reply) = message.reply else {
             return Err("a message without a reply subject cannot be acknowledged".to_owned());
-        }
+        };
         let mut headers = String::new();
         for (name, values) in message.headers.iter().flat_map(|headers| headers.iter()) {
-            let name: &str = name.as_ref();
             for value in values {
-                headers.push_str(name);
-                headers.push_str(": ");
-                headers.push_str(value.as_str());
-                headers.push('\n');
+                push_header_line(&mut headers, name.as_ref(), value.as_str());
             }
         }
         let subject = match previous_subject {
@@ -153,7 +147,7 @@ impl Delivery {
             delivered,
             published,
         };
-        Ok((delivery, Reply(message.reply)))
+        Ok((delivery, Reply(reply)))
     }
 
     /// The subject it was published on.
@@ -197,6 +191,14 @@ impl Delivery {
         }
         map
     }
+}
+
+/// Adds header `name: value` to a block of header lines.
+fn push_header_line(block: &mut String, name: &str, value: &str) {
+    block.push_str(name);
+    block.push_str(": ");
+    block.push_str(value);
+    block.push('\n');
 }
 
 /// The `(name, value)` pairs of a block of header lines.

@@ -371,13 +371,24 @@ pub async fn insert_returning_sequences(
     now_millis: i64,
     new: &mut std::collections::HashSet<u64>,
 ) -> Result<(), sqlx::Error> {
-    use futures_util::TryStreamExt as _;
-    use sqlx::Row as _;
     let mut query = sqlx::query(sql);
     for column in columns {
         query = query.bind(column.finish());
     }
-    let mut rows = query.bind(now_millis).fetch(&mut **tx);
+    collect_new_sequences(tx, query.bind(now_millis), new).await
+}
+
+/// Runs `query`, an events log's insert `… ON CONFLICT DO NOTHING RETURNING
+/// stream_sequence`, and adds the sequences it returns (the events new to
+/// the log) to `new`.
+pub async fn collect_new_sequences(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    new: &mut std::collections::HashSet<u64>,
+) -> Result<(), sqlx::Error> {
+    use futures_util::TryStreamExt as _;
+    use sqlx::Row as _;
+    let mut rows = query.fetch(&mut **tx);
     while let Some(row) = rows.try_next().await? {
         let sequence: i64 = row.try_get(0)?;
         new.insert(sequence as u64);

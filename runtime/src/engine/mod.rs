@@ -299,9 +299,6 @@ impl<F: Family> Handler for BatchHandler<F> {
         // place: a batch of ten thousand is held whole, so every copy of it
         // counts (see docs/batch.md, memory).
         let mut fresh: Vec<Fresh<F::Event>> = Vec::with_capacity(batch.len());
-        // Each delivery, read-only once its payload is released; the fresh
-        // events borrow their headers from it.
-        let mut deliveries: Vec<&Delivery> = Vec::with_capacity(batch.len());
         let mut fresh_keys = Vec::with_capacity(batch.len());
         let mut fresh_indexes = Vec::with_capacity(batch.len());
         // Duplicates within the batch follow their first occurrence.
@@ -316,8 +313,8 @@ impl<F: Family> Handler for BatchHandler<F> {
                 // be copied from the stream.
                 delivery.release_payload();
             }
+            // Read-only from here: the fresh event holds it.
             let delivery: &Delivery = delivery;
-            deliveries.push(delivery);
             match parsed {
                 Ok(event) => {
                     self.observer.received(self.family.event_type(&event));
@@ -374,7 +371,7 @@ impl<F: Family> Handler for BatchHandler<F> {
                 .zip(fresh_keys)
                 .zip(fresh_indexes)
             {
-                let delivery = deliveries[index];
+                let delivery = event.delivery;
                 match settled {
                     Settled::Committed(applied) => {
                         if applied != Applied::Duplicate {

@@ -386,11 +386,7 @@ async fn insert_events(
                 .bind(fresh.stream_sequence() as i64)
                 .bind(patterns_json(&fact.error_patterns));
         }
-        let mut rows = query.fetch(&mut **tx);
-        while let Some(row) = rows.try_next().await? {
-            let sequence: i64 = row.try_get(0)?;
-            new.insert(sequence as u64);
-        }
+        db::collect_new_sequences(tx, query, &mut new).await?;
     }
     Ok(new)
 }

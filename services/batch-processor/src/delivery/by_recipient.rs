@@ -108,19 +108,11 @@ mod tests {
 mod properties {
     use std::collections::BTreeMap;
 
-    use hookmesh_contracts::validation::StrEnum as _;
     use proptest::prelude::*;
 
     use super::*;
 
-    fn status() -> impl Strategy<Value = DeliveryStatus> {
-        proptest::sample::select(
-            DeliveryStatus::VARIANTS
-                .iter()
-                .map(|(_, status)| *status)
-                .collect::<Vec<_>>(),
-        )
-    }
+    use crate::delivery::status::any_status as status;
 
     proptest! {
         /// The grouping it replaced, a map from each recipient to its

@@ -241,24 +241,28 @@ mod tests {
     }
 }
 
+/// Any status, for the property tests of the family's plain code.
+#[cfg(test)]
+pub(crate) fn any_status() -> impl proptest::strategy::Strategy<Value = DeliveryStatus> {
+    use hookmesh_contracts::validation::StrEnum as _;
+    proptest::sample::select(
+        DeliveryStatus::VARIANTS
+            .iter()
+            .map(|(_, status)| *status)
+            .collect::<Vec<_>>(),
+    )
+}
+
 /// Any order and any duplication of one recipient's events ends in the same
 /// state, and the counters move once per recipient whatever the replays.
 #[cfg(test)]
 mod properties {
-    use hookmesh_contracts::validation::StrEnum as _;
     use hookmesh_runtime::redelivery::redelivered;
     use proptest::prelude::*;
 
     use super::*;
 
-    fn status() -> impl Strategy<Value = DeliveryStatus> {
-        proptest::sample::select(
-            DeliveryStatus::VARIANTS
-                .iter()
-                .map(|(_, status)| *status)
-                .collect::<Vec<_>>(),
-        )
-    }
+    use super::any_status as status;
 
     /// The events, and the same events with repeats, shuffled.
     fn events_and_replay() -> impl Strategy<Value = (Vec<DeliveryStatus>, Vec<DeliveryStatus>)> {

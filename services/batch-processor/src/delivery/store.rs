@@ -889,11 +889,7 @@ async fn insert_events(
                 .bind(fact.reason.as_deref())
                 .bind(fact.url.as_deref());
         }
-        let mut rows = query.fetch(&mut **tx);
-        while let Some(row) = rows.try_next().await? {
-            let sequence: i64 = row.try_get(0)?;
-            new.insert(sequence as u64);
-        }
+        db::collect_new_sequences(tx, query, &mut new).await?;
     }
     Ok(new)
 }
