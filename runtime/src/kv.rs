@@ -64,24 +64,29 @@ impl SeenKeys {
     /// A valid key for `id` within `scope`: ids may hold any character, so
     /// they are hashed (`scope` must be made of `A-Za-z0-9_-`).
     pub fn key(scope: &str, id: &str) -> String {
-        let digest = digest::digest(&digest::SHA256, id.as_bytes());
-        let mut key = String::with_capacity(scope.len() + 33);
-        key.push_str(scope);
-        key.push('.');
-        key.push_str(&hookmesh_contracts::hex::encode(&digest.as_ref()[..16]));
-        key
+        format!("{scope}.{}", hookmesh_contracts::hex::encode(&Self::digest(id)))
     }
 
-    /// Which of `keys` are recorded, in one request per thousand keys: a
-    /// JetStream batched direct get (`multi_last`) answers with the keys it
-    /// has and then an end-of-batch status, instead of one round trip each.
+    /// The hashed part of `id`'s key: the first 16 bytes of its SHA-256.
+    pub fn digest(id: &str) -> [u8; 16] {
+        let digest = digest::digest(&digest::SHA256, id.as_bytes());
+        let mut first = [0; 16];
+        first.copy_from_slice(&digest.as_ref()[..16]);
+        first
+    }
+
+    /// Which of `keys` are recorded, in their order, in one request per
+    /// thousand keys: a JetStream batched direct get (`multi_last`) answers
+    /// with the keys it has and then an end-of-batch status, instead of one
+    /// round trip each. A key is anything that writes itself as one
+    /// (`Display`), so callers need not hold its text.
     pub async fn contains_many(
         &self,
-        keys: &[impl AsRef<str> + Sync],
-    ) -> Result<HashSet<String>, SeenKeysError> {
+        keys: &[impl std::fmt::Display + Sync],
+    ) -> Result<Vec<bool>, SeenKeysError> {
         let span = hookmesh_nats::trace::kv_span("get", self.bucket);
         async {
-            let mut found = HashSet::new();
+            let mut found = Vec::with_capacity(keys.len());
             for chunk in keys.chunks(READ_CHUNK) {
                 tokio::time::timeout(READ_TIMEOUT, self.read_chunk(chunk, &mut found))
                     .await
@@ -97,22 +102,21 @@ impl SeenKeys {
 
     async fn read_chunk(
         &self,
-        keys: &[impl AsRef<str>],
-        found: &mut HashSet<String>,
+        keys: &[impl std::fmt::Display],
+        found: &mut Vec<bool>,
     ) -> Result<(), SeenKeysError> {
         #[derive(serde::Serialize)]
-        struct MultiLast {
-            multi_last: Vec<String>,
+        struct MultiLast<'a> {
+            multi_last: &'a [String],
             batch: usize,
         }
-        let prefix = format!("$KV.{}.", self.bucket);
-        let multi_last: Vec<String> = keys
-            .iter()
-            .map(|key| format!("{prefix}{}", key.as_ref()))
-            .collect();
-        let batch = multi_last.len();
-        let request = serde_json::to_vec(&MultiLast { multi_last, batch })
-            .map_err(|e| self.unavailable(e))?;
+        let prefix = self.prefix();
+        let multi_last: Vec<String> = keys.iter().map(|key| format!("{prefix}{key}")).collect();
+        let request = serde_json::to_vec(&MultiLast {
+            multi_last: &multi_last,
+            batch: multi_last.len(),
+        })
+        .map_err(|e| self.unavailable(e))?;
         let client = self.js.client();
         let inbox = client.new_inbox();
         let mut replies = client
@@ -127,11 +131,16 @@ impl SeenKeys {
             )
             .await
             .map_err(|e| self.unavailable(e))?;
+        // Only recorded keys come back, so this set stays small.
+        let mut recorded = HashSet::new();
         while let Some(reply) = replies.next().await {
             if let Some(status) = reply.status {
                 return match status.as_u16() {
                     // End of batch, or none of the keys is there.
-                    204 | 404 => Ok(()),
+                    204 | 404 => {
+                        found.extend(multi_last.iter().map(|subject| recorded.contains(subject)));
+                        Ok(())
+                    }
                     code => Err(self.unavailable(format!(
                         "batched read answered {code} {}",
                         reply.description.as_deref().unwrap_or("")
@@ -142,11 +151,9 @@ impl SeenKeys {
             let deleted = headers
                 .and_then(|h| h.get("KV-Operation"))
                 .is_some_and(|op| op.as_str() != "PUT");
-            let key = headers
-                .and_then(|h| h.get("Nats-Subject"))
-                .and_then(|subject| subject.as_str().strip_prefix(&prefix));
-            if let (Some(key), false) = (key, deleted) {
-                found.insert(key.to_owned());
+            let subject = headers.and_then(|h| h.get("Nats-Subject"));
+            if let (Some(subject), false) = (subject, deleted) {
+                recorded.insert(subject.as_str().to_owned());
             }
         }
         Err(self.unavailable("the reply subscription ended"))
@@ -162,31 +169,33 @@ impl SeenKeys {
     /// Across a leader change in a cluster, earlier keys can be lost; that
     /// costs only a later duplicate's early exit, which the database
     /// layer's uniqueness still catches.
-    pub async fn insert_many(&self, keys: &[impl AsRef<str>]) -> Result<(), SeenKeysError> {
+    pub async fn insert_many(
+        &self,
+        keys: &[impl std::fmt::Display],
+    ) -> Result<(), SeenKeysError> {
         let Some((last, rest)) = keys.split_last() else {
             return Ok(());
         };
         let client = self.js.client();
-        let prefix = format!("$KV.{}.", self.bucket);
-        let subject = |key: &str| {
-            let mut subject = String::with_capacity(prefix.len() + key.len());
-            subject.push_str(&prefix);
-            subject.push_str(key);
-            subject
-        };
+        let prefix = self.prefix();
         for key in rest {
             client
-                .publish(subject(key.as_ref()), bytes::Bytes::from_static(b"1"))
+                .publish(format!("{prefix}{key}"), bytes::Bytes::from_static(b"1"))
                 .await
                 .map_err(|e| self.unavailable(e))?;
         }
         self.js
-            .publish(subject(last.as_ref()), bytes::Bytes::from_static(b"1"))
+            .publish(format!("{prefix}{last}"), bytes::Bytes::from_static(b"1"))
             .await
             .map_err(|e| self.unavailable(e))?
             .await
             .map_err(|e| self.unavailable(e))?;
         Ok(())
+    }
+
+    /// The subject prefix of the bucket's keys.
+    fn prefix(&self) -> String {
+        format!("$KV.{}.", self.bucket)
     }
 
     fn unavailable(&self, error: impl std::fmt::Display) -> SeenKeysError {

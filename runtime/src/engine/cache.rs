@@ -1,26 +1,27 @@
 //! A bounded map whose entries expire: the in-memory deduplication layer
 //! and the enrichment cache.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The engine's hasher for maps of its own keys (seeded per map).
 pub type FastHash = foldhash::fast::RandomState;
 
+/// Each key is held twice, in the map and in the order of expiry: keys that
+/// own text should be cheap to clone (an `Arc`), as the caches hold hundreds
+/// of thousands of them.
 #[derive(Debug)]
 pub struct TtlCache<K, V> {
-    /// Each key is held once, shared with `order`: the caches hold hundreds
-    /// of thousands of keys.
-    entries: HashMap<Arc<K>, (Instant, V), FastHash>,
+    entries: HashMap<K, (Instant, V), FastHash>,
     /// Keys in insertion order with the expiry they were inserted with, for
     /// eviction without scanning the map.
-    order: VecDeque<(Instant, Arc<K>)>,
+    order: VecDeque<(Instant, K)>,
     capacity: usize,
 }
 
-impl<K: Eq + Hash, V> TtlCache<K, V> {
+impl<K: Clone + Eq + Hash, V> TtlCache<K, V> {
     pub fn new(capacity: usize) -> Self {
         Self {
             entries: HashMap::default(),
@@ -29,7 +30,11 @@ impl<K: Eq + Hash, V> TtlCache<K, V> {
         }
     }
 
-    pub fn get(&self, key: &K, now: Instant) -> Option<&V> {
+    pub fn get<Q>(&self, key: &Q, now: Instant) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
         self.entries
             .get(key)
             .filter(|(expires, _)| *expires > now)
@@ -38,7 +43,6 @@ impl<K: Eq + Hash, V> TtlCache<K, V> {
 
     pub fn insert(&mut self, key: K, value: V, ttl: Duration, now: Instant) {
         let expires = now + ttl;
-        let key = Arc::new(key);
         self.order.push_back((expires, key.clone()));
         self.entries.insert(key, (expires, value));
         self.evict(now);

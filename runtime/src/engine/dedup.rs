@@ -10,17 +10,18 @@
 //! or written, the batch goes on (fail-open, counted) and the database
 //! constraint decides alone.
 
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use std::sync::Arc;
 
 use async_nats::jetstream;
 use hookmesh_nats::BucketDefinition;
 use tokio::sync::Semaphore;
 
 use super::Observer;
-use super::cache::TtlCache;
+use super::cache::{FastHash, TtlCache};
 use crate::kv::SeenKeys;
 
 /// How long the memory layer remembers a key.
@@ -32,35 +33,102 @@ const KV_WRITES_IN_FLIGHT: usize = 4;
 /// How often a bucket that could not be opened is tried again.
 const REOPEN_EVERY: Duration = Duration::from_secs(30);
 
-/// An event's identity for deduplication, valid as a KV key. Shared, not
-/// copied: a batch's key goes to its in-batch index, the memory layer and
-/// the KV writes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DedupKey(Arc<str>);
+/// An event's identity for deduplication: its scope and the digest of its
+/// id, written as its KV key (`<scope>.<hex digest>`). No allocation of its
+/// own: scopes are few (a family, source and event type; a tenant) and
+/// shared by their events, and the digest is 16 bytes inline. Every batch's
+/// keys and the memory layer's half a million are held this way.
+#[derive(Clone)]
+pub struct DedupKey {
+    digest: [u8; 16],
+    scope: Arc<str>,
+}
+
+/// Most scopes one thread keeps for sharing; past it, it starts again.
+const SHARED_SCOPES: usize = 1024;
+
+thread_local! {
+    /// The scopes this thread has made keys in, and a buffer to spell one.
+    static SCOPES: std::cell::RefCell<(String, HashSet<Arc<str>, FastHash>)> =
+        std::cell::RefCell::default();
+}
 
 impl DedupKey {
     /// The key of `id` within `scope`; `scope` must be made of
     /// `A-Z a-z 0-9 _ - .` (tenant ids, provider and platform names and
     /// event types are), `id` may hold anything.
     pub fn new(scope: &str, id: &str) -> Self {
-        Self(SeenKeys::key(scope, id).into())
+        Self::in_scope(&[scope], id)
     }
 
     /// A key isolated by family, source (provider or CI platform) and event
     /// type, so that the same message id from two providers, or a message's
     /// `delivered` and `opened`, are different events.
     pub fn of_source(family: &str, source: &str, event_type: &str, id: &str) -> Self {
-        Self::new(&format!("{family}.{source}.{event_type}"), id)
+        Self::in_scope(&[family, source, event_type], id)
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The key of `id` in the scope that `parts` spell, joined by dots.
+    fn in_scope(parts: &[&str], id: &str) -> Self {
+        let scope = SCOPES.with_borrow_mut(|(spelled, scopes)| {
+            spelled.clear();
+            for (n, part) in parts.iter().enumerate() {
+                if n > 0 {
+                    spelled.push('.');
+                }
+                spelled.push_str(part);
+            }
+            if let Some(scope) = scopes.get(spelled.as_str()) {
+                return scope.clone();
+            }
+            if scopes.len() >= SHARED_SCOPES {
+                scopes.clear();
+            }
+            let scope: Arc<str> = spelled.as_str().into();
+            scopes.insert(scope.clone());
+            scope
+        });
+        Self {
+            digest: SeenKeys::digest(id),
+            scope,
+        }
     }
 }
 
-impl AsRef<str> for DedupKey {
-    fn as_ref(&self) -> &str {
-        &self.0
+impl PartialEq for DedupKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+            && (Arc::ptr_eq(&self.scope, &other.scope) || self.scope == other.scope)
+    }
+}
+
+impl Eq for DedupKey {}
+
+/// The digest alone: it is already uniform, and equal keys have equal
+/// digests.
+impl Hash for DedupKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.digest));
+    }
+}
+
+/// The key as KV holds it.
+impl fmt::Display for DedupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 32];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(self.digest) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        let hex = std::str::from_utf8(&hex).expect("hex digits are ASCII");
+        write!(f, "{}.{hex}", self.scope)
+    }
+}
+
+impl fmt::Debug for DedupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DedupKey({self})")
     }
 }
 
@@ -178,19 +246,20 @@ impl Deduplicator {
             }
             return verdicts;
         };
-        let unknown: Vec<&str> = keys
+        let unknown: Vec<&DedupKey> = keys
             .iter()
             .zip(&verdicts)
             .filter(|(_, verdict)| verdict.is_none())
-            .map(|(key, _)| key.as_str())
+            .map(|(key, _)| key)
             .collect();
         if unknown.is_empty() {
             return verdicts;
         }
         match kv.contains_many(&unknown).await {
             Ok(found) => {
-                for (key, verdict) in keys.iter().zip(verdicts.iter_mut()) {
-                    if verdict.is_none() && found.contains(key.as_str()) {
+                let unknown_verdicts = verdicts.iter_mut().filter(|verdict| verdict.is_none());
+                for (verdict, found) in unknown_verdicts.zip(found) {
+                    if found {
                         *verdict = Some(Layer::Kv);
                     }
                 }
@@ -262,8 +331,29 @@ mod tests {
             key,
             DedupKey::of_source("ci", "sendgrid", "delivered", "msg_1")
         );
-        assert!(key.as_str().starts_with("delivery.sendgrid.delivered."));
-        assert!(DedupKey::new("acme", "evt-1").as_str().starts_with("acme."));
+        assert_eq!(
+            key.to_string(),
+            SeenKeys::key("delivery.sendgrid.delivered", "msg_1"),
+            "written as its KV key"
+        );
+        assert_eq!(
+            DedupKey::new("acme", "evt-1").to_string(),
+            SeenKeys::key("acme", "evt-1")
+        );
+    }
+
+    #[test]
+    fn keys_made_on_other_threads_are_the_same_key() {
+        let here = DedupKey::of_source("delivery", "ses", "opened", "m");
+        let there = std::thread::spawn(|| DedupKey::of_source("delivery", "ses", "opened", "m"))
+            .join()
+            .unwrap();
+        assert!(!Arc::ptr_eq(&here.scope, &there.scope), "each thread shares its own");
+        assert_eq!(here, there);
+        let mut keys = HashSet::new();
+        keys.insert(here);
+        assert!(keys.contains(&there));
+        assert!(!keys.contains(&DedupKey::of_source("delivery", "ses", "clicked", "m")));
     }
 
     #[tokio::test]

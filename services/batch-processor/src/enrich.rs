@@ -67,7 +67,7 @@ pub enum Enrichment<V> {
 }
 
 /// Found values (`Some`) and keys the table does not have (`None`).
-type LookupCache<L> = TtlCache<<L as Lookup>::Key, Option<Arc<<L as Lookup>::Value>>>;
+type LookupCache<L> = TtlCache<Arc<<L as Lookup>::Key>, Option<Arc<<L as Lookup>::Value>>>;
 
 pub struct Enricher<L: Lookup> {
     lookup: Arc<L>,
@@ -161,12 +161,12 @@ impl<L: Lookup> Enricher<L> {
                                 Some(value) => {
                                     found += 1;
                                     let value = Arc::new(value);
-                                    cache.insert(owned, Some(value.clone()), self.settings.found_ttl, now);
+                                    cache.insert(Arc::new(owned), Some(value.clone()), self.settings.found_ttl, now);
                                     answers.insert(*key, Enrichment::Found(value));
                                 }
                                 None => {
                                     unknown += 1;
-                                    cache.insert(owned, None, self.settings.unknown_ttl, now);
+                                    cache.insert(Arc::new(owned), None, self.settings.unknown_ttl, now);
                                     answers.insert(*key, Enrichment::Unknown);
                                 }
                             }
