@@ -622,8 +622,7 @@ async fn statements_ceiling(
     events: usize,
     run: &str,
 ) -> Result<f64, AnyError> {
-    use hookmesh_batch_processor::delivery::store::{DeliveryStore, RecipientInfo};
-    use hookmesh_batch_processor::enrich::Enrichment;
+    use hookmesh_batch_processor::delivery::store::{DeliveryStore, Enriched};
     use hookmesh_runtime::engine::Laps;
 
     let backend = hookmesh_runtime::db::Backend::of(database_url)?;
@@ -643,10 +642,6 @@ async fn statements_ceiling(
     store
         .register_campaign(&tenant, run, recipients as u64, &list, Timestamp::now())
         .await?;
-    let info = Arc::new(RecipientInfo {
-        campaign: Arc::new(("bench".to_owned(), run.to_owned())),
-        address: "r@example.com".to_owned(),
-    });
     let subject = provider_delivery(PROVIDER, DeliveryStatus::Delivered);
     let deliveries: Vec<Delivery> = (0..events)
         .map(|n| Delivery::detached(&subject, bytes::Bytes::new()).at(n as u64 + 1, 1))
@@ -672,16 +667,16 @@ async fn statements_ceiling(
     let batches: Vec<&[Fresh<DeliveryFact>]> = facts.chunks(batch_size.max(1)).collect();
     let next = AtomicU64::new(0);
     let started = Instant::now();
-    let (next, batches, store, info) = (&next, &batches, &store, &info);
+    let (next, batches, store) = (&next, &batches, &store);
     let worker = move || async move {
         loop {
             let index = next.fetch_add(1, Ordering::Relaxed) as usize;
             let Some(batch) = batches.get(index) else {
                 return Ok::<(), sqlx::Error>(());
             };
-            let enrichment = vec![Enrichment::Found(info.clone()); batch.len()];
+            // As the service applies them: recipients joined by the insert.
             store
-                .apply(batch, &enrichment, Timestamp::now(), &mut Laps::start())
+                .apply(batch, Enriched::InTransaction, Timestamp::now(), &mut Laps::start())
                 .await?;
         }
     };

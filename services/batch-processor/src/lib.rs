@@ -114,15 +114,11 @@ impl BatchProcessor {
         let backend = Backend::of(&settings.database_url)?;
         let pool = db::connect(&settings.database_url).await?;
         db::migrate(&pool, &MIGRATOR).await?;
-        let (lookup_pool, lookup_backend) = match &settings.lookup_database_url {
-            Some(url) => (db::connect_lazy(url)?, Backend::of(url)?),
-            // SQLite's pool is one connection, held by a batch's transaction
-            // until it commits; a connection of its own lets the next batch's
-            // lookups read (WAL readers do not wait for the writer) meanwhile.
-            None if backend == Backend::Sqlite => {
-                (db::connect(&settings.database_url).await?, backend)
-            }
-            None => (pool.clone(), backend),
+        // Without a lookup database of its own, the recipients are joined
+        // by the events log's insert (see `delivery::store::Enriched`).
+        let lookup = match &settings.lookup_database_url {
+            Some(url) => Some((db::connect_lazy(url)?, Backend::of(url)?)),
+            None => None,
         };
         let js = jetstream::new(client.clone());
         let outbox = Outbox::new(pool.clone(), backend, "batch_outbox");
@@ -146,11 +142,13 @@ impl BatchProcessor {
                 DELIVERY_CONSUMER,
                 "batch-processor-delivery",
                 move || {
-                    let enricher = Enricher::new(
-                        RecipientLookup::new(lookup_pool.clone(), lookup_backend),
-                        enrich.clone(),
-                        metrics.clone(),
-                    );
+                    let enricher = lookup.as_ref().map(|(pool, backend)| {
+                        Enricher::new(
+                            RecipientLookup::new(pool.clone(), *backend),
+                            enrich.clone(),
+                            metrics.clone(),
+                        )
+                    });
                     DeliveryFamily::new(delivery.clone(), enricher, metrics.clone())
                 },
             );

@@ -157,7 +157,7 @@ impl BatchMetrics {
         );
         registry.register(
             "webhook_enrichment_lookups",
-            "Enrichment answers by result: cached, found, unknown",
+            "Enrichment answers by result: cached, found, unknown (by the lookup database, or by the events log insert's join when there is none)",
             metrics.enrichment.clone(),
         );
         registry.register(

@@ -20,21 +20,23 @@ use hookmesh_contracts::validation::StrEnum as _;
 use hookmesh_runtime::Delivery;
 use hookmesh_runtime::engine::{Applied, ApplyError, DedupKey, Family, Fresh, Laps};
 
-use self::store::{DeliveryFact, DeliveryStore, RecipientKey, RecipientLookup};
+use self::store::{DeliveryFact, DeliveryStore, Enriched, RecipientKey, RecipientLookup};
 use crate::enrich::Enricher;
 use crate::telemetry::BatchMetrics;
 
 #[derive(Debug)]
 pub struct DeliveryFamily {
     store: DeliveryStore,
-    enricher: Enricher<RecipientLookup>,
+    /// `None`: the recipients are read from the main database, so the
+    /// events log's insert joins them (see [`Enriched::InTransaction`]).
+    enricher: Option<Enricher<RecipientLookup>>,
     metrics: BatchMetrics,
 }
 
 impl DeliveryFamily {
     pub fn new(
         store: DeliveryStore,
-        enricher: Enricher<RecipientLookup>,
+        enricher: Option<Enricher<RecipientLookup>>,
         metrics: BatchMetrics,
     ) -> Self {
         Self {
@@ -103,21 +105,40 @@ impl Family for DeliveryFamily {
 
     async fn apply(&self, events: &[Fresh<'_, DeliveryFact>]) -> Result<Vec<Applied>, ApplyError> {
         let mut laps = Laps::start();
-        let enrichment = {
-            // Gone before the statements: a batch holds ten thousand.
-            let keys: Vec<_> = events
-                .iter()
-                .map(|fresh| RecipientKey::new(fresh.event.provider(), fresh.event.message_id()))
-                .collect();
-            self.enricher.enrich(&keys).await
+        let looked_up = match &self.enricher {
+            Some(enricher) => {
+                // Gone before the statements: a batch holds ten thousand.
+                let keys: Vec<_> = events
+                    .iter()
+                    .map(|fresh| {
+                        RecipientKey::new(fresh.event.provider(), fresh.event.message_id())
+                    })
+                    .collect();
+                let enrichment = enricher.enrich(&keys).await;
+                laps.lap("enrich");
+                Some(enrichment)
+            }
+            None => None,
         };
-        laps.lap("enrich");
+        let enriched = match &looked_up {
+            Some(enrichment) => Enriched::Looked(enrichment),
+            None => Enriched::InTransaction,
+        };
         let outcome = self
             .store
-            .apply(events, &enrichment, Timestamp::now(), &mut laps)
+            .apply(events, enriched, Timestamp::now(), &mut laps)
             .await;
         laps.report(&self.metrics.family(Self::NAME));
         let outcome = outcome?;
+        if looked_up.is_none() {
+            // The join's answers: a new event's recipient was there, an
+            // unmatched one's was not.
+            let count = |wanted: Applied| {
+                outcome.applied.iter().filter(|applied| **applied == wanted).count() as u64
+            };
+            self.metrics.enrichment("found", count(Applied::New));
+            self.metrics.enrichment("unknown", count(Applied::Unmatched));
+        }
         for completed in &outcome.completed {
             self.metrics.campaign_completed();
             tracing::info!(

@@ -255,6 +255,19 @@ fn campaign_view(tenant: &TenantId, row: &sqlx::any::AnyRow) -> Result<CampaignV
     })
 }
 
+/// Where a batch's recipient columns of the events log (tenant, campaign,
+/// address) come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Enriched<'a> {
+    /// Looked up before the transaction, one answer per event, in order
+    /// (a lookup database of its own, with its cache).
+    Looked(&'a [Enrichment<Arc<RecipientInfo>>]),
+    /// Joined from the recipients table by the insert itself: when the
+    /// lookup database is the main one, a lookup of its own would read the
+    /// same rows again.
+    InTransaction,
+}
+
 impl DeliveryStore {
     pub fn new(pool: Pool, backend: Backend, outbox: Outbox) -> Self {
         Self {
@@ -264,29 +277,27 @@ impl DeliveryStore {
         }
     }
 
-    /// Applies a batch of fresh events, each with its enrichment, in one
-    /// transaction; each statement's time goes to `laps`.
+    /// Applies a batch of fresh events in one transaction, their recipient
+    /// columns as `enriched` says; each statement's time goes to `laps`.
     pub async fn apply(
         &self,
         events: &[Fresh<'_, DeliveryFact>],
-        enrichment: &[Enrichment<Arc<RecipientInfo>>],
+        enriched: Enriched<'_>,
         now: Timestamp,
         laps: &mut Laps,
     ) -> Result<DeliveryOutcome, sqlx::Error> {
-        let events: Vec<_> = events.iter().zip(enrichment).collect();
-        let events = events.as_slice();
         let now_millis = now.unix_millis();
         let mut tx = self.pool.begin().await?;
         laps.lap("begin");
         // The first statement writes, so SQLite takes its write lock now.
-        let new = insert_events(self.backend, &mut tx, events, now_millis).await?;
+        let new = insert_events(self.backend, &mut tx, events, enriched, now_millis).await?;
         laps.lap("insert_events");
 
         let recipients = ByRecipient::new(
             events
                 .iter()
-                .filter(|(fresh, _)| new.contains(&fresh.stream_sequence()))
-                .map(|(fresh, _)| (key_of(&fresh.event), fresh.event.status))
+                .filter(|fresh| new.contains(&fresh.stream_sequence()))
+                .map(|fresh| (key_of(&fresh.event), fresh.event.status))
                 .collect(),
         );
         let mut current: Current = vec![None; recipients.len()];
@@ -312,7 +323,7 @@ impl DeliveryStore {
 
         let mut applied = Vec::with_capacity(events.len());
         let mut unmatched = Vec::new();
-        for (fresh, _) in events {
+        for fresh in events {
             let registered = || {
                 recipients
                     .position(key_of(&fresh.event))
@@ -785,31 +796,38 @@ impl DeliveryStore {
 async fn insert_events(
     backend: Backend,
     tx: &mut Transaction<'static, Any>,
-    events: &[(&Fresh<'_, DeliveryFact>, &Enrichment<Arc<RecipientInfo>>)],
+    events: &[Fresh<'_, DeliveryFact>],
+    enriched: Enriched<'_>,
     now_millis: i64,
 ) -> Result<HashSet<u64>, sqlx::Error> {
     const COLUMNS: usize = 13;
     // In key order: replicas inserting overlapping keys then wait on each
     // other instead of deadlocking.
-    let mut events: Vec<_> = events.iter().collect();
-    events.sort_by(|a, b| {
-        let (a, b) = (&a.0.event, &b.0.event);
+    let mut order: Vec<u32> = (0..events.len() as u32).collect();
+    order.sort_by(|a, b| {
+        let (a, b) = (&events[*a as usize].event, &events[*b as usize].event);
         (a.provider(), a.status.as_str(), a.message_id()).cmp(&(
             b.provider(),
             b.status.as_str(),
             b.message_id(),
         ))
     });
+    let looked_up = |index: usize| match enriched {
+        Enriched::Looked(enrichment) => match &enrichment[index] {
+            Enrichment::Found(info) => Some(info),
+            Enrichment::Unknown | Enrichment::Skipped => None,
+        },
+        Enriched::InTransaction => None,
+    };
+    let joined = matches!(enriched, Enriched::InTransaction);
     let mut new = HashSet::with_capacity(events.len());
     if backend == Backend::Postgres {
-        for chunk in events.chunks(ARRAY_ROWS_PER_STATEMENT) {
+        for chunk in order.chunks(ARRAY_ROWS_PER_STATEMENT) {
             let mut columns: [PgArray; 12] = Default::default();
-            for (fresh, enrichment) in chunk {
+            for index in chunk {
+                let fresh = &events[*index as usize];
                 let fact = &fresh.event;
-                let info = match enrichment {
-                    Enrichment::Found(info) => Some(info),
-                    Enrichment::Unknown | Enrichment::Skipped => None,
-                };
+                let info = looked_up(*index as usize);
                 let [
                     provider,
                     event_type,
@@ -837,8 +855,25 @@ async fn insert_events(
                 reason.text(fact.reason.as_deref());
                 url.text(fact.url.as_deref());
             }
-            db::insert_returning_sequences(
-                tx,
+            let sql = if joined {
+                // Key order kept through the join (see above).
+                "INSERT INTO delivery_events (provider, event_type, message_id, event_id, \
+                 occurred_at, received_at, processed_at, stream_sequence, tenant_id, campaign_id, \
+                 recipient, reason, url) \
+                 SELECT v.provider, v.event_type, v.message_id, v.event_id, v.occurred_at, \
+                 v.received_at, $13, v.stream_sequence, r.tenant_id, r.campaign_id, r.address, \
+                 v.reason, v.url \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+                 $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[], \
+                 $12::text[]) WITH ORDINALITY AS v(provider, event_type, message_id, event_id, \
+                 occurred_at, received_at, stream_sequence, tenant_id, campaign_id, recipient, \
+                 reason, url, position) \
+                 LEFT JOIN delivery_recipients r \
+                 ON r.provider = v.provider AND r.message_id = v.message_id \
+                 ORDER BY v.position \
+                 ON CONFLICT (provider, event_type, message_id) DO NOTHING \
+                 RETURNING stream_sequence"
+            } else {
                 "INSERT INTO delivery_events (provider, event_type, message_id, event_id, \
                  occurred_at, received_at, processed_at, stream_sequence, tenant_id, campaign_id, \
                  recipient, reason, url) \
@@ -849,31 +884,45 @@ async fn insert_events(
                  $12::text[]) AS v(provider, event_type, message_id, event_id, occurred_at, \
                  received_at, stream_sequence, tenant_id, campaign_id, recipient, reason, url) \
                  ON CONFLICT (provider, event_type, message_id) DO NOTHING \
-                 RETURNING stream_sequence",
-                columns,
-                now_millis,
-                &mut new,
-            )
-            .await?;
+                 RETURNING stream_sequence"
+            };
+            db::insert_returning_sequences(tx, sql, columns, now_millis, &mut new).await?;
         }
         return Ok(new);
     }
-    for chunk in events.chunks(rows_per_statement(COLUMNS)) {
-        let sql = format!(
-            "INSERT INTO delivery_events (provider, event_type, message_id, event_id, \
-             occurred_at, received_at, processed_at, stream_sequence, tenant_id, campaign_id, \
-             recipient, reason, url) VALUES {} \
-             ON CONFLICT (provider, event_type, message_id) DO NOTHING \
-             RETURNING stream_sequence",
-            backend.values(chunk.len(), COLUMNS, 1)
-        );
+    for chunk in order.chunks(rows_per_statement(COLUMNS)) {
+        let values = backend.values(chunk.len(), COLUMNS, 1);
+        let sql = if joined {
+            // `WHERE true` keeps the upsert clause apart from the join's `ON`
+            // for SQLite's parser.
+            format!(
+                "INSERT INTO delivery_events (provider, event_type, message_id, event_id, \
+                 occurred_at, received_at, processed_at, stream_sequence, tenant_id, campaign_id, \
+                 recipient, reason, url) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
+                 v.column7, v.column8, r.tenant_id, r.campaign_id, r.address, v.column12, \
+                 v.column13 \
+                 FROM (VALUES {values}) AS v \
+                 LEFT JOIN delivery_recipients r \
+                 ON r.provider = v.column1 AND r.message_id = v.column3 \
+                 WHERE true \
+                 ON CONFLICT (provider, event_type, message_id) DO NOTHING \
+                 RETURNING stream_sequence"
+            )
+        } else {
+            format!(
+                "INSERT INTO delivery_events (provider, event_type, message_id, event_id, \
+                 occurred_at, received_at, processed_at, stream_sequence, tenant_id, campaign_id, \
+                 recipient, reason, url) VALUES {values} \
+                 ON CONFLICT (provider, event_type, message_id) DO NOTHING \
+                 RETURNING stream_sequence"
+            )
+        };
         let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-        for (fresh, enrichment) in chunk {
+        for index in chunk {
+            let fresh = &events[*index as usize];
             let fact = &fresh.event;
-            let info = match enrichment {
-                Enrichment::Found(info) => Some(info),
-                Enrichment::Unknown | Enrichment::Skipped => None,
-            };
+            let info = looked_up(*index as usize);
             query = query
                 .bind(fact.provider())
                 .bind(fact.status.as_str())
