@@ -278,9 +278,32 @@ impl Settlement {
 
 /// A service's processing of batches.
 pub trait Handler: Send + Sync + 'static {
-    /// Handles `batch`; returns one outcome per delivery, in order. The
-    /// batch is lent mutably so that payloads can be released once read.
-    fn handle(&self, batch: &mut [Delivery]) -> impl Future<Output = Vec<Outcome>> + Send;
+    /// What the handler reads of a delivery as it arrives (`()` for one
+    /// that reads it when its batch is handled).
+    type Arrival: Send + 'static;
+
+    /// Reads `delivery` as it arrives, while its batch fills: a payload
+    /// read at once can be let go at once, instead of a batch of them being
+    /// held until the batch is complete.
+    fn arrive(&self, delivery: &mut Delivery) -> Self::Arrival;
+
+    /// Handles `batch`, with what [`Handler::arrive`] read of each delivery;
+    /// returns one outcome per delivery, in order. The batch is lent
+    /// mutably so that payloads can be released once read.
+    fn handle_arrived(
+        &self,
+        batch: &mut [Delivery],
+        arrivals: Vec<Self::Arrival>,
+    ) -> impl Future<Output = Vec<Outcome>> + Send;
+
+    /// Reads and handles a batch assembled at once (tests, tools).
+    fn handle(&self, batch: &mut [Delivery]) -> impl Future<Output = Vec<Outcome>> + Send {
+        let arrivals = batch
+            .iter_mut()
+            .map(|delivery| self.arrive(delivery))
+            .collect();
+        self.handle_arrived(batch, arrivals)
+    }
 }
 
 /// How a service consumes.
@@ -366,6 +389,7 @@ pub async fn run<H: Handler>(
     let mut previous_subject = None;
     let mut batch: Vec<Delivery> = Vec::with_capacity(settings.max_batch);
     let mut replies: Vec<Reply> = Vec::with_capacity(settings.max_batch);
+    let mut arrivals: Vec<H::Arrival> = Vec::with_capacity(settings.max_batch);
     let mut deadline = None;
     let mut in_flight = FuturesUnordered::new();
     // A macro rather than a closure: it awaits, and borrows the loop's
@@ -379,12 +403,15 @@ pub async fn run<H: Handler>(
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(settings.max_batch));
                 let full_replies =
                     std::mem::replace(&mut replies, Vec::with_capacity(settings.max_batch));
-                // A task of its own, so that reading, deduplicating and
+                let full_arrivals =
+                    std::mem::replace(&mut arrivals, Vec::with_capacity(settings.max_batch));
+                // A task of its own, so that deduplicating, applying and
                 // settling one batch run beside the pulling of the next.
                 in_flight.push(tokio::spawn(settler.clone().process(
                     handler.clone(),
                     full,
                     full_replies,
+                    full_arrivals,
                 )));
             }
         }};
@@ -420,10 +447,11 @@ pub async fn run<H: Handler>(
             Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
             next = messages.next() => match next {
                 Some(Ok(message)) => match Delivery::new(message, &mut previous_subject) {
-                    Ok((delivery, reply)) => {
+                    Ok((mut delivery, reply)) => {
                         if batch.is_empty() {
                             deadline = Some(tokio::time::Instant::now() + settings.max_wait);
                         }
+                        arrivals.push(handler.arrive(&mut delivery));
                         batch.push(delivery);
                         replies.push(reply);
                         if batch.len() >= settings.max_batch {
@@ -524,6 +552,7 @@ impl Settler {
         handler: Arc<H>,
         batch: Vec<Delivery>,
         replies: Vec<Reply>,
+        arrivals: Vec<H::Arrival>,
     ) {
         let span = tracing::info_span!(
             "batch",
@@ -555,7 +584,7 @@ impl Settler {
             }
         }
         hookmesh_nats::trace::record_ids(&span);
-        self.process_in_span(handler, batch, replies)
+        self.process_in_span(handler, batch, replies, arrivals)
             .instrument(span)
             .await;
     }
@@ -565,6 +594,7 @@ impl Settler {
         handler: Arc<H>,
         mut batch: Vec<Delivery>,
         replies: Vec<Reply>,
+        arrivals: Vec<H::Arrival>,
     ) {
         let started = Instant::now();
         let outcomes = {
@@ -574,7 +604,7 @@ impl Settler {
                 .last()
                 .map(crate::publish::TraceHeaders::of)
                 .unwrap_or_default();
-            let handling = trace.scope(handler.handle(&mut batch));
+            let handling = trace.scope(handler.handle_arrived(&mut batch, arrivals));
             tokio::pin!(handling);
             let mut progress = tokio::time::interval(self.progress_every);
             progress.tick().await;

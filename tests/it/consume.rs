@@ -18,7 +18,12 @@ use prometheus_client::registry::Registry;
 struct AlwaysRetry;
 
 impl Handler for AlwaysRetry {
-    async fn handle(&self, batch: &mut [Delivery]) -> Vec<Outcome> {
+    type Arrival = ();
+
+    /// Read when the batch is handled.
+    fn arrive(&self, _: &mut Delivery) {}
+
+    async fn handle_arrived(&self, batch: &mut [Delivery], _: Vec<()>) -> Vec<Outcome> {
         batch
             .iter()
             .map(|_| Outcome::Retry {
@@ -34,7 +39,12 @@ impl Handler for AlwaysRetry {
 struct ReleaseThenRefuse;
 
 impl Handler for ReleaseThenRefuse {
-    async fn handle(&self, batch: &mut [Delivery]) -> Vec<Outcome> {
+    type Arrival = ();
+
+    /// Read when the batch is handled.
+    fn arrive(&self, _: &mut Delivery) {}
+
+    async fn handle_arrived(&self, batch: &mut [Delivery], _: Vec<()>) -> Vec<Outcome> {
         batch
             .iter_mut()
             .map(|delivery| {

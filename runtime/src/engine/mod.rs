@@ -193,7 +193,8 @@ pub trait Observer: Send + Sync + std::fmt::Debug + 'static {
 pub struct Stage;
 
 impl Stage {
-    /// Reading and checking each delivery, and the in-batch twins.
+    /// Each delivery's identity and the in-batch twins (the deliveries
+    /// themselves are read as they arrive, before the batch is handed over).
     pub const PARSE: &'static str = "parse";
     /// The memory and KV layers' verdicts.
     pub const DEDUP_READ: &'static str = "dedup_read";
@@ -289,7 +290,25 @@ enum Settled {
 type Settling<'a> = Pin<Box<dyn Future<Output = Vec<Settled>> + Send + 'a>>;
 
 impl<F: Family> Handler for BatchHandler<F> {
-    async fn handle(&self, batch: &mut [Delivery]) -> Vec<Outcome> {
+    type Arrival = Result<F::Event, String>;
+
+    /// Each message is read as it arrives and its payload let go at once:
+    /// a batch never holds its payloads (a dead letter of a read event is
+    /// copied from the stream).
+    fn arrive(&self, delivery: &mut Delivery) -> Self::Arrival {
+        let parsed = self.family.parse(delivery);
+        if parsed.is_ok() {
+            delivery.release_payload();
+        }
+        parsed
+    }
+
+    async fn handle_arrived(
+        &self,
+        batch: &mut [Delivery],
+        arrivals: Vec<Self::Arrival>,
+    ) -> Vec<Outcome> {
+        let batch: &[Delivery] = batch;
         let started = Instant::now();
         let mut laps = Laps::start();
         let name = F::NAME;
@@ -306,15 +325,7 @@ impl<F: Family> Handler for BatchHandler<F> {
             HashMap::with_capacity_and_hasher(batch.len(), FastHash::default());
         let mut routes = Vec::with_capacity(batch.len());
         let mut invalid = 0;
-        for (index, delivery) in batch.iter_mut().enumerate() {
-            let parsed = self.family.parse(delivery);
-            if parsed.is_ok() {
-                // The event holds what it needs; a dead letter of it would
-                // be copied from the stream.
-                delivery.release_payload();
-            }
-            // Read-only from here: the fresh event holds it.
-            let delivery: &Delivery = delivery;
+        for ((index, delivery), parsed) in batch.iter().enumerate().zip(arrivals) {
             match parsed {
                 Ok(event) => {
                     self.observer.received(self.family.event_type(&event));

@@ -515,7 +515,12 @@ impl StepHandler {
 }
 
 impl Handler for StepHandler {
-    async fn handle(&self, batch: &mut [Delivery]) -> Vec<Outcome> {
+    type Arrival = ();
+
+    /// Read when the batch is handled.
+    fn arrive(&self, _: &mut Delivery) {}
+
+    async fn handle_arrived(&self, batch: &mut [Delivery], _: Vec<()>) -> Vec<Outcome> {
         let batch: &[Delivery] = batch;
         let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
         for (index, delivery) in batch.iter().enumerate() {

@@ -121,8 +121,13 @@ impl RegistrationHandler {
 }
 
 impl Handler for RegistrationHandler {
+    type Arrival = ();
+
+    /// Read when the batch is handled.
+    fn arrive(&self, _: &mut Delivery) {}
+
     /// One registration at a time: each may hold ten thousand recipients.
-    async fn handle(&self, batch: &mut [Delivery]) -> Vec<Outcome> {
+    async fn handle_arrived(&self, batch: &mut [Delivery], _: Vec<()>) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(batch.len());
         for delivery in batch {
             outcomes.push(self.register(delivery).await);

@@ -362,7 +362,12 @@ pub struct RouteHandler {
 }
 
 impl Handler for RouteHandler {
-    async fn handle(&self, batch: &mut [Delivery]) -> Vec<Outcome> {
+    type Arrival = ();
+
+    /// Read when the batch is handled.
+    fn arrive(&self, _: &mut Delivery) {}
+
+    async fn handle_arrived(&self, batch: &mut [Delivery], _: Vec<()>) -> Vec<Outcome> {
         join_all(
             batch
                 .iter()
@@ -465,7 +470,12 @@ pub struct DeliverHandler {
 }
 
 impl Handler for DeliverHandler {
-    async fn handle(&self, batch: &mut [Delivery]) -> Vec<Outcome> {
+    type Arrival = ();
+
+    /// Read when the batch is handled.
+    fn arrive(&self, _: &mut Delivery) {}
+
+    async fn handle_arrived(&self, batch: &mut [Delivery], _: Vec<()>) -> Vec<Outcome> {
         join_all(
             batch
                 .iter()
