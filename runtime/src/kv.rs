@@ -64,7 +64,10 @@ impl SeenKeys {
     /// A valid key for `id` within `scope`: ids may hold any character, so
     /// they are hashed (`scope` must be made of `A-Za-z0-9_-`).
     pub fn key(scope: &str, id: &str) -> String {
-        format!("{scope}.{}", hookmesh_contracts::hex::encode(&Self::digest(id)))
+        format!(
+            "{scope}.{}",
+            hookmesh_contracts::hex::encode(&Self::digest(id))
+        )
     }
 
     /// The hashed part of `id`'s key: the first 16 bytes of its SHA-256.
@@ -169,10 +172,7 @@ impl SeenKeys {
     /// Across a leader change in a cluster, earlier keys can be lost; that
     /// costs only a later duplicate's early exit, which the database
     /// layer's uniqueness still catches.
-    pub async fn insert_many(
-        &self,
-        keys: &[impl std::fmt::Display],
-    ) -> Result<(), SeenKeysError> {
+    pub async fn insert_many(&self, keys: &[impl std::fmt::Display]) -> Result<(), SeenKeysError> {
         let Some((last, rest)) = keys.split_last() else {
             return Ok(());
         };

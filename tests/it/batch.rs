@@ -404,36 +404,55 @@ async fn a_failing_enrichment_is_skipped_and_processing_continues() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrichment_attaches_the_recipient_to_the_events_log() {
-    let db = TestDb::sqlite();
-    let nats = TestNats::start().await;
-    let js = nats.jetstream().await;
-    let processor = TestBatch::start(nats.url(), batch_settings(&db.url)).await;
-    let program = generate(43, 2, 30);
-    register(processor.service().delivery_store(), &program).await;
-    publish_natively(&js, &program.events, "a").await;
-    wait_logged(&db.url, program.events.len()).await;
-    let pool = query_pool(&db.url).await;
-    let row = sqlx::query(
-        "SELECT tenant_id, campaign_id, recipient FROM delivery_events \
-         WHERE provider = 'ses' AND message_id = 'msg-0-0000' AND matched = TRUE LIMIT 1",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        row.get::<Option<String>, _>("tenant_id").as_deref(),
-        Some("acme")
-    );
-    assert_eq!(
-        row.get::<Option<String>, _>("campaign_id").as_deref(),
-        Some("campaign-1")
-    );
-    assert_eq!(
-        row.get::<Option<String>, _>("recipient").as_deref(),
-        Some("msg-0-0000@example.com")
-    );
-    pool.close().await;
-    processor.stop().await;
+    // Joined by the events log's insert (no lookup database), then looked
+    // up, cache first, on a lookup database (here the same one).
+    for lookup_database in [false, true] {
+        let db = TestDb::sqlite();
+        let nats = TestNats::start().await;
+        let js = nats.jetstream().await;
+        let mut settings = batch_settings(&db.url);
+        if lookup_database {
+            settings.lookup_database_url = Some(db.url.clone());
+        }
+        let processor = TestBatch::start(nats.url(), settings).await;
+        let program = generate(43, 2, 30);
+        register(processor.service().delivery_store(), &program).await;
+        publish_natively(&js, &program.events, "a").await;
+        wait_logged(&db.url, program.events.len()).await;
+        let pool = query_pool(&db.url).await;
+        let row = sqlx::query(
+            "SELECT tenant_id, campaign_id, recipient FROM delivery_events \
+             WHERE provider = 'ses' AND message_id = 'msg-0-0000' AND matched = TRUE LIMIT 1",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let column = |name: &str| row.get::<Option<String>, _>(name);
+        assert_eq!(
+            column("tenant_id").as_deref(),
+            Some("acme"),
+            "{lookup_database}"
+        );
+        assert_eq!(column("campaign_id").as_deref(), Some("campaign-1"));
+        assert_eq!(
+            column("recipient").as_deref(),
+            Some("msg-0-0000@example.com")
+        );
+        let unenriched = count(
+            &db.url,
+            "SELECT COUNT(*) FROM delivery_events WHERE matched = TRUE AND tenant_id IS NULL",
+        )
+        .await;
+        assert_eq!(
+            unenriched, 0,
+            "every matched event carries its recipient ({lookup_database})"
+        );
+        let found = processor.metric("webhook_enrichment_lookups_total{result=\"found\"}")
+            + processor.metric("webhook_enrichment_lookups_total{result=\"cached\"}");
+        assert!(found > 0.0, "the answers are counted ({lookup_database})");
+        pool.close().await;
+        processor.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -676,7 +676,12 @@ async fn statements_ceiling(
             };
             // As the service applies them: recipients joined by the insert.
             store
-                .apply(batch, Enriched::InTransaction, Timestamp::now(), &mut Laps::start())
+                .apply(
+                    batch,
+                    Enriched::InTransaction,
+                    Timestamp::now(),
+                    &mut Laps::start(),
+                )
                 .await?;
         }
     };

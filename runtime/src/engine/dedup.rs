@@ -348,7 +348,10 @@ mod tests {
         let there = std::thread::spawn(|| DedupKey::of_source("delivery", "ses", "opened", "m"))
             .join()
             .unwrap();
-        assert!(!Arc::ptr_eq(&here.scope, &there.scope), "each thread shares its own");
+        assert!(
+            !Arc::ptr_eq(&here.scope, &there.scope),
+            "each thread shares its own"
+        );
         assert_eq!(here, there);
         let mut keys = HashSet::new();
         keys.insert(here);

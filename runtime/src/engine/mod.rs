@@ -4,7 +4,8 @@
 //! [`Observer`] (its metrics, under the names its seed gives them); the
 //! engine does the rest, the same way for every family:
 //!
-//! - reading: each delivery is parsed; one that can never be processed is
+//! - reading: each delivery is parsed as it arrives (its payload let go at
+//!   once, before the batch is complete); one that can never be processed is
 //!   dead-lettered with the reason;
 //! - [`dedup`]: twins inside the batch follow their first occurrence, then
 //!   memory (one minute) and the family's KV bucket answer for the whole

@@ -134,10 +134,15 @@ impl Family for DeliveryFamily {
             // The join's answers: a new event's recipient was there, an
             // unmatched one's was not.
             let count = |wanted: Applied| {
-                outcome.applied.iter().filter(|applied| **applied == wanted).count() as u64
+                outcome
+                    .applied
+                    .iter()
+                    .filter(|applied| **applied == wanted)
+                    .count() as u64
             };
             self.metrics.enrichment("found", count(Applied::New));
-            self.metrics.enrichment("unknown", count(Applied::Unmatched));
+            self.metrics
+                .enrichment("unknown", count(Applied::Unmatched));
         }
         for completed in &outcome.completed {
             self.metrics.campaign_completed();
