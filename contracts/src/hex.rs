@@ -5,13 +5,19 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 
 /// `[0x00, 0x7f, 0xab]` → `"007fab"`.
 pub fn encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(DIGITS[usize::from(byte >> 4)] as char);
-        text.push(DIGITS[usize::from(byte & 0xf)] as char);
-    }
+    write(bytes, &mut text).expect("writing to a String cannot fail");
     text
+}
+
+/// The same, written to `out` without a `String` of its own.
+pub fn write(bytes: &[u8], out: &mut impl std::fmt::Write) -> std::fmt::Result {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.write_char(DIGITS[usize::from(byte >> 4)] as char)?;
+        out.write_char(DIGITS[usize::from(byte & 0xf)] as char)?;
+    }
+    Ok(())
 }
 
 /// Hex of either case; `None` for odd lengths or other characters.

@@ -64,10 +64,22 @@ impl SeenKeys {
     /// A valid key for `id` within `scope`: ids may hold any character, so
     /// they are hashed (`scope` must be made of `A-Za-z0-9_-`).
     pub fn key(scope: &str, id: &str) -> String {
-        format!(
-            "{scope}.{}",
-            hookmesh_contracts::hex::encode(&Self::digest(id))
-        )
+        let mut key = String::with_capacity(scope.len() + 33);
+        Self::write_key(&mut key, scope, &Self::digest(id))
+            .expect("writing to a String cannot fail");
+        key
+    }
+
+    /// Writes the key of the id whose [`SeenKeys::digest`] is `digest`
+    /// within `scope`: `<scope>.<hex digest>`.
+    pub fn write_key(
+        out: &mut impl std::fmt::Write,
+        scope: &str,
+        digest: &[u8; 16],
+    ) -> std::fmt::Result {
+        out.write_str(scope)?;
+        out.write_char('.')?;
+        hookmesh_contracts::hex::write(digest, out)
     }
 
     /// The hashed part of `id`'s key: the first 16 bytes of its SHA-256.

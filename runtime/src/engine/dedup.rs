@@ -115,14 +115,7 @@ impl Hash for DedupKey {
 /// The key as KV holds it.
 impl fmt::Display for DedupKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut hex = [0u8; 32];
-        for (pair, byte) in hex.chunks_exact_mut(2).zip(self.digest) {
-            pair[0] = DIGITS[usize::from(byte >> 4)];
-            pair[1] = DIGITS[usize::from(byte & 0xf)];
-        }
-        let hex = std::str::from_utf8(&hex).expect("hex digits are ASCII");
-        write!(f, "{}.{hex}", self.scope)
+        SeenKeys::write_key(f, &self.scope, &self.digest)
     }
 }
 
